@@ -1,0 +1,12 @@
+"""DDPM on 2-D points: the pipeline, one module per stage.
+
+    config -> datasets -> schedules -> forward -> denoiser -> training -> samplers -> metrics
+    (+ checkpoints; ``python -m diffusion`` runs a whole job headless)
+
+Nothing here imports streamlit or plotly: the dashboard draws what this package computes.
+"""
+
+from .config import ExperimentConfig, PRESETS, improved, reference
+from .schedules import NoiseSchedule, make_schedule
+
+__all__ = ["ExperimentConfig", "PRESETS", "NoiseSchedule", "improved", "make_schedule", "reference"]

@@ -1,0 +1,233 @@
+"""2-D data: the reference Gaussian, classic toy shapes, and the user's own points.
+
+Every draw goes through an explicit ``torch.Generator``. Where the density is known in closed form
+(a Gaussian or a mixture of isotropic Gaussians) the dataset also knows the exact optimal noise
+prediction eps*(x_t, t) = E[eps | x_t] and the irreducible part of the DDPM loss.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import MAX_POINTS, DataConfig, PointSet
+from .schedules import NoiseSchedule
+
+
+class PointsError(ValueError):
+    """A user's point file that cannot be used; the message says why and what is allowed."""
+
+
+@dataclass(frozen=True)
+class GaussianMixture:
+    """sum_k w_k N(mu_k, s_k^2 I): sampling plus the exact denoiser of its noised marginals."""
+
+    means: tuple[tuple[float, float], ...]
+    stds: tuple[float, ...]
+    weights: tuple[float, ...]
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:  # (n, 2)
+        means = torch.tensor(self.means, dtype=torch.float32)
+        stds = torch.tensor(self.stds, dtype=torch.float32)
+        if len(self.means) == 1:  # same draws, in the same order, as the reference script
+            return torch.randn(n, 2, generator=generator) * stds[0] + means[0]
+        k = torch.multinomial(torch.tensor(self.weights), n, replacement=True, generator=generator)
+        return torch.randn(n, 2, generator=generator) * stds[k, None] + means[k]
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.average(np.array(self.means), axis=0, weights=self.weights)
+
+    @property
+    def std(self) -> np.ndarray:
+        """Per-axis standard deviation of the mixture."""
+        means, w = np.array(self.means), np.array(self.weights)
+        second = (w[:, None] * (means**2 + np.array(self.stds)[:, None] ** 2)).sum(0)
+        return np.sqrt(second - self.mean**2)
+
+    def _component_terms(self, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule):
+        """Per component: log-responsibility and E[eps | x_t, k], in float64. Shapes (B, K[, 2])."""
+        abar = torch.as_tensor(schedule.float64["alphas_cumprod"])[t.cpu()].to(x_t.device)[:, None]
+        x = x_t.double()
+        means = torch.tensor(self.means, dtype=torch.float64, device=x.device)  # (K, 2)
+        var = abar * torch.tensor(self.stds, dtype=torch.float64, device=x.device) ** 2 + 1 - abar
+        centred = x[:, None, :] - abar.sqrt()[:, :, None] * means  # (B, K, 2)
+        log_w = torch.log(torch.tensor(self.weights, dtype=torch.float64, device=x.device))
+        # log N(x_t; sqrt(abar) mu_k, var_k I) in 2-D, up to the shared constant
+        log_r = log_w - (centred**2).sum(-1) / (2 * var) - torch.log(var)
+        log_r = log_r - torch.logsumexp(log_r, dim=1, keepdim=True)
+        eps_k = (1 - abar).sqrt()[:, :, None] * centred / var[:, :, None]
+        return log_r, eps_k
+
+    def optimal_eps(self, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+        """eps*(x_t, t) = E[eps | x_t]: per component sqrt(1-abar)(x_t - sqrt(abar) mu_k) /
+        (abar s_k^2 + 1 - abar), weighted by the posterior over components. x_t (B, 2), t (B,)."""
+        t = torch.as_tensor(t, dtype=torch.long).expand(len(x_t))
+        log_r, eps_k = self._component_terms(x_t, t, schedule)
+        return (log_r.exp()[:, :, None] * eps_k).sum(1).to(x_t.dtype)
+
+    def irreducible_loss(
+        self, schedule: NoiseSchedule, *, n: int = 4096, generator: torch.Generator | None = None
+    ) -> np.ndarray:
+        """Per-dimension E||eps - eps*||^2 / 2 at each t, shape (T,): the floor of the loss.
+
+        One Gaussian: abar s^2 / (abar s^2 + 1 - abar) exactly. A mixture has no closed form:
+        Monte Carlo with ``n`` draws per t (the same x_0 and eps at every t)."""
+        abar = schedule.float64["alphas_cumprod"]
+        if len(self.means) == 1:
+            s2 = self.stds[0] ** 2
+            return abar * s2 / (abar * s2 + 1 - abar)
+        generator = generator or torch.Generator().manual_seed(0)
+        x0 = self.sample(n, generator).double()
+        eps = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+        out = np.empty(len(abar))
+        for t in range(len(abar)):
+            x_t = math.sqrt(abar[t]) * x0 + math.sqrt(1 - abar[t]) * eps
+            t_vec = torch.full((n,), t, dtype=torch.long)
+            log_r, eps_k = self._component_terms(x_t, t_vec, schedule)
+            eps_star = (log_r.exp()[:, :, None] * eps_k).sum(1)
+            out[t] = float(((eps - eps_star) ** 2).mean())
+        return out
+
+    def mean_pairwise_distance(self) -> float | None:
+        """E|X - X'| in closed form where it has one: s * sqrt(pi) for one 2-D Gaussian."""
+        return self.stds[0] * math.sqrt(math.pi) if len(self.means) == 1 else None
+
+
+def _ring() -> GaussianMixture:
+    angles = [2 * math.pi * k / 8 for k in range(8)]
+    means = tuple((2.0 * math.cos(a), 2.0 * math.sin(a)) for a in angles)
+    return GaussianMixture(means, (0.15,) * 8, (1 / 8,) * 8)
+
+
+@dataclass(frozen=True)
+class ToyShape:
+    """A shape known only by how to draw it."""
+
+    name: str
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:  # (n, 2)
+        g = generator
+        u = torch.rand(n, generator=g)
+        jitter = torch.randn(n, 2, generator=g)
+        if self.name == "moons":  # two interleaved half circles, centred
+            upper = u < 0.5
+            angle = math.pi * torch.where(upper, u * 2, u * 2 - 1)
+            x = torch.where(upper, torch.cos(angle), 1 - torch.cos(angle))
+            y = torch.where(upper, torch.sin(angle), 0.5 - torch.sin(angle))
+            points = torch.stack([x - 0.5, y - 0.25], 1) * 1.6
+            return points + 0.08 * jitter
+        if self.name == "swiss_roll":
+            turn = 1.5 * math.pi * (1 + 2 * u)
+            points = torch.stack([turn * torch.cos(turn), turn * torch.sin(turn)], 1) / 5.0
+            return points + 0.06 * jitter
+        if self.name == "circles":  # radii 2 and 1
+            radius = torch.where(u < 0.5, 2.0, 1.0)
+            angle = 2 * math.pi * torch.rand(n, generator=g)
+            return radius[:, None] * torch.stack([angle.cos(), angle.sin()], 1) + 0.06 * jitter
+        if self.name == "checkerboard":  # 8 of the 16 unit squares of [-2, 2]^2
+            x = 4 * u - 2
+            row = torch.randint(0, 2, (n,), generator=g) * 2 - 2  # -2 or 0
+            y = torch.rand(n, generator=g) + row + (torch.floor(x) % 2)
+            return torch.stack([x, y], 1)
+        if self.name == "spiral":  # two interleaved arms
+            arm = torch.where(torch.rand(n, generator=g) < 0.5, 0.0, math.pi)
+            r = 0.3 + 2.2 * u
+            angle = 3 * math.pi * u + arm
+            return torch.stack([r * angle.cos(), r * angle.sin()], 1) + 0.05 * jitter
+        raise ValueError(f"unknown toy shape {self.name!r}")
+
+
+@dataclass(frozen=True)
+class FixedPoints:
+    """The user's own point set: training makes passes (epochs) over it."""
+
+    points: torch.Tensor  # (N, 2)
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:  # (n, 2), with replacement
+        return self.points[torch.randint(0, len(self.points), (n,), generator=generator)]
+
+
+Dataset = GaussianMixture | ToyShape | FixedPoints
+
+REFERENCE_GAUSSIAN = GaussianMixture(((2.0, 2.0),), (0.5,), (1.0,))
+
+DATASET_LABELS = {
+    "gaussian": "Gaussian at (2, 2), std 0.5 (the reference)",
+    "ring": "Ring of 8 Gaussians",
+    "moons": "Two moons",
+    "swiss_roll": "Swiss roll",
+    "circles": "Concentric circles",
+    "checkerboard": "Checkerboard",
+    "spiral": "Two-arm spiral",
+    "points": "Your own points (CSV)",
+}
+
+
+def make_dataset(config: DataConfig) -> Dataset:
+    if config.name == "gaussian":
+        return REFERENCE_GAUSSIAN
+    if config.name == "ring":
+        return _ring()
+    if config.name == "points":
+        return FixedPoints(torch.from_numpy(config.points.array.copy()))
+    return ToyShape(config.name)
+
+
+def parse_points_csv(data: bytes | str, *, standardize: bool = True) -> np.ndarray:
+    """Read a CSV with a header row naming columns x and y (others are ignored).
+
+    Returns (N, 2) float32. With ``standardize`` the points are shifted to mean 0 and scaled so
+    their overall standard deviation is 1, the scale the noise schedules are made for.
+    Raises PointsError with a message that says what is wrong and what is allowed."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise PointsError("the file is not UTF-8 text; save it as a UTF-8 CSV with columns x,y")
+    if "\x00" in data:
+        raise PointsError("the file is binary, not CSV text; expected a CSV with columns x,y")
+    reader = csv.reader(io.StringIO(data))
+    header = next(reader, None)
+    if header is None:
+        raise PointsError("the file is empty; expected a header row x,y and at least 2 points")
+    columns = [name.strip().lower() for name in header]
+    if "x" not in columns or "y" not in columns:
+        raise PointsError(f"the header must name columns x and y; found {', '.join(header) or 'nothing'}")
+    ix, iy = columns.index("x"), columns.index("y")
+    rows = []
+    for line_no, row in enumerate(reader, start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(rows) >= MAX_POINTS:
+            raise PointsError(f"the file has more than {MAX_POINTS:,} points, the limit; subsample it")
+        try:
+            rows.append((float(row[ix]), float(row[iy])))
+        except (ValueError, IndexError):
+            shown = ",".join(row)[:40]
+            raise PointsError(f"line {line_no} is not two numbers x,y: {shown!r}")
+    points = np.array(rows, dtype=np.float64).reshape(-1, 2)
+    if len(points) < 2:
+        raise PointsError(f"the file has {len(points)} point(s); at least 2 are needed")
+    bad = ~np.isfinite(points).all(axis=1)
+    if bad.any():
+        raise PointsError(f"line {int(np.argmax(bad)) + 2} holds NaN or inf; every x,y must be a finite number")
+    if np.abs(points).max() > 1e15:
+        raise PointsError("values beyond 1e15 in size cannot be used; rescale the data")
+    if standardize:
+        points = points - points.mean(axis=0)
+        scale = points.std()
+        if scale < 1e-12:
+            raise PointsError("all points are identical; the data needs some spread")
+        points = points / scale
+    return points.astype(np.float32)
+
+
+def load_points(data: bytes | str, *, standardize: bool = True) -> DataConfig:
+    """The data config for a user's CSV file."""
+    return DataConfig("points", PointSet.from_array(parse_points_csv(data, standardize=standardize)))
