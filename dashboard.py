@@ -1,0 +1,40 @@
+"""DDPM Lab: watch a denoising diffusion model learn 2-D points.
+
+    streamlit run dashboard.py
+
+The page, top to bottom: the sidebar's settings; the noise schedule and the data being noised;
+training with its live loss; then, once trained, the reverse process animated, the results
+against the data, and downloads.
+"""
+
+import streamlit as st
+import torch
+
+from ui import controls, panels
+
+st.set_page_config(page_title="DDPM Lab", page_icon="🌀", layout="wide")
+torch.set_num_threads(1)  # the MLP is tiny: extra threads only contend with the server
+
+controls.init_state_from_url()
+config, display = controls.sidebar()
+controls.write_url()
+
+panels.header()
+if config is None:
+    st.info("Fix the setting marked in the sidebar to continue; your finished runs are kept.")
+    st.stop()
+
+schedule_column, data_column = st.columns(2)
+with schedule_column:
+    panels.schedule_panel(config)
+with data_column:
+    panels.forward_panel(config, display)
+
+run = panels.training_panel(config, display)
+if run is not None:
+    animation_column, results_column = st.columns([3, 2])
+    with animation_column:
+        panels.reverse_panel(run, config, display)
+    with results_column:
+        panels.results_panel(run, config)
+    panels.downloads_panel(run, config, display)

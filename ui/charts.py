@@ -1,0 +1,227 @@
+"""Plotly figure builders: numbers in, figures out. No Streamlit here, so the headless command can
+write the same figures to a standalone HTML file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from diffusion.config import ExperimentConfig
+from diffusion.samplers import Trajectory
+from diffusion.schedules import NoiseSchedule
+
+DATA_COLOR = "#1f77b4"
+SAMPLE_COLOR = "#ff7f0e"
+X0_COLOR = "#2ca02c"
+FLOOR_COLOR = "#d62728"
+PLAY_MS = 80  # default frame duration of the animations
+
+
+def _xy(points: np.ndarray) -> dict:
+    """Coordinates as float32 arrays: Plotly sends them base64-encoded, ~8 bytes a point."""
+    points = np.asarray(points, dtype=np.float32)
+    return {"x": points[:, 0], "y": points[:, 1]}
+
+
+def axis_range(*point_sets: np.ndarray, pad: float = 0.1) -> tuple[list[float], list[float]]:
+    """Square-ish fixed axes covering the 0.5-99.5 percentiles of all points given."""
+    stacked = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in point_sets])
+    stacked = stacked[np.isfinite(stacked).all(axis=1)]
+    low, high = np.percentile(stacked, 0.5, axis=0), np.percentile(stacked, 99.5, axis=0)
+    centre, half = (low + high) / 2, max(float((high - low).max()) / 2, 0.5) * (1 + pad)
+    return [centre[0] - half, centre[0] + half], [centre[1] - half, centre[1] + half]
+
+
+# --- schedule ------------------------------------------------------------------------------------
+
+
+def schedule_figure(schedule: NoiseSchedule) -> go.Figure:
+    """beta_t, alpha-bar_t and log-SNR(t) against t."""
+    t = np.arange(1, schedule.num_timesteps + 1)
+    table = schedule.float64
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("β_t", "ᾱ_t (signal kept)", "log SNR(t)"),
+                        horizontal_spacing=0.08)
+    fig.add_trace(go.Scatter(x=t, y=table["betas"], mode="lines", name="β_t"), 1, 1)
+    fig.add_trace(go.Scatter(x=t, y=table["alphas_cumprod"], mode="lines", name="ᾱ_t"), 1, 2)
+    fig.add_trace(go.Scatter(x=t, y=schedule.log_snr, mode="lines", name="log SNR"), 1, 3)
+    fig.update_xaxes(title_text="t")
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_layout(height=260, showlegend=False, margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+# --- animations ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnimationStyle:
+    """Display-only choices: changing these redraws, never retrains or resamples."""
+
+    trails: int = 0  # points whose whole path is drawn
+    show_x0: bool = False  # the model's current guess of x_0
+    frame_ms: int = PLAY_MS
+    marker_size: int = 4
+
+
+def _play_controls(labels: list[str], frame_ms: int, prefix: str) -> dict:
+    play = dict(label="▶ Play", method="animate",
+                args=[None, {"frame": {"duration": frame_ms, "redraw": False}, "fromcurrent": True,
+                             "transition": {"duration": 0}}])
+    pause = dict(label="❚❚ Pause", method="animate",
+                 args=[[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
+                                "transition": {"duration": 0}}])
+    menus = [dict(type="buttons", direction="left", showactive=False, x=0.0, y=-0.08, xanchor="left",
+                  yanchor="top", pad=dict(t=0, r=10), buttons=[play, pause])]
+    steps = [dict(method="animate", label=label,
+                  args=[[label], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
+                                  "transition": {"duration": 0}}]) for label in labels]
+    sliders = [dict(active=0, steps=steps, x=0.22, len=0.78, y=-0.02, yanchor="top", pad=dict(t=0, b=0),
+                    currentvalue=dict(prefix=prefix, visible=True, xanchor="left"),
+                    transition=dict(duration=0))]
+    return dict(updatemenus=menus, sliders=sliders)
+
+
+def _trail_xy(frames: np.ndarray, upto: int, trail_ids: np.ndarray) -> dict:
+    """Paths of the trail points from frame 0 to ``upto``, separated by gaps (NaN)."""
+    paths = frames[: upto + 1, trail_ids, :].transpose(1, 0, 2)  # (m, k, 2)
+    gap = np.full((len(trail_ids), 1, 2), np.nan, dtype=np.float32)
+    joined = np.concatenate([paths, gap], axis=1).reshape(-1, 2)
+    return _xy(joined)
+
+
+def animation_figure(
+    frames: np.ndarray,
+    labels: list[str],
+    data: np.ndarray,
+    *,
+    title: str,
+    style: AnimationStyle = AnimationStyle(),
+    predicted_x0: np.ndarray | None = None,
+    start_at_end: bool = False,
+) -> go.Figure:
+    """Animated scatter of ``frames`` (K, N, 2) over faint ``data``, with play / pause and a slider.
+
+    Traces: 0 data (static), 1 the moving points, 2 predicted x_0 (optional), 3 trails (optional).
+    Frames update only the moving traces (``redraw=False``, SVG: Scattergl would not move)."""
+    frames = np.asarray(frames, dtype=np.float32)
+    x_range, y_range = axis_range(data, frames[0], frames[-1])
+    trail_ids = np.linspace(0, frames.shape[1] - 1, style.trails).astype(int) if style.trails else None
+    first = len(frames) - 1 if start_at_end else 0
+    marker = dict(size=style.marker_size, color=SAMPLE_COLOR, opacity=0.75)
+
+    def moving(k: int) -> list[go.Scatter]:
+        traces = [go.Scatter(**_xy(frames[k]), mode="markers", marker=marker, name="x_t")]
+        if predicted_x0 is not None:
+            traces.append(go.Scatter(**_xy(predicted_x0[k]), mode="markers", name="predicted x₀",
+                                     marker=dict(size=3, color=X0_COLOR, opacity=0.5)))
+        if trail_ids is not None:
+            traces.append(go.Scatter(**_trail_xy(frames, k, trail_ids), mode="lines", name="paths",
+                                     line=dict(width=1.2, color="#444")))
+        return traces
+
+    moving_ids = list(range(1, 1 + len(moving(0))))
+    fig = go.Figure(
+        data=[go.Scatter(**_xy(data), mode="markers", name="data",
+                         marker=dict(size=3, color=DATA_COLOR, opacity=0.18))] + moving(first),
+        frames=[go.Frame(data=moving(k), traces=moving_ids, name=labels[k]) for k in range(len(frames))],
+    )
+    controls = _play_controls(labels, style.frame_ms, prefix="")
+    controls["sliders"][0]["active"] = first
+    fig.update_layout(
+        title=dict(text=title, x=0.0, font=dict(size=14)),
+        xaxis=dict(range=x_range, zeroline=False, constrain="domain"),
+        yaxis=dict(range=y_range, zeroline=False, scaleanchor="x", scaleratio=1),
+        height=520, margin=dict(l=10, r=10, t=40, b=90),
+        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+        **controls,
+    )
+    return fig
+
+
+def reverse_figure(trajectory: Trajectory, data: np.ndarray, style: AnimationStyle = AnimationStyle()) -> go.Figure:
+    labels = [f"t = {int(t)}" for t in trajectory.frame_times]
+    return animation_figure(
+        trajectory.frames, labels, data, title="Reverse process: noise x_T → samples x₀", style=style,
+        predicted_x0=trajectory.predicted_x0 if style.show_x0 else None,
+    )
+
+
+def forward_figure(frames: np.ndarray, times: np.ndarray, data: np.ndarray, frame_ms: int = PLAY_MS) -> go.Figure:
+    labels = [f"t = {int(t)}" for t in times]
+    return animation_figure(frames, labels, data, title="Forward process: data x₀ → noise x_T",
+                            style=AnimationStyle(frame_ms=frame_ms))
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def smooth(values: np.ndarray, weight: float) -> np.ndarray:
+    """Exponential moving average with bias correction (as TensorBoard's smoothing)."""
+    out = np.empty(len(values))
+    avg = 0.0
+    for i, v in enumerate(values):
+        avg = weight * avg + (1 - weight) * v
+        out[i] = avg / (1 - weight ** (i + 1))
+    return out
+
+
+def loss_figure(
+    losses: np.ndarray, *, smoothing: float = 0.9, log_y: bool = False, floor: float | None = None,
+    total_steps: int | None = None,
+) -> go.Figure:
+    """Loss per optimizer step, raw and smoothed, with the irreducible loss as a floor line."""
+    steps = np.arange(1, len(losses) + 1)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=steps, y=np.asarray(losses, dtype=np.float32), mode="lines", name="loss",
+                             line=dict(color=DATA_COLOR, width=1), opacity=0.35))
+    if smoothing > 0 and len(losses):
+        fig.add_trace(go.Scatter(x=steps, y=smooth(np.asarray(losses), smoothing).astype(np.float32),
+                                 mode="lines", name=f"smoothed ({smoothing:g})", line=dict(color=DATA_COLOR, width=2)))
+    if floor is not None:
+        fig.add_hline(y=floor, line=dict(color=FLOOR_COLOR, dash="dash", width=1.5),
+                      annotation_text=f"irreducible loss {floor:.3f}", annotation_position="top right")
+    fig.update_layout(
+        height=300, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="optimizer step", yaxis_title="MSE loss",
+        legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"),
+        uirevision="loss",  # keep the user's zoom while the curve grows
+    )
+    fig.update_xaxes(range=[0, total_steps or max(len(losses), 1)])
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+# --- results -------------------------------------------------------------------------------------
+
+
+def comparison_figure(data: np.ndarray, samples: np.ndarray) -> go.Figure:
+    """Original vs generated, side by side on the same axes (the reference script's figure)."""
+    x_range, y_range = axis_range(data, samples)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Original data", "Generated samples"),
+                        shared_xaxes=True, shared_yaxes=True, horizontal_spacing=0.04)
+    fig.add_trace(go.Scatter(**_xy(data), mode="markers", name="Original data",
+                             marker=dict(size=4, color=DATA_COLOR, opacity=0.5)), 1, 1)
+    fig.add_trace(go.Scatter(**_xy(samples), mode="markers", name="Generated samples",
+                             marker=dict(size=4, color=SAMPLE_COLOR, opacity=0.5)), 1, 2)
+    fig.update_xaxes(range=x_range, title_text="x")
+    fig.update_yaxes(range=y_range, title_text="y", col=1)
+    fig.update_layout(height=380, showlegend=False, margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def report_html(config: ExperimentConfig, data: np.ndarray, trajectory: Trajectory, losses) -> str:
+    """One standalone HTML page (plotly.js inlined): comparison, reverse animation, loss."""
+    parts = [comparison_figure(data, trajectory.samples), reverse_figure(trajectory, data, AnimationStyle(trails=8))]
+    if len(losses):
+        parts.append(loss_figure(np.asarray(losses)))
+    body = "\n".join(
+        fig.to_html(full_html=False, include_plotlyjs=(i == 0), auto_play=False) for i, fig in enumerate(parts)
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>DDPM Lab run</title></head>"
+        f"<body style='font-family:sans-serif;max-width:1000px;margin:auto'><h2>DDPM Lab run</h2>"
+        f"<pre>{config.to_json()}</pre>{body}</body></html>"
+    )

@@ -1,0 +1,282 @@
+"""The page's panels. Each takes what it shows and draws it; adding a view is adding a function.
+
+Expensive things are cached under frozen configs: the run registry (process-wide), figures keyed
+by the configuration they show. A display-only change recomputes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import streamlit as st
+import torch
+
+from diffusion import checkpoints
+from diffusion.config import DataConfig, ExperimentConfig, SamplerConfig, ScheduleConfig, TrainingKey
+from diffusion.datasets import GaussianMixture, make_dataset
+from diffusion.forward import forward_trajectory
+from diffusion.schedules import NoiseSchedule
+from ui import charts
+from ui.controls import Display, session_owner
+from ui.jobs import FinishedRun, RunRegistry, RunSnapshot, TrainingJob
+
+POLL_SECONDS = 0.3  # loss chart refresh while training
+PLOT_CONFIG = {"displaylogo": False}
+FAR_FROM_NOISE = 0.01  # warn when abar_T is above this
+
+
+@st.cache_resource
+def registry() -> RunRegistry:
+    """One per server process, shared by every session (see ui/jobs.py for the rules)."""
+    return RunRegistry()
+
+
+# --- cached computations (keyed by frozen configs) -------------------------------------------
+
+
+@st.cache_resource(max_entries=32)
+def _schedule(config: ScheduleConfig) -> NoiseSchedule:
+    return NoiseSchedule.from_config(config)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _data_points(data: DataConfig, n: int, seed: int) -> np.ndarray:
+    return make_dataset(data).sample(n, torch.Generator().manual_seed(seed)).numpy()
+
+
+@st.cache_data(max_entries=32, show_spinner="Computing the loss floor…")
+def loss_floor(data: DataConfig, schedule: ScheduleConfig) -> float | None:
+    """The irreducible loss averaged over uniform t, where the density is known."""
+    dataset = make_dataset(data)
+    if not isinstance(dataset, GaussianMixture):
+        return None
+    return float(np.mean(dataset.irreducible_loss(_schedule(schedule), n=1024)))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _forward_figure(data: DataConfig, schedule: ScheduleConfig, frame_ms: int):
+    points = torch.from_numpy(_data_points(data, 600, 7))
+    frames, times = forward_trajectory(_schedule(schedule), points, 40, torch.Generator().manual_seed(8))
+    return charts.forward_figure(frames.numpy(), times, points.numpy(), frame_ms)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _reverse_figure(_run: FinishedRun, key: TrainingKey, sampler: SamplerConfig, style: charts.AnimationStyle):
+    trajectory, _ = _run.sampled(sampler)
+    return charts.reverse_figure(trajectory, _data_points(key.data, 1000, 1), style)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _comparison_figure(_run: FinishedRun, key: TrainingKey, sampler: SamplerConfig):
+    trajectory, _ = _run.sampled(sampler)
+    return charts.comparison_figure(_data_points(key.data, len(trajectory.samples), 2), trajectory.samples)
+
+
+# --- panels ------------------------------------------------------------------------------------
+
+
+def header() -> None:
+    st.title("DDPM Lab")
+    st.caption(
+        "A denoising diffusion model learning 2-D points, live. Change anything in the sidebar: the "
+        "schedule redraws at once, the model retrains when its settings change, and every finished run "
+        "is kept, so going back to a setting shows it instantly."
+    )
+
+
+def schedule_panel(config: ExperimentConfig) -> None:
+    st.subheader("Noise schedule")
+    schedule = _schedule(config.schedule)
+    st.plotly_chart(charts.schedule_figure(schedule), config=PLOT_CONFIG)
+    abar_T = schedule.terminal_alpha_bar
+    left, right = st.columns(2)
+    left.metric("ᾱ_T (signal left in x_T)", f"{abar_T:.3g}")
+    right.metric("SNR at T", f"{schedule.terminal_snr:.3g}")
+    if abar_T > FAR_FROM_NOISE:
+        st.warning(
+            f"x_T is far from N(0, I): ᾱ_T = {abar_T:.3f}, so x_T keeps {np.sqrt(abar_T):.0%} of the data "
+            "while sampling starts from pure N(0, I) noise. Expect samples shrunk toward the origin. "
+            "Use more steps T, a larger β end, or the cosine schedule."
+        )
+
+
+def forward_panel(config: ExperimentConfig, display: Display) -> None:
+    st.subheader("Data and forward process")
+    st.plotly_chart(_forward_figure(config.data, config.schedule, display.frame_ms), config=PLOT_CONFIG)
+    st.caption("600 data points noised step by step by q(x_t | x_{t-1}); press ▶ to watch them become N(0, I).")
+
+
+def training_panel(config: ExperimentConfig, display: Display) -> FinishedRun | None:
+    """Start / pause / step / reset, progress and the live loss curve. Returns the finished run."""
+    st.subheader("Training")
+    key = config.training
+    owner = session_owner()
+    runs = registry()
+    runs.focus(owner, key)
+    job = runs.job(owner, key)
+    finished = runs.finished(key) if job is None else None
+    if job is None and finished is None:  # a new configuration: train it
+        job = runs.new_job(owner, key)
+        job.start()
+    elif job is not None and job.status == "paused" and job.note and job.note.startswith("paused when"):
+        job.start()  # we paused it when the settings changed; coming back resumes it
+    if job is not None:
+        job.is_watched = _session_is_active(owner)
+    floor = loss_floor(config.data, config.schedule)
+    _live_training(key, job, finished, floor, display)
+    return finished
+
+
+def _session_is_active(owner: str):
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not Runtime.exists():
+        return lambda: True
+    session_id, runtime = ctx.session_id, Runtime.instance()
+    return lambda: runtime.is_active_session(session_id)
+
+
+def _live_training(key: TrainingKey, job: TrainingJob | None, finished: FinishedRun | None, floor: float | None, display: Display):
+    running = job is not None and job.status == "running"
+
+    @st.fragment(run_every=POLL_SECONDS if running else None)
+    def live():
+        snapshot = job.snapshot() if job is not None else finished.snapshot()
+        if job is not None:
+            job.heartbeat()
+            if running and snapshot.status != "running":
+                st.rerun()  # finished, failed or paused: redraw the whole page once
+        _controls(key, job, snapshot)
+        _progress(snapshot)
+        st.plotly_chart(
+            charts.loss_figure(snapshot.losses, smoothing=display.smoothing, log_y=display.log_y, floor=floor,
+                               total_steps=snapshot.total_steps),
+            config=PLOT_CONFIG, key="loss_chart",
+        )
+        if floor is not None:
+            st.caption(f"Dashed line: the irreducible loss {floor:.3f}, the best any denoiser can do on this data "
+                       "(averaged over t). A loss near it can still give poor samples.")
+
+    live()
+
+
+def _controls(key: TrainingKey, job: TrainingJob | None, snapshot: RunSnapshot) -> None:
+    start, pause, step, reset = st.columns(4)
+    can_run = job is not None and snapshot.status == "paused"
+    if start.button("▶ Start" if snapshot.step == 0 else "▶ Resume", key="train_start", disabled=not can_run,
+                    width="stretch", help="Train in the background; the loss streams below."):
+        job.start()
+        st.rerun()
+    if pause.button("❚❚ Pause", key="train_pause", disabled=snapshot.status != "running", width="stretch",
+                    help="Stop after the current chunk; nothing is lost."):
+        job.pause()
+        st.rerun()
+    step_steps = snapshot.steps_per_epoch * 10
+    if step.button("Step +10 epochs", key="train_step", disabled=not can_run, width="stretch",
+                   help="While paused: train 10 more epochs and stop."):
+        job.step(step_steps)
+        st.rerun()
+    if reset.button("↺ Reset", key="train_reset", width="stretch",
+                    help="Start this configuration again from fresh weights (paused at step 0)."):
+        registry().new_job(session_owner(), key)
+        st.rerun()
+
+
+def _progress(snapshot: RunSnapshot) -> None:
+    eta = snapshot.eta_seconds
+    parts = [f"epoch {snapshot.epoch:,} / {snapshot.total_steps // snapshot.steps_per_epoch:,}",
+             f"step {snapshot.step:,}", f"{snapshot.elapsed:.1f} s"]
+    if eta is not None and snapshot.status == "running":
+        parts.append(f"ETA {eta:.1f} s")
+    label = {"running": "Training", "paused": "Paused", "finished": "Finished", "failed": "Stopped"}[snapshot.status]
+    st.progress(min(snapshot.fraction, 1.0), text=f"**{label}** · " + " · ".join(parts))
+    if snapshot.losses.size:
+        st.caption(f"last loss {snapshot.losses[-1]:.4f}")
+    if snapshot.status == "failed":
+        st.error(snapshot.error)
+    elif snapshot.note:
+        st.info(snapshot.note.capitalize() + ".")
+
+
+def reverse_panel(run: FinishedRun, config: ExperimentConfig, display: Display) -> None:
+    st.subheader("Reverse process: from noise to data")
+    sampler = config.sampler
+    with st.spinner("Sampling…"):
+        trajectory, _ = run.sampled(sampler)
+    if not trajectory.finite:
+        st.error("Sampling produced NaN or inf: this model is unusable. Retrain with a lower learning rate.")
+        return
+    style = charts.AnimationStyle(trails=display.trails, show_x0=display.show_x0, frame_ms=display.frame_ms)
+    st.plotly_chart(_reverse_figure(run, run.key, sampler, style), config=PLOT_CONFIG, key="reverse_chart")
+    steps = len(trajectory.frame_times) and (sampler.steps if sampler.kind == "ddim" else config.schedule.num_timesteps)
+    st.caption(
+        f"{len(trajectory.samples):,} points, {steps:,} {sampler.kind.upper()} steps, "
+        f"{len(trajectory.frames)} frames kept, sampled in {trajectory.seconds:.2f} s. "
+        "Press ▶ or drag the slider; faint blue points are the data."
+    )
+
+
+def results_panel(run: FinishedRun, config: ExperimentConfig) -> None:
+    st.subheader("Results")
+    trajectory, scores = run.sampled(config.sampler)
+    if scores is None:
+        st.error("No metrics: the samples are not finite numbers.")
+        return
+    st.plotly_chart(_comparison_figure(run, run.key, config.sampler), config=PLOT_CONFIG)
+    rows = [
+        ("Energy distance", scores.energy_distance),
+        ("Sliced Wasserstein-2", scores.sliced_wasserstein),
+        ("RBF MMD²", scores.mmd),
+        ("Mean error", scores.mean_error),
+        ("Std error", scores.std_error),
+    ]
+    st.dataframe(
+        {
+            "metric": [name for name, _ in rows],
+            "value": [f"{c.value:.4g}" for _, c in rows],
+            "noise floor": [f"{c.floor:.4g}" for _, c in rows],
+            "× floor": [f"{c.ratio:.2f}" for _, c in rows],
+        },
+        hide_index=True, width="stretch",
+    )
+    st.caption(
+        f"Generated mean ({scores.mean[0]:.3f}, {scores.mean[1]:.3f}), std ({scores.std[0]:.3f}, {scores.std[1]:.3f}); "
+        f"data mean ({scores.data_mean[0]:.3f}, {scores.data_mean[1]:.3f}), std ({scores.data_std[0]:.3f}, "
+        f"{scores.data_std[1]:.3f}). The noise floor is the same statistic between two fresh draws of the data: "
+        "× floor near 1 means as close as real data gets. Trained in "
+        f"{run.train_seconds:.2f} s ({len(run.losses):,} steps), final loss {run.losses[-1]:.4f}."
+    )
+
+
+def downloads_panel(run: FinishedRun, config: ExperimentConfig, display: Display) -> None:
+    st.subheader("Downloads")
+    trajectory, _ = run.sampled(config.sampler)
+    if not trajectory.finite:
+        st.caption("Nothing to download: the samples are not finite.")
+        return
+    samples, model, animation = st.columns(3)
+    samples.download_button("Samples (CSV)", data=lambda: _samples_csv(trajectory.samples), file_name="samples.csv",
+                            mime="text/csv", key="download_samples", width="stretch")
+    model.download_button("Model (safetensors + config)", data=lambda: checkpoints.to_bytes(run.model, config),
+                          file_name="model.safetensors", mime="application/octet-stream", key="download_model",
+                          width="stretch",
+                          help="Weights as safetensors, with the full config JSON in the file's metadata. "
+                               "Load with python -m diffusion --load-checkpoint model.safetensors.")
+    style = charts.AnimationStyle(trails=display.trails, show_x0=display.show_x0, frame_ms=display.frame_ms)
+    animation.download_button(
+        "Animation (HTML)", key="download_animation", width="stretch", file_name="reverse_process.html",
+        mime="text/html", data=lambda: _reverse_figure(run, run.key, config.sampler, style).to_html(include_plotlyjs=True),
+        help="A standalone page with the reverse animation; opens offline.",
+    )
+
+
+def _samples_csv(samples: np.ndarray) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["x", "y"])
+    writer.writerows(np.round(samples.astype(np.float64), 6).tolist())
+    return out.getvalue()
