@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
@@ -57,7 +57,7 @@ def from_bytes(data: bytes) -> tuple[Denoiser, ExperimentConfig]:
         tensors = load_bytes(data)
         header_len = int.from_bytes(data[:8], "little")
         metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}
-    except (SafetensorsError, ValueError, OverflowError, UnicodeDecodeError) as error:
+    except (SafetensorError, ValueError, OverflowError, UnicodeDecodeError) as error:
         raise CheckpointError(f"not a readable safetensors file (truncated or corrupt?): {error}") from None
     if metadata.get("format") != FORMAT or "config" not in metadata:
         raise CheckpointError(f"this safetensors file was not written by DDPM Lab (no '{FORMAT}' config inside)")
