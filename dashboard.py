@@ -32,9 +32,9 @@ with data_column:
 
 run = panels.training_panel(config, display)
 if run is not None:
-    animation_column, results_column = st.columns([3, 2])
+    animation_column, comparison_column = st.columns(2)
     with animation_column:
         panels.reverse_panel(run, config, display)
-    with results_column:
+    with comparison_column:
         panels.results_panel(run, config)
     panels.downloads_panel(run, config, display)

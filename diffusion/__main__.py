@@ -127,9 +127,9 @@ def make_config(args: argparse.Namespace) -> ExperimentConfig:
             try:
                 data = load_points(Path(args.points).read_bytes())
             except OSError as error:
-                raise UsageError(f"--points: cannot read {args.points}: {error.strerror}")
+                raise UsageError(f"--points: cannot read {args.points}: {error.strerror}") from None
             except PointsError as error:
-                raise UsageError(f"--points: {args.points}: {error}")
+                raise UsageError(f"--points: {args.points}: {error}") from None
             if args.dataset not in (None, "points"):
                 raise UsageError("--points trains on your file; leave out --dataset or use --dataset points")
             config = config.replace(data=data)
@@ -139,7 +139,7 @@ def make_config(args: argparse.Namespace) -> ExperimentConfig:
             config = config.replace(data={"name": args.dataset})
         return config.replace(**_overrides(args))
     except ValueError as error:
-        raise UsageError(_name_flag(str(error)))
+        raise UsageError(_name_flag(str(error))) from None
 
 
 def _name_flag(message: str) -> str:
@@ -217,7 +217,7 @@ def run(argv: list[str] | None = None) -> int:
         try:
             model, loaded = checkpoints.load(args.load_checkpoint)
         except checkpoints.CheckpointError as error:
-            raise UsageError(f"--load-checkpoint: {error}")
+            raise UsageError(f"--load-checkpoint: {error}") from None
         config = loaded.replace(sampler=config.sampler)
         model = model.to(device)
         from .schedules import NoiseSchedule

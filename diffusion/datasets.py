@@ -189,7 +189,7 @@ def parse_points_csv(data: bytes | str, *, standardize: bool = True) -> np.ndarr
         try:
             data = data.decode("utf-8-sig")
         except UnicodeDecodeError:
-            raise PointsError("the file is not UTF-8 text; save it as a UTF-8 CSV with columns x,y")
+            raise PointsError("the file is not UTF-8 text; save it as a UTF-8 CSV with columns x,y") from None
     if "\x00" in data:
         raise PointsError("the file is binary, not CSV text; expected a CSV with columns x,y")
     reader = csv.reader(io.StringIO(data))
@@ -210,10 +210,10 @@ def parse_points_csv(data: bytes | str, *, standardize: bool = True) -> np.ndarr
             rows.append((float(row[ix]), float(row[iy])))
         except (ValueError, IndexError):
             shown = ",".join(row)[:40]
-            raise PointsError(f"line {line_no} is not two numbers x,y: {shown!r}")
+            raise PointsError(f"line {line_no} is not two numbers x,y: {shown!r}") from None
     points = np.array(rows, dtype=np.float64).reshape(-1, 2)
     if len(points) < 2:
-        raise PointsError(f"the file has {len(points)} point(s); at least 2 are needed")
+        raise PointsError(f"the file has {len(points)} point(s); at least 2 are needed") from None
     bad = ~np.isfinite(points).all(axis=1)
     if bad.any():
         raise PointsError(f"line {int(np.argmax(bad)) + 2} holds NaN or inf; every x,y must be a finite number")
@@ -223,7 +223,7 @@ def parse_points_csv(data: bytes | str, *, standardize: bool = True) -> np.ndarr
         points = points - points.mean(axis=0)
         scale = points.std()
         if scale < 1e-12:
-            raise PointsError("all points are identical; the data needs some spread")
+            raise PointsError("all points are identical; the data needs some spread") from None
         points = points / scale
     return points.astype(np.float32)
 

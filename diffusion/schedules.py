@@ -88,7 +88,7 @@ class NoiseSchedule:
             "posterior_mean_coef1": betas * np.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod),
             "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - alphas_cumprod),
         }
-        for name, values in table.items():
+        for values in table.values():
             values.flags.writeable = False
         tensors = {name: torch.tensor(table[name], dtype=torch.float32) for name in _TENSOR_FIELDS}
         return cls(config=config, float64=table, **tensors)

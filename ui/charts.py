@@ -73,14 +73,14 @@ def _play_controls(labels: list[str], frame_ms: int, prefix: str) -> dict:
     pause = dict(label="❚❚ Pause", method="animate",
                  args=[[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
                                 "transition": {"duration": 0}}])
-    menus = [dict(type="buttons", direction="left", showactive=False, x=0.0, y=-0.08, xanchor="left",
-                  yanchor="top", pad=dict(t=0, r=10), buttons=[play, pause])]
+    menus = [dict(type="buttons", direction="left", showactive=False, x=0.0, y=-0.06, xanchor="left",
+                  yanchor="top", pad=dict(t=28, r=10), buttons=[play, pause])]
     steps = [dict(method="animate", label=label,
                   args=[[label], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
                                   "transition": {"duration": 0}}]) for label in labels]
-    sliders = [dict(active=0, steps=steps, x=0.22, len=0.78, y=-0.02, yanchor="top", pad=dict(t=0, b=0),
-                    currentvalue=dict(prefix=prefix, visible=True, xanchor="left"),
-                    transition=dict(duration=0))]
+    sliders = [dict(active=0, steps=steps, x=0.24, len=0.76, y=-0.06, yanchor="top", pad=dict(t=10, b=0),
+                    currentvalue=dict(prefix=prefix, visible=True, xanchor="right", font=dict(size=13)),
+                    transition=dict(duration=0), ticklen=3, font=dict(size=9))]
     return dict(updatemenus=menus, sliders=sliders)
 
 
@@ -134,7 +134,7 @@ def animation_figure(
         title=dict(text=title, x=0.0, font=dict(size=14)),
         xaxis=dict(range=x_range, zeroline=False, constrain="domain"),
         yaxis=dict(range=y_range, zeroline=False, scaleanchor="x", scaleratio=1),
-        height=520, margin=dict(l=10, r=10, t=40, b=90),
+        height=560, margin=dict(l=10, r=10, t=40, b=120),
         legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
         **controls,
     )

@@ -93,7 +93,7 @@ def schedule_panel(config: ExperimentConfig) -> None:
     abar_T = schedule.terminal_alpha_bar
     left, right = st.columns(2)
     left.metric("ᾱ_T (signal left in x_T)", f"{abar_T:.3g}")
-    right.metric("SNR at T", f"{schedule.terminal_snr:.3g}")
+    right.metric("√ᾱ_T (share of x₀ in x_T)", f"{np.sqrt(abar_T):.2%}")
     if abar_T > FAR_FROM_NOISE:
         st.warning(
             f"x_T is far from N(0, I): ᾱ_T = {abar_T:.3f}, so x_T keeps {np.sqrt(abar_T):.0%} of the data "

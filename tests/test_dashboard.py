@@ -1,0 +1,233 @@
+"""The page, driven headless with Streamlit's AppTest: what it shows after each action."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from ui import panels
+from ui.controls import CONTROLS, preset_values
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard.py")
+FAST = {"epochs": "150", "samples": "200", "frames": "12"}  # a short run, so tests stay quick
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    for job in panels.registry().running():
+        job.pause()
+    st.cache_resource.clear()
+
+
+def open_page(**params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    for name, value in {**FAST, **params}.items():
+        at.query_params[name] = value
+    return at.run()
+
+
+def status(at: AppTest) -> str:
+    bars = at.get("progress")
+    return bars[0].proto.text if bars else ""
+
+
+def wait_finished(at: AppTest, timeout: float = 90.0) -> AppTest:
+    deadline = time.monotonic() + timeout
+    while "**Finished**" not in status(at):
+        assert time.monotonic() < deadline, f"training did not finish: {status(at)!r}"
+        assert not at.exception, at.exception[0].value
+        time.sleep(0.1)
+        at.run()  # run_every fragments don't fire by themselves in AppTest
+    return at.run()
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    """Plotly figures on the page by their title text (or first trace name)."""
+    out = {}
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        title = spec["layout"].get("title", {}).get("text") or spec["data"][0].get("name", "")
+        out[title] = spec
+    return out
+
+
+def reverse_spec(at: AppTest) -> dict:
+    return next(spec for title, spec in charts(at).items() if title.startswith("Reverse process"))
+
+
+def owner(at: AppTest) -> str:
+    return at.session_state["_owner"]
+
+
+def test_the_default_page_trains_the_reference_job_and_shows_every_panel():
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert at.session_state["epochs"] == 1000 and at.session_state["T"] == 1000  # the reference job
+    wait_finished(at)
+    assert not at.exception
+    titles = [s.value for s in at.subheader]
+    assert titles == ["Noise schedule", "Data and forward process", "Training",
+                      "Reverse process: from noise to data", "Results", "Downloads"]
+    assert len(reverse_spec(at)["frames"]) == 60
+    assert "epoch 1,000 / 1,000" in status(at)
+    labels = [button.proto.label for button in at.get("download_button")]
+    assert labels == ["Samples (CSV)", "Model (safetensors + config)", "Animation (HTML)"]
+    metric_table = at.dataframe[0].value
+    assert list(metric_table["metric"])[0] == "Energy distance"
+
+
+def test_the_animation_has_the_configured_number_of_frames():
+    at = wait_finished(open_page(frames="17"))
+    spec = reverse_spec(at)
+    assert len(spec["frames"]) == 17
+    assert len(spec["layout"]["sliders"][0]["steps"]) == 17
+    assert spec["frames"][0]["name"] == "t = 1000" and spec["frames"][-1]["name"] == "t = 0"
+
+
+def test_the_url_carries_the_configuration_both_ways():
+    at = open_page(lr="0.003", T="500", sampler="ddim", ddim_steps="25")
+    assert at.session_state["lr"] == 0.003 and at.session_state["T"] == 500
+    assert at.selectbox(key="sampler").value == "ddim" and at.slider(key="ddim_steps").value == 25
+    at.number_input(key="seed").set_value(7).run()
+    assert at.query_params["seed"] == "7"
+    assert at.query_params["lr"] == "0.003"
+    at.number_input(key="seed").set_value(42).run()  # back to the default: gone from the link
+    assert "seed" not in at.query_params
+
+
+def test_a_bad_value_in_the_url_is_reported_and_ignored():
+    at = open_page(lr="banana", hidden="77", nonsense="1")
+    assert not at.exception
+    warnings = " ".join(w.value for w in at.warning)
+    assert "lr='banana'" in warnings and "hidden='77'" in warnings and "nonsense" in warnings
+    assert at.session_state["lr"] == 0.001 and at.session_state["hidden"] == 64
+
+
+def test_a_revisited_configuration_is_shown_at_once_without_retraining():
+    at = wait_finished(open_page())
+    runs = panels.registry()
+    first_key_run = runs.finished(next(iter(runs._finished)))
+    at.select_slider(key="lr").set_value(0.003).run()
+    assert "**Finished**" not in status(at)  # a new configuration trains
+    wait_finished(at)
+    assert runs.stats()["finished"] == 2
+    at.select_slider(key="lr").set_value(0.001).run()
+    assert "**Finished**" in status(at)  # on the very first rerun
+    assert runs.jobs_of(owner(at)) == []  # and no job was started for it
+    assert runs.finished(first_key_run.key) is first_key_run
+
+
+def test_changing_the_sampler_resamples_without_retraining():
+    at = wait_finished(open_page())
+    runs = panels.registry()
+    before = reverse_spec(at)["frames"][-1]["data"][0]
+    at.selectbox(key="sampler").set_value("ddim").run()
+    assert "**Finished**" in status(at)
+    assert runs.jobs_of(owner(at)) == [] and runs.stats()["finished"] == 1
+    after = reverse_spec(at)["frames"][-1]["data"][0]
+    assert after["x"] != before["x"]  # new samples
+    assert "DDIM steps" in at.caption[-4].value or any("DDIM" in c.value for c in at.caption)
+
+
+def test_display_settings_recompute_nothing():
+    at = wait_finished(open_page())
+    run = panels.registry().finished(next(iter(panels.registry()._finished)))
+    samplings = dict(run._samplings)
+    at.toggle(key="log_y").set_value(True).run()
+    at.slider(key="trails").set_value(3).run()
+    assert dict(run._samplings) == samplings  # same trajectories, no resampling
+    assert panels.registry().jobs_of(owner(at)) == []
+    loss = next(spec for spec in charts(at).values() if spec["data"][0].get("name") == "loss")
+    assert loss["layout"]["yaxis"]["type"] == "log"
+    paths = [trace for trace in reverse_spec(at)["data"] if trace.get("name") == "paths"]
+    assert len(paths) == 1
+
+
+@pytest.mark.parametrize("key", [k for k, c in CONTROLS.items() if c.section not in (None, "data")])
+def test_each_setting_retrains_or_resamples_as_its_help_says(key):
+    at = open_page(**({"sampler": "ddim"} if key in ("ddim_steps", "eta") else {}))
+    runs = panels.registry()
+    before = {job.key for job in runs.jobs_of(owner(at))}
+    widget = next(w for w in at.sidebar.get(_widget_kind(at, key)) if w.key == key)
+    new = _another_value(key, widget.value)
+    widget.set_value(new).run()
+    assert not at.exception
+    assert at.query_params[key] == str(new)  # the link follows
+    after = {job.key for job in runs.jobs_of(owner(at))}
+    retrains = CONTROLS[key].section in ("schedule", "denoiser", "train")
+    assert (after != before) == retrains  # a new training configuration, or the same one
+    assert ("retrains" in widget.help) == retrains and ("resamples" in widget.help) == (not retrains)
+
+
+def _widget_kind(at, key):
+    for kind in ("number_input", "selectbox", "select_slider", "slider", "radio", "toggle"):
+        if any(w.key == key for w in at.sidebar.get(kind)):
+            return kind
+    raise AssertionError(f"no widget with key {key}")
+
+
+def _another_value(key, value):
+    control = CONTROLS[key]
+    if control.choices:
+        return next(choice for choice in control.choices if choice != value)
+    special = {"T": 200, "beta_start": 0.0002, "beta_end": 0.03, "depth": 3, "epochs": 160, "seed": 3,
+               "ddim_steps": 20, "eta": 0.5, "frames": 10, "sample_seed": 5}
+    return special[key]
+
+
+def test_a_short_schedule_warns_that_x_T_is_far_from_noise():
+    at = open_page(T="50")
+    warning = " ".join(w.value for w in at.warning)
+    assert "x_T is far from N(0, I)" in warning and "0.603" in warning
+    at.number_input(key="T").set_value(1000).run()
+    assert not any("far from" in w.value for w in at.warning)
+
+
+def test_a_bad_csv_gets_a_clear_message_and_a_good_one_trains():
+    at = open_page()
+    at.selectbox(key="dataset").set_value("points").run()
+    assert any("Upload a CSV" in i.value for i in at.info)
+    at.file_uploader(key="points_file").upload("bad.csv", b"a,b\n1,2\n", "text/csv").run()
+    assert not at.exception
+    assert any("bad.csv: the header must name columns x and y" in e.value for e in at.sidebar.error)
+    rows = "\n".join(f"{i % 7},{(i * 3) % 11}" for i in range(60))
+    at.file_uploader(key="points_file").upload("mine.csv", f"x,y\n{rows}\n".encode(), "text/csv").run()
+    assert not at.exception
+    assert any("60 points from mine.csv" in c.value for c in at.sidebar.caption)
+    assert at.query_params["dataset"] == "points"
+    wait_finished(at)
+    assert "Reverse process: from noise to data" in [s.value for s in at.subheader]
+
+
+def test_reset_starts_the_configuration_again_paused_and_start_runs_it():
+    at = wait_finished(open_page())
+    at.button(key="train_reset").click().run()
+    assert "**Paused**" in status(at) and "step 0" in status(at)
+    at.button(key="train_start").click().run()
+    wait_finished(at)
+
+
+def test_pause_and_step_while_training():
+    at = open_page(epochs="20000")
+    at.button(key="train_pause").click().run()
+    assert "**Paused**" in status(at)
+    job = panels.registry().jobs_of(owner(at))[0]
+    before = job.trainer.step
+    at.button(key="train_step").click().run()
+    assert job.trainer.step == before + 10
+    panels.registry().discard(owner(at), job.key)
+
+
+def test_preset_improved_sets_every_field_of_the_preset():
+    at = open_page()
+    at.selectbox(key="preset").set_value("improved").run()
+    for key, value in preset_values("improved").items():
+        if key not in FAST:
+            assert at.session_state[key] == value, key
+    assert at.query_params["preset"] == "improved"
