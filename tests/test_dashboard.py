@@ -231,3 +231,35 @@ def test_preset_improved_sets_every_field_of_the_preset():
         if key not in FAST:
             assert at.session_state[key] == value, key
     assert at.query_params["preset"] == "improved"
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_model_file_is_loaded_and_shown_without_training_and_a_pickle_is_refused_unopened(tmp_path):
+    from diffusion import checkpoints, reference
+    from diffusion.training import Trainer
+    import pickle
+
+    at = open_page()
+    marker = tmp_path / "ran"
+    evil = pickle.dumps(_RunsCodeWhenUnpickled(str(marker)))
+    at.file_uploader(key="model_file").upload("evil.safetensors", evil, "application/octet-stream").run()
+    assert any("pickle" in e.value and "run arbitrary code" in e.value for e in at.sidebar.error)
+    assert not marker.exists() and not at.exception
+    at.file_uploader(key="model_file").upload("cut.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{", "x").run()
+    assert any("truncated or corrupt" in e.value for e in at.sidebar.error)
+
+    config = reference().replace(train={"epochs": 40, "lr": 3e-3}, schedule={"num_timesteps": 300})
+    model = Trainer(config).train().sampling_model()
+    at.file_uploader(key="model_file").upload("mine.safetensors", checkpoints.to_bytes(model, config), "x").run()
+    assert not at.exception and not at.sidebar.error
+    assert at.session_state["T"] == 300 and at.session_state["lr"] == 0.003 and at.session_state["epochs"] == 40
+    assert "loaded from a model file" in status(at)
+    assert panels.registry().jobs_of(owner(at)) == []  # nothing trains
+    assert "Reverse process: from noise to data" in [s.value for s in at.subheader]

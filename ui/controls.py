@@ -28,6 +28,7 @@ from diffusion.config import (
     ScheduleConfig,
     TrainConfig,
 )
+from diffusion import checkpoints
 from diffusion.datasets import DATASET_LABELS, PointsError, load_points
 
 RETRAIN = "Changing this retrains the model."
@@ -97,14 +98,17 @@ class Display:
     frame_ms: int = 80
 
 
-def preset_values(name: str) -> dict[str, Any]:
-    """Widget values for a preset (display settings at their defaults)."""
-    config = PRESETS[name]()
+def config_values(config: ExperimentConfig) -> dict[str, Any]:
+    """Widget values that describe ``config`` (display settings at their defaults)."""
     values = {}
     for key, control in CONTROLS.items():
         source = getattr(config, control.section) if control.section else Display()
         values[key] = getattr(source, control.field)
     return values
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    return config_values(PRESETS[name]())
 
 
 def _parse(control: Control, raw: str) -> Any:
@@ -157,6 +161,24 @@ def write_url() -> None:
         wanted["points"] = "uploaded"  # the file itself can't travel in a link
     if st.query_params.to_dict() != wanted:
         st.query_params.from_dict(wanted)
+
+
+def _load_model() -> None:
+    """Callback of the model uploader: check the file, then show its settings."""
+    upload = st.session_state.get("model_file")
+    st.session_state["_model_error"] = None
+    if upload is None:  # the file was removed: back to training
+        st.session_state.pop("_loaded_model", None)
+        return
+    try:
+        model, config = checkpoints.from_bytes(upload.getvalue())
+    except checkpoints.CheckpointError as error:
+        st.session_state["_model_error"] = f"{upload.name}: {error}"
+        return
+    st.session_state["_loaded_model"] = (upload.name, model, config)
+    st.session_state.update(config_values(config))
+    if config.data.points is not None:
+        st.session_state["_points"] = config.data
 
 
 def _apply_preset() -> None:
@@ -268,6 +290,18 @@ def sidebar() -> tuple[ExperimentConfig | None, Display]:
             st.toggle("Show predicted x₀", key="show_x0",
                       help=f"The model's guess of the final point at each frame. {REDRAW}")
             st.slider("Frame duration (ms)", 20, 500, step=10, key="frame_ms", help=f"Animation speed. {REDRAW}")
+
+        with st.expander("Load a trained model", expanded=False):
+            st.file_uploader(
+                "Model file (.safetensors)", type=["safetensors"], key="model_file", on_change=_load_model,
+                help="A model downloaded from this page (or saved by python -m diffusion --save-checkpoint). "
+                     "Its settings replace the ones above and it is shown without training. Only safetensors "
+                     "files are read: pickle files (torch.save) are refused unopened, since they can run code.",
+            )
+            if st.session_state.get("_model_error"):
+                st.error(st.session_state["_model_error"])
+            elif st.session_state.get("_loaded_model"):
+                st.caption(f"Loaded {st.session_state['_loaded_model'][0]}: its settings are shown above.")
 
         config = _experiment(data)
         if config is not None:

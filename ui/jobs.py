@@ -71,8 +71,10 @@ class FinishedRun:
 
     MAX_SAMPLINGS = 8
 
-    def __init__(self, key: TrainingKey, model: Denoiser, schedule: NoiseSchedule, losses, seconds: float):
+    def __init__(self, key: TrainingKey, model: Denoiser, schedule: NoiseSchedule, losses, seconds: float,
+                 source: str = "trained"):
         self.key = key
+        self.source = source  # "trained" here, or "file" for an uploaded model
         self.model = model.eval()
         self.schedule = schedule
         self.losses = np.asarray(losses, dtype=np.float64)
@@ -90,8 +92,8 @@ class FinishedRun:
         return make_dataset(self.key.data)
 
     def snapshot(self) -> RunSnapshot:
-        return RunSnapshot("finished", len(self.losses), len(self.losses), self.key.steps_per_epoch,
-                           self.losses, self.train_seconds)
+        steps = self.key.total_steps  # a model loaded from a file has no losses but was trained
+        return RunSnapshot("finished", steps, steps, self.key.steps_per_epoch, self.losses, self.train_seconds)
 
     def sampled(self, sampler: SamplerConfig) -> tuple[Trajectory, Evaluation | None]:
         """The reverse trajectory for ``sampler`` and its metrics (None when not finite)."""

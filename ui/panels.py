@@ -117,6 +117,9 @@ def training_panel(config: ExperimentConfig, display: Display) -> FinishedRun | 
     runs.focus(owner, key)
     job = runs.job(owner, key)
     finished = runs.finished(key) if job is None else None
+    loaded = st.session_state.get("_loaded_model")
+    if loaded is not None and loaded[2].training == key:  # a model file this session uploaded
+        job, finished = None, _loaded_run(loaded[1], key)
     if job is None and finished is None:  # a new configuration: train it
         job = runs.new_job(owner, key)
         job.start()
@@ -127,6 +130,11 @@ def training_panel(config: ExperimentConfig, display: Display) -> FinishedRun | 
     floor = loss_floor(config.data, config.schedule)
     _live_training(key, job, finished, floor, display)
     return finished
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _loaded_run(_model, key: TrainingKey) -> FinishedRun:
+    return FinishedRun(key, _model, _schedule(key.schedule), losses=[], seconds=0.0, source="file")
 
 
 def _session_is_active(owner: str):
@@ -193,9 +201,13 @@ def _progress(snapshot: RunSnapshot) -> None:
     if eta is not None and snapshot.status == "running":
         parts.append(f"ETA {eta:.1f} s")
     label = {"running": "Training", "paused": "Paused", "finished": "Finished", "failed": "Stopped"}[snapshot.status]
+    if snapshot.status == "finished" and not snapshot.losses.size:
+        label, parts = "Finished", ["loaded from a model file"]
     st.progress(min(snapshot.fraction, 1.0), text=f"**{label}** · " + " · ".join(parts))
     if snapshot.losses.size:
         st.caption(f"last loss {snapshot.losses[-1]:.4f}")
+    elif snapshot.status == "finished":
+        st.caption("Loaded from a model file: trained elsewhere, so there is no loss curve.")
     if snapshot.status == "failed":
         st.error(snapshot.error)
     elif snapshot.note:
@@ -247,8 +259,9 @@ def results_panel(run: FinishedRun, config: ExperimentConfig) -> None:
         f"Generated mean ({scores.mean[0]:.3f}, {scores.mean[1]:.3f}), std ({scores.std[0]:.3f}, {scores.std[1]:.3f}); "
         f"data mean ({scores.data_mean[0]:.3f}, {scores.data_mean[1]:.3f}), std ({scores.data_std[0]:.3f}, "
         f"{scores.data_std[1]:.3f}). The noise floor is the same statistic between two fresh draws of the data: "
-        "× floor near 1 means as close as real data gets. Trained in "
-        f"{run.train_seconds:.2f} s ({len(run.losses):,} steps), final loss {run.losses[-1]:.4f}."
+        "× floor near 1 means as close as real data gets. "
+        + (f"Trained in {run.train_seconds:.2f} s ({len(run.losses):,} steps), final loss {run.losses[-1]:.4f}."
+           if len(run.losses) else "Loaded from a model file.")
     )
 
 
