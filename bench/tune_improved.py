@@ -36,7 +36,10 @@ CANDIDATES = {
     "sinusoidal 32 + cosine 3e-3": BASE.replace(denoiser={**SINUSOIDAL, "embedding_dim": 32}, train=COSINE_3E3),
     "sinusoidal + cosine 2e-3 + EMA": BASE.replace(denoiser=SINUSOIDAL, train={"lr": 2e-3, "lr_schedule": "cosine",
                                                                                "ema_decay": 0.99}),
-    "improved": improved(),
+    "sinusoidal + cosine 3e-3, 128x2 + EMA": BASE.replace(denoiser={**SINUSOIDAL, "hidden": 128},
+                                                           train={**COSINE_3E3, "ema_decay": 0.99}),
+    "sinusoidal + cosine 3e-3, 256x2": BASE.replace(denoiser={**SINUSOIDAL, "hidden": 256}, train=COSINE_3E3),
+    "improved (the preset)": improved(),
 }
 
 

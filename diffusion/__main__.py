@@ -209,6 +209,8 @@ def _write_outputs(out: Path, config, losses, trajectory, dataset) -> None:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = _device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # the MLP is tiny: more threads only add overhead (measured)
     config = make_config(args)
     quiet = args.json
     losses: list[float] = []

@@ -42,8 +42,17 @@ def save(model: Denoiser, config: ExperimentConfig, directory: str | Path) -> Pa
     return path
 
 
+def _looks_like_pickle(data: bytes) -> bool:
+    """Pickle protocol 2+ starts with PROTO (0x80); torch.save writes a zip ("PK"); protocols 0-1
+    start with an opcode such as '(' MARK, 'c' GLOBAL, ']' EMPTY_LIST, '}' EMPTY_DICT, ... and end
+    with '.' STOP. Nothing here unpickles: the bytes are only looked at."""
+    if data[:1] == b"\x80" or data[:2] == b"PK":
+        return True
+    return data[:1] in (b"(", b"c", b"]", b"}", b")", b"I", b"S", b"V", b"N", b"l", b"d") and data.rstrip()[-1:] == b"."
+
+
 def _refuse_pickle(data: bytes) -> None:
-    if data[:1] == b"\x80" or data[:2] == b"PK":  # pickle protocol 2+ / torch.save's zip
+    if _looks_like_pickle(data):
         raise CheckpointError(
             "this is a pickle (torch.save) file; only safetensors files are accepted, because "
             "loading a pickle can run arbitrary code"

@@ -52,7 +52,7 @@ class GaussianMixture:
 
     def _component_terms(self, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule):
         """Per component: log-responsibility and E[eps | x_t, k], in float64. Shapes (B, K[, 2])."""
-        abar = torch.as_tensor(schedule.float64["alphas_cumprod"])[t.cpu()].to(x_t.device)[:, None]
+        abar = torch.tensor(schedule.float64["alphas_cumprod"])[t.cpu()].to(x_t.device)[:, None]
         x = x_t.double()
         means = torch.tensor(self.means, dtype=torch.float64, device=x.device)  # (K, 2)
         var = abar * torch.tensor(self.stds, dtype=torch.float64, device=x.device) ** 2 + 1 - abar
@@ -200,7 +200,7 @@ def parse_points_csv(data: bytes | str, *, standardize: bool = True) -> np.ndarr
     if "x" not in columns or "y" not in columns:
         raise PointsError(f"the header must name columns x and y; found {', '.join(header) or 'nothing'}")
     ix, iy = columns.index("x"), columns.index("y")
-    rows = []
+    rows, line_numbers = [], []
     for line_no, row in enumerate(reader, start=2):
         if not row or all(not cell.strip() for cell in row):
             continue
@@ -208,6 +208,7 @@ def parse_points_csv(data: bytes | str, *, standardize: bool = True) -> np.ndarr
             raise PointsError(f"the file has more than {MAX_POINTS:,} points, the limit; subsample it")
         try:
             rows.append((float(row[ix]), float(row[iy])))
+            line_numbers.append(line_no)
         except (ValueError, IndexError):
             shown = ",".join(row)[:40]
             raise PointsError(f"line {line_no} is not two numbers x,y: {shown!r}") from None
@@ -216,7 +217,7 @@ def parse_points_csv(data: bytes | str, *, standardize: bool = True) -> np.ndarr
         raise PointsError(f"the file has {len(points)} point(s); at least 2 are needed") from None
     bad = ~np.isfinite(points).all(axis=1)
     if bad.any():
-        raise PointsError(f"line {int(np.argmax(bad)) + 2} holds NaN or inf; every x,y must be a finite number")
+        raise PointsError(f"line {line_numbers[int(np.argmax(bad))]} holds NaN or inf; every x,y must be a finite number")
     if np.abs(points).max() > 1e15:
         raise PointsError("values beyond 1e15 in size cannot be used; rescale the data")
     if standardize:

@@ -95,7 +95,7 @@ class NoiseSchedule:
 
     def to(self, device: torch.device | str) -> NoiseSchedule:
         """A copy whose tensors live on ``device``."""
-        moved = {name: getattr(self, name).to(device) for name in _TENSOR_FIELDS}
+        moved = {name: getattr(self, name).to(device, copy=True) for name in _TENSOR_FIELDS}
         return dataclasses.replace(self, **moved)
 
     @property

@@ -18,6 +18,7 @@ from diffusion.config import (
     MAX_EPOCHS,
     MAX_FRAMES,
     MAX_POINTS,
+    MAX_SAMPLE_FRAME_POINTS,
     MAX_SAMPLES,
     MAX_TIMESTEPS,
     PRESETS,
@@ -278,9 +279,11 @@ def sidebar() -> tuple[ExperimentConfig | None, Display]:
                       help=f"0: deterministic; 1: as noisy as DDPM. {RESAMPLE}")
             st.select_slider("Samples", SAMPLE_CHOICES, key="samples",
                              help=f"Points generated, up to {MAX_SAMPLES:,}. {RESAMPLE}")
-            st.slider("Animation frames", 2, MAX_FRAMES, key="frames",
+            most_frames = min(MAX_FRAMES, MAX_SAMPLE_FRAME_POINTS // st.session_state["samples"])
+            st.session_state["frames"] = min(st.session_state["frames"], most_frames)
+            st.slider("Animation frames", 2, most_frames, key="frames",
                       help=f"Frames kept of the reverse process, up to {MAX_FRAMES}; samples × frames is capped "
-                           f"at 1,000,000. Fewer frames play more smoothly. {RESAMPLE}")
+                           f"at {MAX_SAMPLE_FRAME_POINTS:,}. Fewer frames play more smoothly. {RESAMPLE}")
             st.number_input("Sampling seed", 0, 2**31 - 1, key="sample_seed", help=f"Fixes x_T and the noise. {RESAMPLE}")
 
         with st.expander("Display", expanded=False):

@@ -1,0 +1,234 @@
+"""Benchmark: the project's reference preset against the seed script, side by side, in one run.
+
+    python -m bench [--repeats 5] [--quick]
+
+Alternates the seed script's own ``train``/``sample`` (imported from ../shared/reference, not
+copied) with the project doing the same job, and reports medians and ratios; then measures the
+dashboard's costs (streaming, reruns, cache hits, payload). A benchmark, not a test: these
+machines are shared and noisy, so only ratios measured in the same run mean much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+
+from diffusion import reference
+from diffusion.datasets import make_dataset
+from diffusion.metrics import evaluate
+from diffusion.samplers import sample_model
+from diffusion.training import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_SCRIPT = ROOT.parent / "shared" / "reference" / "seed_ddpm.py"
+
+
+def load_seed_script():
+    """Import the reference script as a module; matplotlib (only used to plot) is stubbed."""
+    for name in ("matplotlib", "matplotlib.pyplot"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    spec = importlib.util.spec_from_file_location("seed_ddpm", SEED_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def stopwatch(into: list[float]):
+    """Append the seconds the block took to ``into``."""
+    start = time.perf_counter()
+    yield
+    into.append(time.perf_counter() - start)
+
+
+# --- 1. the reference job, side by side ---------------------------------------------------------
+
+
+def reference_job(repeats: int) -> list[tuple]:
+    seed = load_seed_script()
+    config = reference()
+    dataset = make_dataset(config.data)
+    rows = {k: [] for k in ("ref_train", "ref_sample", "our_train", "our_sample", "ref_ed", "our_ed")}
+    for i in range(repeats):  # alternate, so drifts in machine load hit both alike
+        torch.manual_seed(i)
+        with contextlib.redirect_stdout(io.StringIO()), stopwatch(rows["ref_train"]):
+            model = seed.train()
+        with stopwatch(rows["ref_sample"]):
+            samples = seed.sample(model, 1000, torch.device("cpu"))
+        rows["ref_ed"].append(evaluate(samples.detach().numpy(), dataset, seed=i).energy_distance.ratio)
+
+        run = config.replace(train={"seed": i}, sampler={"seed": i})
+        with stopwatch(rows["our_train"]):
+            trainer = Trainer(run).train()
+        with stopwatch(rows["our_sample"]):
+            trajectory = sample_model(trainer.sampling_model(), trainer.schedule, run.sampler)
+        rows["our_ed"].append(evaluate(trajectory.samples, dataset, seed=i).energy_distance.ratio)
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    ref_total, our_total = med["ref_train"] + med["ref_sample"], med["our_train"] + med["our_sample"]
+    return [
+        ("training steps per second", f"{1000 / med['ref_train']:,.0f}", f"{1000 / med['our_train']:,.0f}",
+         f"{med['ref_train'] / med['our_train']:.1f}x faster", ">= 4x for the whole job"),
+        ("sampling 1000 points x 1000 steps", f"{med['ref_sample']:.3f} s", f"{med['our_sample']:.3f} s",
+         f"{med['ref_sample'] / med['our_sample']:.1f}x faster", ">= 2x"),
+        ("whole job (train + sample)", f"{ref_total:.2f} s", f"{our_total:.2f} s",
+         f"{ref_total / our_total:.1f}x faster", ">= 4x"),
+        ("energy distance / noise floor (median)", f"{med['ref_ed']:.2f}", f"{med['our_ed']:.2f}",
+         "equal or better" if med["our_ed"] <= med["ref_ed"] * 1.15 else "WORSE", "equal or better"),
+    ]
+
+
+# --- 2. peak memory of the headless job, each in its own process --------------------------------
+
+_SEED_AS_WRITTEN = f"""
+import sys, types
+for name in ("matplotlib", "matplotlib.pyplot"):
+    m = types.ModuleType(name); m.figure = m.subplot = m.scatter = m.title = m.xlabel = m.ylabel = \\
+        m.legend = m.tight_layout = m.show = lambda *a, **k: None; sys.modules[name] = m
+sys.modules["matplotlib"].pyplot = sys.modules["matplotlib.pyplot"]
+import runpy; runpy.run_path({str(SEED_SCRIPT)!r}, run_name="__main__")
+"""
+
+
+def peak_rss_mb(argv: list[str]) -> float:
+    """Peak resident memory of a child process, in MB."""
+    code = ("import resource, runpy, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True); "
+            "assert p.returncode == 0, p.stderr.decode()[-500:]; "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT, check=True)
+    return int(out.stdout.strip()) / 1024
+
+
+def memory() -> list[tuple]:
+    ref = peak_rss_mb([sys.executable, "-c", _SEED_AS_WRITTEN])
+    ours = peak_rss_mb([sys.executable, "-m", "diffusion", "--preset", "reference", "--json"])
+    baseline = peak_rss_mb([sys.executable, "-c", "import torch"])
+    return [("peak memory, headless reference job", f"{ref:,.0f} MB", f"{ours:,.0f} MB",
+             f"{ref / ours:.1f}x less", f"<= 400 MB (import torch alone: {baseline:,.0f} MB)")]
+
+
+# --- 3. the dashboard ------------------------------------------------------------------------------
+
+
+def streaming_throughput(repeats: int) -> list[tuple]:
+    """Training while the page streams the loss vs headless. The page's side is simulated in this
+    process by what one fragment tick does on the server every 0.3 s: snapshot the job, build the
+    loss figure, serialise it as st.plotly_chart does."""
+    import plotly.io
+
+    from ui import charts
+    from ui.jobs import RunRegistry
+
+    config = reference().replace(train={"epochs": 3000})
+    headless_seconds, streamed, streamed_train = [], [], []
+    for _ in range(repeats):
+        with stopwatch(headless_seconds):
+            Trainer(config).train()
+        registry = RunRegistry()
+        job = registry.new_job("bench", config.training)
+        start = time.perf_counter()
+        job.start()
+        while registry.finished(config.training) is None:
+            snapshot = job.snapshot()
+            plotly.io.to_json(charts.loss_figure(snapshot.losses, total_steps=snapshot.total_steps), validate=False)
+            time.sleep(0.3)
+            if job.status == "failed":
+                raise RuntimeError(job.error)
+        streamed.append(3000 / (time.perf_counter() - start))  # includes up to one poll of waiting
+        streamed_train.append(3000 / registry.finished(config.training).train_seconds)
+    headless = [3000 / seconds for seconds in headless_seconds]
+    ratio = statistics.median(streamed) / statistics.median(headless)
+    ratio_train = statistics.median(streamed_train) / statistics.median(headless)
+    return [("training while the loss streams", f"{statistics.median(headless):,.0f} steps/s headless",
+             f"{statistics.median(streamed):,.0f} steps/s", f"{ratio:.0%} of headless (wall), "
+             f"{ratio_train:.0%} (training time)", ">= 90%")]
+
+
+def page_costs() -> list[tuple]:
+    """Server time of reruns, measured with Streamlit's AppTest (script run time in this process)."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from ui import panels
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
+    at.run()
+    while "**Finished**" not in (at.get("progress")[0].proto.text if at.get("progress") else ""):
+        time.sleep(0.2)
+        at.run()
+    at.run()
+    spec = next(c.proto.spec for c in at.get("plotly_chart") if '"Reverse process' in c.proto.spec[:20000])
+    payload = len(spec.encode())
+    display = []
+    for value in (True, False, True, False, True):
+        with stopwatch(display):
+            at.toggle(key="log_y").set_value(value).run()
+    at.select_slider(key="lr").set_value(0.003).run()
+    while "**Finished**" not in at.get("progress")[0].proto.text:
+        time.sleep(0.2)
+        at.run()
+    cached = []
+    for value in (0.001, 0.003, 0.001, 0.003, 0.001):
+        with stopwatch(cached):
+            at.select_slider(key="lr").set_value(value).run()
+        assert "**Finished**" in at.get("progress")[0].proto.text, "a revisited configuration retrained"
+    for job in panels.registry().running():
+        job.pause()
+    return [
+        ("rerun after a display-only change", "", f"{statistics.median(display) * 1000:.0f} ms", "", "< 150 ms"),
+        ("showing a cached configuration again", "", f"{statistics.median(cached) * 1000:.0f} ms", "", "< 300 ms"),
+        ("default animation payload (60 frames x 1000 points)", "", f"{payload / 1e6:.2f} MB", "", "<= 3 MB"),
+    ]
+
+
+def first_loss_point() -> list[tuple]:
+    """Process start to the first loss record of the headless job."""
+    code = ("import time; t0 = time.perf_counter(); from diffusion import reference; "
+            "from diffusion.training import Trainer; tr = Trainer(reference()); next(tr.run(1)); "
+            "print(time.perf_counter() - t0)")
+    seconds = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                                    check=True).stdout) for _ in range(3)]
+    return [("imports to the first loss point", "", f"{statistics.median(seconds):.2f} s", "",
+             "nothing compiled, no unused imports")]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+          f"{args.repeats} repeats (medians)\n", flush=True)
+    rows = []
+    for section in (lambda: reference_job(args.repeats), memory, lambda: streaming_throughput(max(args.repeats // 2, 2)),
+                    page_costs, first_loss_point):
+        new = section()
+        rows += new
+        for row in new:
+            print(" | ".join(row), flush=True)
+    print()
+    print("| measure | reference script | this project | ratio | target |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
