@@ -6,11 +6,26 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import DenoiserConfig
 
 _ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+# The same activations as plain functions: calling a module costs a few microseconds of Python per
+# call, as much as the arithmetic at this size. In place where torch has it (sampling reuses h).
+_FUNCTIONS = {"relu": torch.relu, "silu": F.silu, "gelu": F.gelu, "tanh": torch.tanh}
+_IN_PLACE = {"relu": torch.relu_, "silu": lambda h: F.silu(h, inplace=True), "gelu": F.gelu, "tanh": torch.tanh_}
+
+# dL/dz = dL/dy * f'(z) for y = f(z), by the kernels autograd itself runs for these activations.
+# Arguments: (dL/dy, z, y); each uses whichever of z and y autograd saves for it.
+_BACKWARD = {
+    "relu": lambda grad, z, y: torch.ops.aten.threshold_backward(grad, y, 0),
+    "silu": lambda grad, z, y: torch.ops.aten.silu_backward(grad, z),
+    "gelu": lambda grad, z, y: torch.ops.aten.gelu_backward(grad, z),
+    "tanh": lambda grad, z, y: torch.ops.aten.tanh_backward(grad, y),
+}
 
 
 def time_features(config: DenoiserConfig, num_timesteps: int) -> torch.Tensor:
@@ -32,7 +47,10 @@ class Denoiser(nn.Module):
     """MLP: [x (2), features(t) (F)] -> hidden x depth -> eps (2).
 
     Weights are initialised like ``nn.Linear`` (Kaiming-uniform, a = sqrt(5)) but from the given
-    generator, so a seed fixes them without touching torch's global RNG."""
+    generator, so a seed fixes them without touching torch's global RNG.
+
+    ``forward`` is the definition, for autograd and for any batch; two fast paths give the same
+    numbers: ``mse_and_grads`` (a training step) and ``at_fixed_times`` (a sampler step)."""
 
     def __init__(self, config: DenoiserConfig, num_timesteps: int, generator: torch.Generator, data_dim: int = 2):
         super().__init__()
@@ -41,7 +59,7 @@ class Denoiser(nn.Module):
         self.register_buffer("time_table", time_features(config, num_timesteps), persistent=False)
         widths = [data_dim + self.time_table.shape[1]] + [config.hidden] * config.depth + [data_dim]
         layers: list[nn.Module] = []
-        for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+        for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             linear = nn.utils.skip_init(nn.Linear, fan_in, fan_out)
             nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5), generator=generator)
             bound = 1 / math.sqrt(fan_in)
@@ -50,26 +68,73 @@ class Denoiser(nn.Module):
             if i < len(widths) - 2:
                 layers.append(_ACTIVATIONS[config.activation]())
         self.net = nn.Sequential(*layers)
+        self._linears = [m for m in self.net if isinstance(m, nn.Linear)]  # a view, not registered twice
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x (B, 2), t (B,) long in [0, T) -> predicted noise (B, 2)."""
         return self.net(torch.cat([x, self.time_table[t]], dim=1))  # (B, 2 + F)
 
     @torch.no_grad()
+    def mse_and_grads(
+        self, x: torch.Tensor, t: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """L = mean((eps_theta(x, t) - target)^2) (as ``F.mse_loss``), and dL/dp for each of
+        ``parameters()``, in that order. x, target (B, 2); t (B,) long.
+
+        Backpropagation written out, because at this size autograd's bookkeeping (recording the
+        graph, then walking it) costs more than the arithmetic: forward plus backward of the
+        reference MLP on a batch of 128 takes about 275 us through autograd on one core and about
+        140 us here. For layer l, z_l = h_{l-1} W_l^T + b_l and h_l = f(z_l) (none on the last):
+            dL/dW_l = (dL/dz_l)^T h_{l-1},   dL/db_l = sum over the batch of dL/dz_l,
+            dL/dz_{l-1} = f'(z_{l-1}) * (dL/dz_l W_l).
+        It reproduces autograd's gradients of ``forward``: the same kernels in the same order,
+        bit for bit on CPU for all four activations."""
+        activation = _FUNCTIONS[self.config.activation]
+        h = torch.cat([x, self.time_table[t]], dim=1)  # (B, 2 + F)
+        inputs, pre_activations = [], []  # h_{l-1} and z_l, what the backward pass needs
+        for i, layer in enumerate(self._linears):
+            inputs.append(h)
+            h = torch.addmm(layer.bias, h, layer.weight.T)  # (B, width)
+            if i < len(self._linears) - 1:
+                pre_activations.append(h)
+                h = activation(h)
+        diff = h.sub_(target)  # (B, 2)
+        loss = diff.square().mean()
+        grad = diff.mul_(2.0 / diff.numel())  # dL/d eps_theta
+        backward = _BACKWARD[self.config.activation]
+        grads: list[torch.Tensor] = []
+        for i in reversed(range(len(self._linears))):
+            layer = self._linears[i]
+            grads += [grad.sum(0), grad.T @ inputs[i]]  # dL/db_l, dL/dW_l
+            if i > 0:
+                grad = backward(grad @ layer.weight, pre_activations[i - 1], inputs[i])
+        grads.reverse()  # parameters() order: W_0, b_0, W_1, b_1, ...
+        return loss, grads
+
+    @torch.no_grad()
     def at_fixed_times(self) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """eps_theta(x, t) for a batch that shares one t (what a sampler needs), inference only.
 
         The time features are folded into the first layer's bias once for every t:
-        W [x; f(t)] + b = W_x x + (W_f f(t) + b), so a step costs no concatenation.
-        The returned function sees the weights as they are now."""
-        first: nn.Linear = self.net[0]
+        W [x; f(t)] + b = W_x x + (W_f f(t) + b), so a step costs no concatenation. The weights
+        are copied now (later training does not change the function), and a step is bare
+        ``addmm`` calls with the activation applied in place: no module calls, one fresh tensor
+        per layer."""
+        first, *rest = self._linears
         data_dim = first.in_features - self.time_table.shape[1]
         bias = torch.addmm(first.bias, self.time_table, first.weight[:, data_dim:].T)  # (T, hidden)
         weight_x = first.weight[:, :data_dim].T.contiguous()  # (2, hidden)
-        rest = self.net[1:]
+        # W^T as a transposed view of an (out, in) copy, the way nn.Linear hands it to addmm: for
+        # the 2-wide output layer that is about 3x faster here than a row-major (in, out) copy.
+        layers = [(layer.weight.clone().T, layer.bias.clone()) for layer in rest]  # (in, out), (out,)
+        *hidden, (weight_out, bias_out) = layers
+        activation = _IN_PLACE[self.config.activation]
 
         def eps(x: torch.Tensor, t: int) -> torch.Tensor:
-            return rest(torch.addmm(bias[t], x, weight_x))
+            h = activation(torch.addmm(bias[t], x, weight_x))  # (N, hidden)
+            for weight, b in hidden:
+                h = activation(torch.addmm(b, h, weight))
+            return torch.addmm(bias_out, h, weight_out)  # (N, 2)
 
         return eps
 

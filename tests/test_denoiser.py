@@ -104,3 +104,39 @@ def test_time_conditioning_changes_the_output(gen):
     model = Denoiser(DenoiserConfig(time_embedding="sinusoidal"), 1000, gen(0))
     x = torch.randn(8, 2, generator=gen(1))
     assert not torch.allclose(model(x, torch.zeros(8, dtype=torch.long)), model(x, torch.full((8,), 999)))
+
+
+@pytest.mark.parametrize("activation", ["relu", "silu", "gelu", "tanh"])
+@pytest.mark.parametrize("time_embedding", ["scalar", "sinusoidal"])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_the_hand_written_backward_pass_equals_autograd(activation, time_embedding, depth):
+    import torch.nn.functional as F
+
+    config = DenoiserConfig(hidden=16, depth=depth, activation=activation, time_embedding=time_embedding)
+    g = torch.Generator().manual_seed(3)
+    model = Denoiser(config, 50, g)
+    x, target = torch.randn(33, 2, generator=g), torch.randn(33, 2, generator=g)
+    t = torch.randint(0, 50, (33,), generator=g)
+    loss, grads = model.mse_and_grads(x, t, target)
+    expected = F.mse_loss(model(x, t), target)
+    expected_grads = torch.autograd.grad(expected, list(model.parameters()))
+    torch.testing.assert_close(loss, expected.detach(), rtol=1e-6, atol=1e-7)
+    for mine, theirs in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_the_trainers_adam_equals_torchs_fused_adam():
+    from diffusion.training import Adam
+
+    g = torch.Generator().manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(4, 3, generator=g)), torch.nn.Parameter(torch.randn(3, generator=g))]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    mine, reference = Adam(ours, lr=0.01), torch.optim.Adam(theirs, lr=0.01, fused=True)
+    for _ in range(20):
+        grads = [torch.randn(p.shape, generator=g) for p in ours]
+        mine.step(grads)
+        for p, grad in zip(theirs, grads, strict=True):
+            p.grad = grad.clone()
+        reference.step()
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a, b)

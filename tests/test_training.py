@@ -143,12 +143,6 @@ def test_ema_follows_its_documented_update_and_is_what_gets_sampled():
     assert Trainer(_short(5)).sampling_model() is not None  # without EMA: the model itself
 
 
-@pytest.mark.xfail(
-    reason="BUG: Trainer._train_step updates the EMA with torch._foreach_lerp_ outside torch.no_grad(), "
-    "so autograd records it: the EMA parameters turn into non-leaf tensors that require grad and carry "
-    "a graph growing by one node per step (memory and graph depth grow with training length)",
-    strict=True,
-)
 def test_ema_weights_stay_plain_leaf_tensors():
     trainer = Trainer(_short(10, ema_decay=0.9)).train()
     for p in trainer.ema_model.parameters():
