@@ -45,7 +45,8 @@ def forward_trajectory(
     keep = frame_indices(T + 1, num_frames)
     sqrt_alpha = np.sqrt(schedule.float64["alphas"])
     sqrt_beta = np.sqrt(schedule.float64["betas"])
-    noise = torch.randn((T,) + tuple(x0.shape), generator=generator, device=x0.device)  # (T, N, D)
+    # drawn on the CPU, like every random number here, then moved: same draws on any device
+    noise = torch.randn((T,) + tuple(x0.shape), generator=generator).to(x0.device)  # (T, N, D)
     frames, x = [], x0.clone()
     if keep[0] == 0:
         frames.append(x.clone())

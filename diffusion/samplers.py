@@ -110,6 +110,8 @@ def timesteps(schedule: NoiseSchedule, config: SamplerConfig) -> np.ndarray:
     if config.kind == "ddpm":
         return np.arange(T - 1, -1, -1)
     steps = min(config.steps, T)
+    if steps == 1:  # one jump from x_T: it must start at the last time, not the first
+        return np.array([T - 1])
     return np.unique(np.round(np.linspace(0, T - 1, steps)).astype(int))[::-1].copy()
 
 
@@ -184,15 +186,15 @@ def sample(
     ts = timesteps(schedule, config)
     keep = set(frame_indices(len(ts) + 1, config.num_frames).tolist())  # states 0..S
     frames, frame_times, x0_preds = [], [], []
-    x = None
-    for step, x in iter_sample(eps_fn, schedule, config, generator, device=device):
+    x_end = None
+    for step, x_end in iter_sample(eps_fn, schedule, config, generator, device=device):  # noqa: B007
         if step.index in keep:
             frames.append(step.x.cpu())
             frame_times.append(step.t + 1)
             x0_preds.append(predicted_x0(schedule, step.x, step.eps, step.t).cpu())
-    frames.append(x.cpu())
+    frames.append(x_end.cpu())  # x_0, the samples
     frame_times.append(0)
-    x0_preds.append(x.cpu())
+    x0_preds.append(x_end.cpu())
     return Trajectory(
         frames=torch.stack(frames).numpy(),
         frame_times=np.array(frame_times),

@@ -105,13 +105,6 @@ def test_forward_trajectory_marginals_follow_q_xt_given_x0(gen):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.xfail(
-    reason="BUG (seen on an H200): forward_trajectory draws torch.randn(..., generator=generator, "
-    "device=x0.device); a CPU generator cannot draw on CUDA ('Expected a cuda device type for generator'). "
-    "Draw on the CPU and move, as the trainer and samplers do",
-    raises=RuntimeError,
-    strict=True,
-)
 def test_forward_trajectory_on_cuda_matches_the_cpu(gen):
     s = make_schedule("linear", 50, 1e-4, 0.02)
     x0 = torch.randn(16, 2, generator=gen(0))

@@ -158,11 +158,6 @@ def test_ddim_respaces_evenly_from_T_minus_1_to_0(schedule, steps):
     assert (gaps > 0).all() and gaps.max() - gaps.min() <= 1  # as even as integers allow
 
 
-@pytest.mark.xfail(
-    reason="BUG: samplers.timesteps with DDIM steps=1 gives [0] (np.linspace(0, T-1, 1) == [0]), so the "
-    "one step starts from x_T ~ N(0, I) at t=0 and returns noise; it should visit t = T-1",
-    strict=True,
-)
 def test_ddim_with_one_step_starts_from_the_last_time(schedule, exact_eps, gen):
     assert list(timesteps(schedule, SamplerConfig(kind="ddim", steps=1))) == [999]
     out = sample(exact_eps, schedule, SamplerConfig(kind="ddim", steps=1, num_samples=500), gen(0)).samples
