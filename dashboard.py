@@ -31,10 +31,12 @@ with data_column:
     panels.forward_panel(config, display)
 
 run = panels.training_panel(config, display)
-if run is not None:
+sampled = panels.sampling(run, config) if run is not None else None
+if sampled is not None:
+    trajectory, scores = sampled
     animation_column, comparison_column = st.columns(2)
     with animation_column:
-        panels.reverse_panel(run, config, display)
+        panels.reverse_panel(run, trajectory, config, display)
     with comparison_column:
-        panels.results_panel(run, config)
-    panels.downloads_panel(run, config, display)
+        panels.results_panel(run, scores, config)
+    panels.downloads_panel(run, trajectory, config, display)

@@ -6,7 +6,7 @@
 Nothing here imports streamlit or plotly: the dashboard draws what this package computes.
 """
 
-from .config import ExperimentConfig, PRESETS, improved, reference
+from .config import PRESETS, ExperimentConfig, improved, reference
 from .schedules import NoiseSchedule, make_schedule
 
 __all__ = ["ExperimentConfig", "PRESETS", "NoiseSchedule", "improved", "make_schedule", "reference"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -149,6 +150,17 @@ def _name_flag(message: str) -> str:
     return message
 
 
+def _check_writable_dir(flag: str, path: str | None) -> None:
+    if path is None:
+        return
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{flag}: {path} exists and is not a folder")
+    parent = next((p for p in [target, *target.parents] if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{flag}: cannot write in {parent}")
+
+
 def _device(choice: str) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
@@ -212,6 +224,8 @@ def run(argv: list[str] | None = None) -> int:
     if device.type == "cpu":
         torch.set_num_threads(1)  # the MLP is tiny: more threads only add overhead (measured)
     config = make_config(args)
+    for flag, path in (("--out", args.out), ("--save-checkpoint", args.save_checkpoint)):
+        _check_writable_dir(flag, path)  # before training, so a typo costs nothing
     quiet = args.json
     losses: list[float] = []
     train_seconds = 0.0
@@ -234,7 +248,10 @@ def run(argv: list[str] | None = None) -> int:
         model, schedule = trainer.sampling_model(), trainer.schedule
         losses, train_seconds = trainer.losses, trainer.elapsed
         if args.save_checkpoint:
-            checkpoints.save(model, config, args.save_checkpoint)
+            try:
+                checkpoints.save(model, config, args.save_checkpoint)
+            except OSError as error:
+                raise UsageError(f"--save-checkpoint: {error}") from None
     trajectory = sample_model(model, schedule, config.sampler, device=device)
     if not trajectory.finite:
         print("error: sampling produced NaN or inf; the model is unusable (try a lower learning rate)", file=sys.stderr)
@@ -242,7 +259,10 @@ def run(argv: list[str] | None = None) -> int:
     dataset = make_dataset(config.data)
     metrics = evaluate(trajectory.samples, dataset).to_dict()
     if args.out:
-        _write_outputs(Path(args.out), config, losses, trajectory, dataset)
+        try:
+            _write_outputs(Path(args.out), config, losses, trajectory, dataset)
+        except OSError as error:
+            raise UsageError(f"--out: {error}") from None
     if args.json:
         print(json.dumps({
             "config": config.to_dict(),

@@ -39,6 +39,13 @@ MAX_FRAMES = 200
 MAX_SAMPLE_FRAME_POINTS = 500_000  # samples x frames kept for the animation (~7 MB in the page)
 MAX_POINTS = 50_000  # rows of a user's point set
 MAX_TRAIN_STEPS = 200_000  # optimizer steps of one run (epochs x steps per epoch)
+# Work caps, in multiply-adds of the MLP: training ~ 3 x steps x batch x parameters (forward and
+# backward), sampling ~ steps x samples x parameters. About 10 and 2 minutes on one core here.
+MAX_TRAIN_WORK = 2e12
+MAX_SAMPLE_WORK = 3e11
+MIN_BETA = 1e-8  # 1 - beta must differ from 1 in float64 arithmetic
+MAX_BETA = 0.9999
+MIN_ALPHA_BAR = 1e-30  # alpha-bar_T below this underflows the samplers' coefficients
 
 
 def _choice(owner: str, name: str, value: Any, literal: Any) -> None:
@@ -61,7 +68,10 @@ def _float_in(
     allowed = f"in {lo}{low:g}, {high:g}{hi}"
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"{owner}.{name} must be a number {allowed}; got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int too large for a float
+        raise ValueError(f"{owner}.{name} must be {allowed}; got a number too large to use") from None
     too_low = value <= low if open_low else value < low
     too_high = value >= high if open_high else value > high
     if not math.isfinite(value) or too_low or too_high:
@@ -123,12 +133,20 @@ class ScheduleConfig:
     def __post_init__(self):
         _choice("schedule", "kind", self.kind, ScheduleKind)
         _int_in("schedule", "num_timesteps", self.num_timesteps, 1, MAX_TIMESTEPS)
-        _float_in("schedule", "beta_start", self.beta_start, 0.0, 1.0, open_low=True, open_high=True)
-        _float_in("schedule", "beta_end", self.beta_end, 0.0, 1.0, open_low=True, open_high=True)
+        _float_in("schedule", "beta_start", self.beta_start, MIN_BETA, MAX_BETA)
+        _float_in("schedule", "beta_end", self.beta_end, MIN_BETA, MAX_BETA)
         if self.beta_end < self.beta_start:
             raise ValueError(
                 f"schedule.beta_end must be at least beta_start ({self.beta_start:g}); "
                 f"got {self.beta_end:g}"
+            )
+        from .schedules import terminal_log_alpha_bar  # schedules imports this module
+
+        log_abar_T = terminal_log_alpha_bar(self)
+        if log_abar_T < math.log(MIN_ALPHA_BAR):
+            raise ValueError(
+                f"schedule.beta_end / num_timesteps leave no signal at all: alpha-bar_T = exp({log_abar_T:.0f}), "
+                f"below {MIN_ALPHA_BAR:g}, which the samplers cannot divide by. Use fewer steps or smaller betas."
             )
 
 
@@ -150,6 +168,13 @@ class DenoiserConfig:
         _int_in("denoiser", "embedding_dim", self.embedding_dim, 2, 256)
         if self.embedding_dim % 2:
             raise ValueError(f"denoiser.embedding_dim must be even; got {self.embedding_dim}")
+
+    @property
+    def parameter_count(self) -> int:
+        """Weights and biases of the MLP on 2-D data."""
+        features = 1 if self.time_embedding == "scalar" else self.embedding_dim
+        widths = [2 + features] + [self.hidden] * self.depth + [2]
+        return sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:], strict=False))
 
 
 @dataclass(frozen=True)
@@ -210,6 +235,13 @@ class TrainingKey:
     train: TrainConfig
 
     def __post_init__(self):
+        work = 3 * self.total_steps * self.train.batch_size * self.denoiser.parameter_count
+        if work > MAX_TRAIN_WORK:
+            raise ValueError(
+                f"train.epochs would be too much work: {self.total_steps:,} steps of {self.train.batch_size} points "
+                f"through a {self.denoiser.parameter_count:,}-parameter model ({work:.1e}, limit "
+                f"{MAX_TRAIN_WORK:.0e}, about 10 minutes); use fewer epochs, a smaller batch or a smaller model"
+            )
         if self.total_steps > MAX_TRAIN_STEPS:
             raise ValueError(
                 f"train.epochs x steps per epoch ({self.steps_per_epoch} for "
@@ -239,11 +271,19 @@ class ExperimentConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
     def __post_init__(self):
-        self.training.__post_init__()  # the cross-field step cap
+        self.training.__post_init__()  # the cross-field step and work caps
         if self.sampler.kind == "ddim" and self.sampler.steps > self.schedule.num_timesteps:
             raise ValueError(
                 f"sampler.steps must be at most schedule.num_timesteps "
                 f"({self.schedule.num_timesteps}) for DDIM; got {self.sampler.steps}"
+            )
+        steps = self.sampler.steps if self.sampler.kind == "ddim" else self.schedule.num_timesteps
+        work = steps * self.sampler.num_samples * self.denoiser.parameter_count
+        if work > MAX_SAMPLE_WORK:
+            raise ValueError(
+                f"sampler.num_samples would be too much work: {self.sampler.num_samples} points through {steps} "
+                f"steps of a {self.denoiser.parameter_count:,}-parameter model ({work:.1e}, limit "
+                f"{MAX_SAMPLE_WORK:.0e}); use fewer samples, DDIM with fewer steps, or a smaller model"
             )
 
     @property

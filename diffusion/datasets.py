@@ -8,7 +8,6 @@ prediction eps*(x_t, t) = E[eps | x_t] and the irreducible part of the DDPM loss
 from __future__ import annotations
 
 import csv
-import io
 import math
 from dataclasses import dataclass
 
@@ -192,8 +191,11 @@ def parse_points_csv(data: bytes | str, *, standardize: bool = True) -> np.ndarr
             raise PointsError("the file is not UTF-8 text; save it as a UTF-8 CSV with columns x,y") from None
     if "\x00" in data:
         raise PointsError("the file is binary, not CSV text; expected a CSV with columns x,y")
-    reader = csv.reader(io.StringIO(data))
-    header = next(reader, None)
+    reader = csv.reader(data.splitlines())  # any line ending: \n, \r\n, or \r (old Mac "CSV")
+    try:
+        header = next(reader, None)
+    except csv.Error as error:
+        raise PointsError(f"line 1 is not CSV: {error}") from None
     if header is None:
         raise PointsError("the file is empty; expected a header row x,y and at least 2 points")
     columns = [name.strip().lower() for name in header]
@@ -201,17 +203,20 @@ def parse_points_csv(data: bytes | str, *, standardize: bool = True) -> np.ndarr
         raise PointsError(f"the header must name columns x and y; found {', '.join(header) or 'nothing'}")
     ix, iy = columns.index("x"), columns.index("y")
     rows, line_numbers = [], []
-    for line_no, row in enumerate(reader, start=2):
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        if len(rows) >= MAX_POINTS:
-            raise PointsError(f"the file has more than {MAX_POINTS:,} points, the limit; subsample it")
-        try:
-            rows.append((float(row[ix]), float(row[iy])))
+    try:
+        for line_no, row in enumerate(reader, start=2):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(rows) >= MAX_POINTS:
+                raise PointsError(f"the file has more than {MAX_POINTS:,} points, the limit; subsample it")
+            try:
+                rows.append((float(row[ix]), float(row[iy])))
+            except (ValueError, IndexError):
+                shown = ",".join(row)[:40]
+                raise PointsError(f"line {line_no} is not two numbers x,y: {shown!r}") from None
             line_numbers.append(line_no)
-        except (ValueError, IndexError):
-            shown = ",".join(row)[:40]
-            raise PointsError(f"line {line_no} is not two numbers x,y: {shown!r}") from None
+    except csv.Error as error:
+        raise PointsError(f"line {reader.line_num} is not CSV: {error}") from None
     points = np.array(rows, dtype=np.float64).reshape(-1, 2)
     if len(points) < 2:
         raise PointsError(f"the file has {len(points)} point(s); at least 2 are needed") from None

@@ -54,6 +54,12 @@ def _betas(kind: ScheduleKind, T: int, beta_start: float, beta_end: float) -> np
     raise ValueError(f"schedule kind must be one of linear, quadratic, cosine, sigmoid; got {kind!r}")
 
 
+def terminal_log_alpha_bar(config: ScheduleConfig) -> float:
+    """log alpha-bar_T in float64, without underflow: sum of log(1 - beta_t)."""
+    betas = _betas(config.kind, config.num_timesteps, config.beta_start, config.beta_end)
+    return float(np.log1p(-betas).sum())
+
+
 @dataclass(frozen=True, eq=False)
 class NoiseSchedule:
     """Immutable table of DDPM coefficients; each tensor has shape (T,)."""

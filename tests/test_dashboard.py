@@ -102,10 +102,10 @@ def test_the_url_carries_the_configuration_both_ways():
 
 
 def test_a_bad_value_in_the_url_is_reported_and_ignored():
-    at = open_page(lr="banana", hidden="77", nonsense="1")
+    at = open_page(lr="banana", hidden="1000", nonsense="1")
     assert not at.exception
     warnings = " ".join(w.value for w in at.warning)
-    assert "lr='banana'" in warnings and "hidden='77'" in warnings and "nonsense" in warnings
+    assert "lr='banana'" in warnings and "hidden='1000' (allowed: 1 to 512)" in warnings and "nonsense" in warnings
     assert at.session_state["lr"] == 0.001 and at.session_state["hidden"] == 64
 
 
@@ -153,13 +153,16 @@ def test_display_settings_recompute_nothing():
 def test_each_setting_retrains_or_resamples_as_its_help_says(key):
     at = open_page(**({"sampler": "ddim"} if key in ("ddim_steps", "eta") else {}))
     runs = panels.registry()
-    before = {job.key for job in runs.jobs_of(owner(at))}
+    def keys():  # training configurations this session has, running or finished
+        return {job.key for job in runs.jobs_of(owner(at))} | set(runs._finished)
+
+    before = keys()
     widget = next(w for w in at.sidebar.get(_widget_kind(at, key)) if w.key == key)
     new = _another_value(key, widget.value)
     widget.set_value(new).run()
     assert not at.exception
     assert at.query_params[key] == str(new)  # the link follows
-    after = {job.key for job in runs.jobs_of(owner(at))}
+    after = keys()
     retrains = CONTROLS[key].section in ("schedule", "denoiser", "train")
     assert (after != before) == retrains  # a new training configuration, or the same one
     assert ("retrains" in widget.help) == retrains and ("resamples" in widget.help) == (not retrains)
@@ -174,8 +177,9 @@ def _widget_kind(at, key):
 
 def _another_value(key, value):
     control = CONTROLS[key]
-    if control.choices:
-        return next(choice for choice in control.choices if choice != value)
+    listed = control.choices or control.stops
+    if listed:
+        return next(choice for choice in listed if choice != value)
     special = {"T": 200, "beta_start": 0.0002, "beta_end": 0.03, "depth": 3, "epochs": 160, "seed": 3,
                "ddim_steps": 20, "eta": 0.5, "frames": 10, "sample_seed": 5}
     return special[key]
@@ -242,9 +246,10 @@ class _RunsCodeWhenUnpickled:
 
 
 def test_a_model_file_is_loaded_and_shown_without_training_and_a_pickle_is_refused_unopened(tmp_path):
+    import pickle
+
     from diffusion import checkpoints, reference
     from diffusion.training import Trainer
-    import pickle
 
     at = open_page()
     marker = tmp_path / "ran"

@@ -3,7 +3,6 @@
 import time
 
 import numpy as np
-import pytest
 import torch
 
 from diffusion import reference
@@ -35,7 +34,7 @@ def test_a_job_trains_in_the_background_and_its_run_is_stored_exactly_as_headles
     run = registry.finished(key)
     headless = Trainer(key).train()
     assert np.array_equal(run.losses, np.array(headless.losses))  # chunked in a thread == one go
-    for mine, theirs in zip(run.model.parameters(), headless.sampling_model().parameters()):
+    for mine, theirs in zip(run.model.parameters(), headless.sampling_model().parameters(), strict=True):
         assert torch.equal(mine, theirs)
     assert registry.job("alice", key) is None  # a finished job leaves the session's list
     assert run.snapshot().status == "finished"

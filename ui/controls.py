@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
 
+from diffusion import checkpoints
 from diffusion.config import (
+    MAX_BATCH_SIZE,
+    MAX_BETA,
+    MAX_DEPTH,
     MAX_EPOCHS,
     MAX_FRAMES,
+    MAX_HIDDEN,
     MAX_POINTS,
     MAX_SAMPLE_FRAME_POINTS,
     MAX_SAMPLES,
     MAX_TIMESTEPS,
+    MIN_BETA,
     PRESETS,
     DataConfig,
     DenoiserConfig,
@@ -29,7 +36,6 @@ from diffusion.config import (
     ScheduleConfig,
     TrainConfig,
 )
-from diffusion import checkpoints
 from diffusion.datasets import DATASET_LABELS, PointsError, load_points
 
 RETRAIN = "Changing this retrains the model."
@@ -48,43 +54,68 @@ _SECTION_TYPES = {"schedule": ScheduleConfig, "denoiser": DenoiserConfig, "train
 
 @dataclass(frozen=True)
 class Control:
-    """A sidebar control: its config field (None = display only) and how to read it from a URL."""
+    """A sidebar control: its config field (None = display only), the values it accepts (a list of
+    names, or a numeric range), and for sliders over a list of numbers, the suggested stops."""
 
     section: str | None
     field: str
     kind: type
-    choices: tuple | None = None  # allowed values where the widget offers a fixed list
+    choices: tuple | None = None  # the only values allowed (names)
+    low: float | None = None  # numeric range, inclusive
+    high: float | None = None
+    stops: tuple | None = None  # slider stops; the current value is always added
+
+    def check(self, value: Any) -> Any:
+        """``value`` as this control's type, or ValueError saying what is allowed."""
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ValueError(f"allowed: {', '.join(map(str, self.choices))}")
+            return value
+        if self.kind is bool:
+            return bool(value)
+        number = self.kind(value)
+        if not math.isfinite(number) or not self.low <= number <= self.high:
+            raise ValueError(f"allowed: {self.low:g} to {self.high:g}")
+        return number
+
+    def options(self, current: Any) -> list:
+        """Slider stops plus the current value (a link or a model file may hold any valid value)."""
+        return sorted(set(self.stops) | {current})
+
+
+def _numeric(section, field, kind, low, high, stops=None) -> Control:
+    return Control(section, field, kind, None, low, high, tuple(stops) if stops else None)
 
 
 CONTROLS: dict[str, Control] = {
     "dataset": Control("data", "name", str, tuple(DATASET_LABELS)),
-    "T": Control("schedule", "num_timesteps", int),
+    "T": _numeric("schedule", "num_timesteps", int, 1, MAX_TIMESTEPS),
     "schedule": Control("schedule", "kind", str, ("linear", "quadratic", "cosine", "sigmoid")),
-    "beta_start": Control("schedule", "beta_start", float),
-    "beta_end": Control("schedule", "beta_end", float),
-    "hidden": Control("denoiser", "hidden", int, tuple(HIDDEN_CHOICES)),
-    "depth": Control("denoiser", "depth", int),
+    "beta_start": _numeric("schedule", "beta_start", float, MIN_BETA, MAX_BETA),
+    "beta_end": _numeric("schedule", "beta_end", float, MIN_BETA, MAX_BETA),
+    "hidden": _numeric("denoiser", "hidden", int, 1, MAX_HIDDEN, HIDDEN_CHOICES),
+    "depth": _numeric("denoiser", "depth", int, 1, MAX_DEPTH),
     "activation": Control("denoiser", "activation", str, ("relu", "silu", "gelu", "tanh")),
     "time_embedding": Control("denoiser", "time_embedding", str, ("scalar", "sinusoidal")),
-    "epochs": Control("train", "epochs", int),
-    "lr": Control("train", "lr", float, tuple(LR_CHOICES)),
+    "epochs": _numeric("train", "epochs", int, 1, MAX_EPOCHS),
+    "lr": _numeric("train", "lr", float, 1e-6, 1.0, LR_CHOICES),
     "lr_schedule": Control("train", "lr_schedule", str, ("constant", "cosine")),
-    "ema": Control("train", "ema_decay", float, tuple(EMA_CHOICES)),
-    "batch": Control("train", "batch_size", int, tuple(BATCH_CHOICES)),
-    "seed": Control("train", "seed", int),
+    "ema": _numeric("train", "ema_decay", float, 0.0, 0.9999, EMA_CHOICES),
+    "batch": _numeric("train", "batch_size", int, 1, MAX_BATCH_SIZE, BATCH_CHOICES),
+    "seed": _numeric("train", "seed", int, 0, 2**31 - 1),
     "sampler": Control("sampler", "kind", str, ("ddpm", "ddim")),
     "variance": Control("sampler", "variance", str, ("beta", "posterior")),
-    "ddim_steps": Control("sampler", "steps", int),
-    "eta": Control("sampler", "eta", float),
-    "samples": Control("sampler", "num_samples", int, tuple(SAMPLE_CHOICES)),
-    "frames": Control("sampler", "num_frames", int),
-    "sample_seed": Control("sampler", "seed", int),
+    "ddim_steps": _numeric("sampler", "steps", int, 1, MAX_TIMESTEPS),
+    "eta": _numeric("sampler", "eta", float, 0.0, 1.0),
+    "samples": _numeric("sampler", "num_samples", int, 1, MAX_SAMPLES, SAMPLE_CHOICES),
+    "frames": _numeric("sampler", "num_frames", int, 2, MAX_FRAMES),
+    "sample_seed": _numeric("sampler", "seed", int, 0, 2**31 - 1),
     # display only
     "log_y": Control(None, "log_y", bool),
-    "smoothing": Control(None, "smoothing", float),
-    "trails": Control(None, "trails", int),
+    "smoothing": _numeric(None, "smoothing", float, 0.0, 0.99),
+    "trails": _numeric(None, "trails", int, 0, 32),
     "show_x0": Control(None, "show_x0", bool),
-    "frame_ms": Control(None, "frame_ms", int),
+    "frame_ms": _numeric(None, "frame_ms", int, 20, 500),
 }
 
 
@@ -115,12 +146,13 @@ def preset_values(name: str) -> dict[str, Any]:
 def _parse(control: Control, raw: str) -> Any:
     if control.kind is bool:
         if raw.lower() not in ("true", "false", "1", "0"):
-            raise ValueError("expected true or false")
+            raise ValueError("allowed: true or false")
         return raw.lower() in ("true", "1")
-    value = control.kind(raw)
-    if control.choices is not None and value not in control.choices:
-        raise ValueError(f"allowed: {', '.join(map(str, control.choices))}")
-    return value
+    try:
+        value = control.kind(raw)
+    except ValueError:
+        raise ValueError(f"not a {control.kind.__name__}") from None
+    return control.check(value)
 
 
 def init_state_from_url() -> None:
@@ -147,6 +179,16 @@ def init_state_from_url() -> None:
             st.session_state[key] = _parse(control, raw)
         except ValueError as error:
             problems.append(f"{key}={raw!r} ({error})")
+    state = st.session_state
+    for key, limit, what in (("beta_end", state["beta_start"], "at least beta_start"),):
+        if state[key] < limit:
+            problems.append(f"{key}={state[key]!r} ({what})")
+            state[key] = max(preset_values(preset)[key], limit)
+    for key, limit, what in (("ddim_steps", state["T"], "at most T"),
+                             ("frames", MAX_SAMPLE_FRAME_POINTS // state["samples"], "samples x frames too large")):
+        if state[key] > limit:
+            problems.append(f"{key}={state[key]!r} ({what})")
+            state[key] = min(preset_values(preset)[key], limit)
 
 
 def write_url() -> None:
@@ -176,8 +218,17 @@ def _load_model() -> None:
     except checkpoints.CheckpointError as error:
         st.session_state["_model_error"] = f"{upload.name}: {error}"
         return
+    values = config_values(config)
+    for key, value in values.items():
+        try:
+            CONTROLS[key].check(value)
+        except ValueError as error:
+            st.session_state["_model_error"] = (
+                f"{upload.name}: its setting {key} = {value!r} is outside what this page offers ({error})"
+            )
+            return
     st.session_state["_loaded_model"] = (upload.name, model, config)
-    st.session_state.update(config_values(config))
+    st.session_state.update(values)
     if config.data.points is not None:
         st.session_state["_points"] = config.data
 
@@ -236,15 +287,15 @@ def sidebar() -> tuple[ExperimentConfig | None, Display]:
             kind = st.selectbox("Schedule", CONTROLS["schedule"].choices, key="schedule",
                                 help="How β_t grows with t: linear (the reference), quadratic (linear in √β), "
                                      f"cosine (Nichol & Dhariwal; ignores β start/end), sigmoid. {RETRAIN}")
-            st.number_input("β start", 1e-6, 0.5, step=1e-4, format="%.5f", key="beta_start",
+            st.number_input("β start", MIN_BETA, MAX_BETA, step=1e-4, format="%.2e", key="beta_start",
                             disabled=kind == "cosine", help=f"β_1, the first step's noise variance. {RETRAIN}")
             st.session_state["beta_end"] = max(st.session_state["beta_end"], st.session_state["beta_start"])
-            st.number_input("β end", float(st.session_state["beta_start"]), 0.999, step=1e-3, format="%.4f",
+            st.number_input("β end", float(st.session_state["beta_start"]), MAX_BETA, step=1e-3, format="%.2e",
                             key="beta_end", disabled=kind == "cosine",
                             help=f"β_T, the last step's variance; at least β start, below 1. {RETRAIN}")
 
         with st.expander("Model", expanded=False):
-            st.select_slider("Width (units per layer)", HIDDEN_CHOICES, key="hidden", help=RETRAIN)
+            st.select_slider("Width (units per layer)", CONTROLS["hidden"].options(st.session_state["hidden"]), key="hidden", help=RETRAIN)
             st.slider("Depth (hidden layers)", 1, 8, key="depth", help=RETRAIN)
             st.selectbox("Activation", CONTROLS["activation"].choices, key="activation", help=RETRAIN)
             st.selectbox("Time conditioning", CONTROLS["time_embedding"].choices, key="time_embedding",
@@ -255,12 +306,12 @@ def sidebar() -> tuple[ExperimentConfig | None, Display]:
             st.number_input("Epochs", 1, MAX_EPOCHS, step=100, key="epochs",
                             help="For the synthetic datasets an epoch is one Adam step on one fresh batch (the "
                                  f"reference's meaning); for your points it is one pass. Up to {MAX_EPOCHS:,}. {RETRAIN}")
-            st.select_slider("Learning rate", LR_CHOICES, key="lr", format_func=lambda v: f"{v:g}",
+            st.select_slider("Learning rate", CONTROLS["lr"].options(st.session_state["lr"]), key="lr", format_func=lambda v: f"{v:g}",
                              help=f"Adam's step size, on a log scale. {RETRAIN}")
             st.selectbox("Learning-rate schedule", CONTROLS["lr_schedule"].choices, key="lr_schedule",
                          help=f"constant, or cosine decay to 0 over the run. {RETRAIN}")
-            st.select_slider("Batch size", BATCH_CHOICES, key="batch", help=RETRAIN)
-            st.select_slider("Weight EMA decay", EMA_CHOICES, key="ema", format_func=lambda v: "off" if v == 0 else f"{v:g}",
+            st.select_slider("Batch size", CONTROLS["batch"].options(st.session_state["batch"]), key="batch", help=RETRAIN)
+            st.select_slider("Weight EMA decay", CONTROLS["ema"].options(st.session_state["ema"]), key="ema", format_func=lambda v: "off" if v == 0 else f"{v:g}",
                              help=f"Sample with an exponential moving average of the weights. {RETRAIN}")
             st.number_input("Seed", 0, 2**31 - 1, key="seed", help=f"Fixes initial weights and batches. {RETRAIN}")
 
@@ -277,7 +328,7 @@ def sidebar() -> tuple[ExperimentConfig | None, Display]:
                       help=f"Steps of DDIM, evenly spaced over the T trained ones; at most T. {RESAMPLE}")
             st.slider("DDIM η", 0.0, 1.0, step=0.1, key="eta", disabled=sampler != "ddim",
                       help=f"0: deterministic; 1: as noisy as DDPM. {RESAMPLE}")
-            st.select_slider("Samples", SAMPLE_CHOICES, key="samples",
+            st.select_slider("Samples", CONTROLS["samples"].options(st.session_state["samples"]), key="samples",
                              help=f"Points generated, up to {MAX_SAMPLES:,}. {RESAMPLE}")
             most_frames = min(MAX_FRAMES, MAX_SAMPLE_FRAME_POINTS // st.session_state["samples"])
             st.session_state["frames"] = min(st.session_state["frames"], most_frames)

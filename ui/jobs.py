@@ -102,7 +102,8 @@ class FinishedRun:
                 self._samplings.move_to_end(sampler)
                 return self._samplings[sampler]
             trajectory = sample_model(self.model, self.schedule, sampler)
-            scores = evaluate(trajectory.samples, self.dataset) if trajectory.finite and len(trajectory.samples) > 1 else None
+            usable = trajectory.finite and len(trajectory.samples) > 1
+            scores = evaluate(trajectory.samples, self.dataset) if usable else None
             self._samplings[sampler] = (trajectory, scores)
             while len(self._samplings) > self.MAX_SAMPLINGS:
                 self._samplings.popitem(last=False)

@@ -17,6 +17,8 @@ from diffusion import checkpoints
 from diffusion.config import DataConfig, ExperimentConfig, SamplerConfig, ScheduleConfig, TrainingKey
 from diffusion.datasets import GaussianMixture, make_dataset
 from diffusion.forward import forward_trajectory
+from diffusion.metrics import Evaluation
+from diffusion.samplers import Trajectory
 from diffusion.schedules import NoiseSchedule
 from ui import charts
 from ui.controls import Display, session_owner
@@ -214,17 +216,27 @@ def _progress(snapshot: RunSnapshot) -> None:
         st.info(snapshot.note.capitalize() + ".")
 
 
-def reverse_panel(run: FinishedRun, config: ExperimentConfig, display: Display) -> None:
+def sampling(run: FinishedRun, config: ExperimentConfig) -> tuple[Trajectory, Evaluation] | None:
+    """Sample the run with the sidebar's sampler (memoised per sampler); None, with a message,
+    when that fails or gives non-finite points: nothing non-finite is drawn or offered."""
+    with st.spinner("Sampling…"):
+        try:
+            trajectory, scores = run.sampled(config.sampler)
+        except (ArithmeticError, RuntimeError, ValueError) as error:
+            st.error(f"Sampling failed: {error}. Try other schedule or sampler settings.")
+            return None
+    if scores is None:
+        st.error("Sampling produced NaN or inf: this model is unusable. Retrain with a lower learning rate.")
+        return None
+    return trajectory, scores
+
+
+def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentConfig, display: Display) -> None:
     st.subheader("Reverse process: from noise to data")
     sampler = config.sampler
-    with st.spinner("Sampling…"):
-        trajectory, _ = run.sampled(sampler)
-    if not trajectory.finite:
-        st.error("Sampling produced NaN or inf: this model is unusable. Retrain with a lower learning rate.")
-        return
     style = charts.AnimationStyle(trails=display.trails, show_x0=display.show_x0, frame_ms=display.frame_ms)
     st.plotly_chart(_reverse_figure(run, run.key, sampler, style), config=PLOT_CONFIG, key="reverse_chart")
-    steps = len(trajectory.frame_times) and (sampler.steps if sampler.kind == "ddim" else config.schedule.num_timesteps)
+    steps = sampler.steps if sampler.kind == "ddim" else config.schedule.num_timesteps
     st.caption(
         f"{len(trajectory.samples):,} points, {steps:,} {sampler.kind.upper()} steps, "
         f"{len(trajectory.frames)} frames kept, sampled in {trajectory.seconds:.2f} s. "
@@ -232,12 +244,8 @@ def reverse_panel(run: FinishedRun, config: ExperimentConfig, display: Display) 
     )
 
 
-def results_panel(run: FinishedRun, config: ExperimentConfig) -> None:
+def results_panel(run: FinishedRun, scores: Evaluation, config: ExperimentConfig) -> None:
     st.subheader("Results")
-    trajectory, scores = run.sampled(config.sampler)
-    if scores is None:
-        st.error("No metrics: the samples are not finite numbers.")
-        return
     st.plotly_chart(_comparison_figure(run, run.key, config.sampler), config=PLOT_CONFIG)
     rows = [
         ("Energy distance", scores.energy_distance),
@@ -265,12 +273,8 @@ def results_panel(run: FinishedRun, config: ExperimentConfig) -> None:
     )
 
 
-def downloads_panel(run: FinishedRun, config: ExperimentConfig, display: Display) -> None:
+def downloads_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentConfig, display: Display) -> None:
     st.subheader("Downloads")
-    trajectory, _ = run.sampled(config.sampler)
-    if not trajectory.finite:
-        st.caption("Nothing to download: the samples are not finite.")
-        return
     samples, model, animation = st.columns(3)
     samples.download_button("Samples (CSV)", data=lambda: _samples_csv(trajectory.samples), file_name="samples.csv",
                             mime="text/csv", key="download_samples", width="stretch")

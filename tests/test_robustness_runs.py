@@ -1,0 +1,376 @@
+"""Runs under stress (issue 6): divergence, interruption, many users and bounded memory.
+
+A non-finite loss stops training at the first bad step and nothing non-finite is stored, drawn or
+offered for download. Changing settings, Reset or a vanished page never stores a half-trained run
+and never leaves a thread training unwatched; the next run is bit-identical to headless training.
+Sessions see only their own unfinished runs and share finished ones; the stores stay bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+import torch
+from streamlit.testing.v1 import AppTest
+
+from diffusion import __main__ as cli
+from diffusion import checkpoints, reference
+from diffusion.config import DataConfig, ExperimentConfig, PointSet, TrainingKey
+from diffusion.denoiser import Denoiser
+from diffusion.training import Trainer, TrainingDiverged
+from ui import jobs, panels
+from ui.jobs import RunRegistry
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard.py")
+FAST = {"T": "100", "epochs": "150", "samples": "200", "frames": "5"}
+LONG = "20000"  # epochs of a run that can't finish during a test
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    for job in panels.registry().running():
+        job.pause()
+    st.cache_resource.clear()
+
+
+def open_page(owner: str | None = None, **params) -> AppTest:
+    """A fresh session. AppTest gives every instance the same session id, so a second user needs
+    its own ``owner`` (what ``session_owner()`` derives from the session id in a real server)."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    if owner is not None:
+        at.session_state["_owner"] = owner
+    for name, value in {**FAST, **params}.items():
+        at.query_params[name] = value
+    return at.run()
+
+
+def status(at: AppTest) -> str:
+    bars = at.get("progress")
+    return bars[0].proto.text if bars else ""
+
+
+def poll_until(at: AppTest, done, timeout: float = 60.0) -> AppTest:
+    """Rerun the page (run_every fragments don't fire by themselves in AppTest) until ``done(at)``."""
+    deadline = time.monotonic() + timeout
+    while not done(at):
+        assert time.monotonic() < deadline, f"timed out: {status(at)!r}"
+        assert not at.exception, at.exception[0].value
+        time.sleep(0.05)
+        at.run()
+    return at
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def only_job(owner: str) -> jobs.TrainingJob:
+    (job,) = panels.registry().jobs_of(owner)
+    return job
+
+
+def loss_curve(at: AppTest) -> np.ndarray:
+    """The raw loss trace of the page's loss chart, decoded from plotly's typed-array JSON."""
+    for chart in at.get("plotly_chart"):
+        for trace in json.loads(chart.proto.spec)["data"]:
+            if trace.get("name") == "loss":
+                y = trace["y"]
+                if isinstance(y, dict):
+                    return np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"]).astype(np.float64)
+                return np.asarray(y, dtype=np.float64)
+    raise AssertionError("no loss chart on the page")
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, mine), theirs in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(mine, theirs), name
+
+
+def headless(key: TrainingKey | ExperimentConfig, steps: int | None = None) -> Trainer:
+    trainer = Trainer(key)
+    for _ in trainer.run(steps):
+        pass
+    return trainer
+
+
+# --- divergence -------------------------------------------------------------------------------------
+
+
+def outlier_points() -> PointSet:
+    """64 unit-scale points and one at 1e25: finite, but its squared error overflows float32.
+    The page standardises a CSV, but a model file carries its points as they are."""
+    points = np.random.default_rng(0).normal(size=(64, 2))
+    points[17] = [1e25, -1e25]
+    return PointSet.from_array(points)
+
+
+def diverging(seed: int = 42) -> ExperimentConfig:
+    return reference().replace(data=DataConfig("points", outlier_points()), schedule={"num_timesteps": 100},
+                               train={"epochs": 40, "batch_size": 8, "seed": seed},
+                               sampler={"num_samples": 200, "num_frames": 5})
+
+
+def test_a_non_finite_loss_stops_training_at_the_first_bad_step_with_a_lower_lr_suggested():
+    config = diverging()
+    trainer = Trainer(config)
+    with pytest.raises(TrainingDiverged) as error:
+        trainer.train()
+    step = error.value.step
+    assert 1 < step <= 8  # the outlier's batch comes up within the first pass of 8 batches
+    assert trainer.step == len(trainer.losses) == step - 1 and np.isfinite(trainer.losses).all()
+    assert str(error.value).startswith(f"training diverged at step {step}: the loss became inf")
+    assert "Try a lower learning rate, e.g. 0.0001" in str(error.value)
+    assert_same_weights(trainer.model, headless(config, step - 1).model)  # the bad step changed nothing
+
+
+def test_the_command_reports_divergence_in_one_line_with_status_1(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(cli, "load_points", lambda data: DataConfig("points", outlier_points()))
+    (tmp_path / "p.csv").write_text("x,y\n0,0\n1,1\n")
+    code = cli.main(["--points", str(tmp_path / "p.csv"), "--steps", "100", "--batch-size", "8", "--epochs", "40"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith("error: training diverged at step ")
+    assert "lower learning rate" in err[0]
+
+
+def test_the_page_stops_a_diverging_run_shows_the_step_keeps_a_finite_curve_and_stores_nothing():
+    at = open_page()
+    shown = diverging()  # a model file trained elsewhere on these points: the page shows it
+    model = Denoiser(shown.denoiser, 100, torch.Generator().manual_seed(0))
+    at.file_uploader(key="model_file").upload("outlier.safetensors", checkpoints.to_bytes(model, shown), "x").run()
+    assert "loaded from a model file" in status(at)
+    at.number_input(key="seed").set_value(7).run()  # now the page trains on the file's points itself
+    poll_until(at, lambda at: "**Stopped**" in status(at))
+
+    config = diverging(seed=7)
+    expected = Trainer(config)
+    with pytest.raises(TrainingDiverged) as error:
+        expected.train()
+    step = error.value.step
+    assert not at.exception
+    assert any(f"training diverged at step {step}" in e.value and "lower learning rate" in e.value for e in at.error)
+    assert f"step {step - 1}" in status(at)
+    curve = loss_curve(at)
+    assert len(curve) == step - 1 and np.isfinite(curve).all()  # the curve up to the last good step
+    np.testing.assert_array_equal(curve, np.float32(expected.losses))
+    assert panels.registry().job(at.session_state["_owner"], config.training).status == "failed"
+    assert panels.registry().finished(config.training) is None
+    assert not at.get("download_button")
+    assert "Reverse process: from noise to data" not in [s.value for s in at.subheader]
+
+
+def test_a_model_whose_samples_are_not_finite_is_never_plotted_scored_or_offered_for_download():
+    config = reference().replace(schedule={"num_timesteps": 100}, train={"epochs": 20})
+    model = Denoiser(config.denoiser, 100, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(1e30)  # finite weights, overflowing outputs
+    at = open_page()
+    at.file_uploader(key="model_file").upload("huge.safetensors", checkpoints.to_bytes(model, config), "x").run()
+    assert not at.exception and "loaded from a model file" in status(at)
+    assert any("Sampling produced NaN or inf" in e.value for e in at.error)
+    assert "Results" not in [s.value for s in at.subheader]  # no metrics of non-finite points
+    assert not at.get("download_button")
+    titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in at.get("plotly_chart")]
+    assert not any(title.startswith("Reverse process") for title in titles)
+
+
+# --- interruption -----------------------------------------------------------------------------------
+
+
+def test_changing_a_setting_mid_run_keeps_it_unfinished_and_paused_and_the_next_run_matches_headless():
+    at = open_page(owner="alice", epochs=LONG)
+    first = only_job("alice")
+    poll_until(at, lambda at: first.trainer.step > 0)
+    at.number_input(key="epochs").set_value(120).run()  # a new training configuration
+    wait_for(lambda: not first.alive)
+    assert first.status == "paused" and first.note.startswith("paused when you changed the settings")
+    assert first.trainer.step < first.trainer.total_steps
+    assert panels.registry().finished(first.key) is None  # never stored half-trained
+    assert_same_weights(first.trainer.model, headless(first.key, first.trainer.step).model)  # consistent
+
+    poll_until(at, lambda at: "**Finished**" in status(at))
+    second = panels.registry().finished(dataclasses.replace(first.key, train=dataclasses.replace(first.key.train,
+                                                                                                 epochs=120)))
+    assert second is not None
+    reference_run = headless(second.key)
+    np.testing.assert_array_equal(second.losses, reference_run.losses)
+    assert_same_weights(second.model, reference_run.sampling_model())
+    assert panels.registry().running() == [] and not first.alive  # nothing trains unwatched
+
+
+def test_reset_mid_run_discards_it_unfinished_stops_its_thread_and_the_fresh_run_matches_headless():
+    at = open_page(owner="alice", epochs=LONG)
+    old = only_job("alice")
+    poll_until(at, lambda at: old.trainer.step > 0)
+    at.button(key="train_reset").click().run()
+    wait_for(lambda: not old.alive)  # the replaced run's thread ends
+    new = only_job("alice")
+    assert new is not old and new.status == "paused" and new.trainer.step == 0
+    assert "**Paused**" in status(at) and "step 0" in status(at)
+    assert panels.registry().finished(old.key) is None and old.trainer.step < old.trainer.total_steps
+    assert panels.registry().running() == []
+
+    at.button(key="train_step").click().run()  # the fresh run, advanced by the page: 10 epochs
+    assert new.trainer.step == 10
+    expected = headless(new.key, 10)
+    assert_same_weights(new.trainer.model, expected.model)
+    assert new.trainer.losses == expected.losses
+
+
+def test_a_page_that_stops_polling_pauses_its_run_unfinished_and_resumes_it_exactly(monkeypatch):
+    monkeypatch.setattr(jobs, "ABANDON_AFTER_S", 0.3)  # the tab is closed: no heartbeat arrives
+    at = open_page(owner="alice", epochs=LONG)
+    job = only_job("alice")
+    wait_for(lambda: job.status == "paused", timeout=20)
+    wait_for(lambda: not job.alive)
+    assert "no page" in job.note and job.trainer.step < job.trainer.total_steps
+    assert job.trainer.step % jobs.CHUNK_STEPS == 0  # it stopped between chunks
+    assert panels.registry().finished(job.key) is None and panels.registry().running() == []
+    assert_same_weights(job.trainer.model, headless(job.key, job.trainer.step).model)
+
+    monkeypatch.setattr(jobs, "ABANDON_AFTER_S", 120.0)  # the user comes back: told why it paused, can resume
+    at.run()
+    assert "**Paused**" in status(at)
+    assert any("no page was showing it" in i.value for i in at.info)
+    paused_at = job.trainer.step
+    at.button(key="train_start").click().run()
+    poll_until(at, lambda at: job.trainer.step > paused_at)
+    at.button(key="train_pause").click().run()
+    assert not job.alive
+    assert_same_weights(job.trainer.model, headless(job.key, job.trainer.step).model)
+
+
+def test_a_job_whose_session_ends_pauses_at_a_chunk_boundary_and_resumed_finishes_as_headless():
+    registry = RunRegistry()
+    key = reference().replace(schedule={"num_timesteps": 100}, train={"epochs": 400}).training
+    job = registry.new_job("alice", key)
+    watched = threading.Event()
+    watched.set()
+    job.is_watched = watched.is_set  # what the page wires to Runtime.is_active_session
+    job.start()
+    wait_for(lambda: job.trainer.step >= jobs.CHUNK_STEPS)
+    watched.clear()  # the session ends
+    wait_for(lambda: not job.alive)
+    assert job.status == "paused" and job.trainer.step % jobs.CHUNK_STEPS == 0
+    assert registry.finished(key) is None or job.trainer.done  # only a complete run is ever stored
+    if not job.trainer.done:
+        watched.set()  # the user is back
+        job.start()
+        wait_for(lambda: registry.finished(key) is not None)
+    expected = headless(key)
+    np.testing.assert_array_equal(registry.finished(key).losses, expected.losses)
+    assert_same_weights(registry.finished(key).model, expected.sampling_model())
+
+
+def test_no_training_thread_outlives_its_last_watcher():
+    registry = RunRegistry()
+    started = []
+    for owner in ("a", "b", "c"):
+        job = registry.new_job(owner, reference().replace(train={"epochs": 5000, "seed": len(started)}).training)
+        job.is_watched = lambda: False
+        job.start()
+        started.append(job)
+    wait_for(lambda: not any(job.alive for job in started))
+    assert registry.running() == [] and all(job.status == "paused" for job in started)
+    alive = [t.name for t in threading.enumerate() if t.name in {f"train-{id(j):x}" for j in started}]
+    assert alive == []
+
+
+# --- many users ---------------------------------------------------------------------------------------
+
+
+def test_two_sessions_training_at_once_each_see_only_their_own_unfinished_run():
+    alice = open_page(owner="alice", epochs=LONG, seed="1")
+    bob = open_page(owner="bob", epochs=LONG, seed="2")
+    alices, bobs = only_job("alice"), only_job("bob")
+    assert alices.key.train.seed == 1 and bobs.key.train.seed == 2
+    poll_until(alice, lambda at: alices.trainer.step > 0)
+    poll_until(bob, lambda at: bobs.trainer.step > 0)
+    assert alices.status == bobs.status == "running"  # both at once; neither paused the other
+
+    bob.number_input(key="seed").set_value(1).run()  # bob opens alice's configuration
+    bobs_copy = panels.registry().job("bob", alices.key)
+    assert bobs_copy is not None and bobs_copy is not alices  # his own run of it
+    assert alices.status == "running"  # bob's change of settings doesn't touch alice's run
+    alice.button(key="train_pause").click().run()  # stop both, then compare what each page shows
+    bob.button(key="train_pause").click().run()
+    assert not alices.alive and not bobs_copy.alive
+    assert f"step {alices.trainer.step:,}" in status(alice) and len(loss_curve(alice)) == alices.trainer.step
+    assert f"step {bobs_copy.trainer.step:,}" in status(bob) and len(loss_curve(bob)) == bobs_copy.trainer.step
+    assert panels.registry().jobs_of("alice") == [alices]
+    assert {job.key.train.seed for job in panels.registry().jobs_of("bob")} == {1, 2}
+
+
+def test_an_identical_finished_configuration_is_shared_between_sessions_at_once():
+    alice = open_page(owner="alice")
+    poll_until(alice, lambda at: "**Finished**" in status(at))
+    key = next(iter(panels.registry()._finished))
+    run = panels.registry().finished(key)
+    bob = open_page(owner="bob")
+    assert "**Finished**" in status(bob)  # on bob's first run, without training
+    assert panels.registry().jobs_of("bob") == [] and panels.registry().finished(key) is run
+    assert panels.registry().stats()["finished"] == 1
+
+
+def test_a_session_flicking_through_settings_keeps_a_bounded_set_of_runs_and_one_training_thread():
+    at = open_page(owner="alice", epochs=LONG)
+    registry = panels.registry()
+    for seed in range(8):  # a new training configuration on every rerun, each left unfinished
+        at.number_input(key="seed").set_value(1000 + seed).run()
+        assert not at.exception
+        mine = registry.jobs_of("alice")
+        assert len([job for job in mine if job.status != "running"]) <= registry.max_jobs_per_owner
+        assert len(mine) <= registry.max_jobs_per_owner + 2  # plus the new run and one still pausing
+    wait_for(lambda: len([job for job in registry.jobs_of("alice") if job.alive]) == 1)
+    (training,) = [job for job in registry.jobs_of("alice") if job.alive]
+    assert training.key.train.seed == 1007  # the one on screen
+    assert registry.stats()["finished"] == 0
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_memory_stays_bounded_over_50_distinct_configurations_in_a_row():
+    registry = RunRegistry()
+    base = reference().replace(schedule={"num_timesteps": 100}, denoiser={"hidden": 512, "depth": 8},
+                               train={"epochs": 1, "batch_size": 8})
+    model_bytes = sum(p.numel() * p.element_size() for p in Trainer(base).model.parameters())  # about 7 MB
+    rss = []
+    for seed in range(50):
+        key = base.replace(train={"seed": seed}).training
+        registry.new_job(f"user{seed}", key).step(1)
+        assert registry.finished(key) is not None
+        stats = registry.stats()
+        assert stats["finished"] <= registry.max_finished and stats["jobs"] <= registry.max_jobs
+        rss.append(rss_bytes())
+    # once the store is full (16 runs) it only replaces: 30 more runs add far less than 30 models
+    growth = rss[-1] - rss[19]
+    assert growth < 8 * model_bytes, f"grew {growth / 2**20:.0f} MiB; one model is {model_bytes / 2**20:.1f} MiB"
+
+
+def test_unfinished_jobs_stay_bounded_per_session_and_in_all():
+    registry = RunRegistry()
+    base = reference().replace(schedule={"num_timesteps": 10}, denoiser={"hidden": 8}, train={"epochs": 1000})
+    for i in range(50):  # 50 sessions leave a paused run each, and one session leaves 10
+        registry.new_job(f"user{i}", base.replace(train={"seed": i}).training).step(3)
+        registry.new_job("busy", base.replace(train={"seed": 1000 + i % 10}).training)
+        assert registry.stats()["jobs"] <= registry.max_jobs
+        assert len(registry.jobs_of("busy")) <= registry.max_jobs_per_owner
+    assert registry.stats()["finished"] == 0  # none of them finished: none stored

@@ -1,0 +1,395 @@
+"""Uploads (issue 6): point files and model files, in the core and on the page.
+
+A point file that can't be used gets a PointsError saying why and what is allowed; a usable one is
+standardised (mean 0, std 1). A model file loads only as safetensors with DDPM Lab's config
+inside: a pickle is refused without being unpickled, a corrupt or mismatched file gets a clear
+message. Both uploads fit ``server.maxUploadSize``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+from safetensors.torch import save as save_safetensors
+from streamlit.testing.v1 import AppTest
+
+from diffusion import checkpoints, reference
+from diffusion.config import MAX_DEPTH, MAX_HIDDEN, MAX_POINTS, ExperimentConfig
+from diffusion.datasets import PointsError, parse_points_csv
+from diffusion.denoiser import Denoiser
+from ui import panels
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "dashboard.py")
+FAST = {"T": "100", "epochs": "150", "samples": "200", "frames": "5"}
+MB = 1_000_000  # the smaller reading of Streamlit's "megabytes", so the bound holds either way
+
+
+def csv_bytes(points: np.ndarray, header: str = "x,y") -> bytes:
+    return (header + "\n" + "\n".join(f"{x!r},{y!r}" for x, y in points.tolist()) + "\n").encode()
+
+
+def rows(n: int) -> bytes:
+    return csv_bytes(np.random.default_rng(n).normal(size=(n, 2)))
+
+
+def max_upload_bytes() -> int:
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    return config["server"]["maxUploadSize"] * MB
+
+
+# name -> (file bytes, what the message must say)
+BAD_POINTS = {
+    "wrong columns": (b"a,b\n1,2\n3,4\n", "header must name columns x and y; found a, b"),
+    "semicolons": (b"x;y\n1;2\n3;4\n", "header must name columns x and y"),
+    "text in a cell": (b"x,y\n1,2\n3,four\n", "line 3 is not two numbers x,y: '3,four'"),
+    "missing y": (b"x,y\n1,2\n3\n", "line 3 is not two numbers"),
+    "NaN": (b"x,y\n1,2\nnan,4\n5,6\n", "line 3 holds NaN or inf"),
+    "inf": (b"x,y\n1,2\n3,4\n5,-inf\n", "line 4 holds NaN or inf"),
+    "overflow to inf": (b"x,y\n1,2\n1e400,4\n", "line 3 holds NaN or inf"),
+    "empty": (b"", "the file is empty"),
+    "header only": (b"x,y\n", "0 point(s); at least 2"),
+    "blank lines only": (b"x,y\n\n \n,\n", "0 point(s); at least 2"),
+    "one point": (b"x,y\n1,2\n", "1 point(s); at least 2"),
+    "too many rows": (rows(MAX_POINTS + 1), f"more than {MAX_POINTS:,} points, the limit"),
+    "huge values": (b"x,y\n1e300,2\n3,4\n", "values beyond 1e15"),
+    "identical points": (b"x,y\n" + b"2.5,-1\n" * 100, "all points are identical"),
+    "UTF-16 with BOM": ("x,y\n1,2\n3,4\n".encode("utf-16"), "not UTF-8 text"),
+    "UTF-16 without BOM": ("x,y\n1,2\n3,4\n".encode("utf-16-le"), "binary, not CSV text"),
+    "latin-1": ("x,y,lieu\n1,2,Orléans\n3,4,Nîmes\n".encode("latin-1"), "not UTF-8 text"),
+    "PNG": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10", "not UTF-8 text"),
+    "NUL bytes": (b"x,y\n1,2\n3,\x004\n", "binary, not CSV text"),
+    "random bytes": (bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), "not UTF-8 text"),
+}
+
+
+# --- points: the parser -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", list(BAD_POINTS))
+def test_a_bad_point_file_gets_a_message_saying_what_is_wrong_and_allowed(case):
+    data, expected = BAD_POINTS[case]
+    with pytest.raises(PointsError) as error:
+        parse_points_csv(data)
+    assert expected in str(error.value)
+
+
+@pytest.mark.parametrize("data", [b"x,y\r1,2\r3,4\r", b"x,y\n" + b"1" * 200_000 + b",2\n3,4\n"],
+                         ids=["CR line endings", "a 200k-character cell"])
+def test_a_file_the_csv_module_rejects_gets_a_points_error(data):
+    try:
+        parse_points_csv(data)
+    except PointsError:
+        return
+
+
+def test_the_largest_allowed_point_set_is_accepted_and_one_more_row_is_refused():
+    assert parse_points_csv(rows(MAX_POINTS)).shape == (MAX_POINTS, 2)
+    with pytest.raises(PointsError, match=f"{MAX_POINTS:,}"):
+        parse_points_csv(rows(MAX_POINTS + 1))
+
+
+def test_a_million_rows_are_refused_without_reading_them_all():
+    million = b"x,y\n" + b"0.5,-1.25\n" * 1_000_000
+    start = time.perf_counter()
+    with pytest.raises(PointsError, match="the limit"):
+        parse_points_csv(million)
+    assert time.perf_counter() - start < 10  # it stops at row 50,001 (about 0.1 s); the whole file is 10 MB
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e12, 1e14])
+def test_any_allowed_scale_is_standardised_to_mean_0_and_std_1(scale):
+    raw = np.random.default_rng(1).normal(loc=3.0, size=(500, 2)) * scale
+    points = parse_points_csv(csv_bytes(raw))
+    assert points.dtype == np.float32 and np.isfinite(points).all()
+    np.testing.assert_allclose(points.mean(axis=0), 0.0, atol=1e-6)
+    assert points.astype(np.float64).std() == pytest.approx(1.0, rel=1e-6)
+    expected = (raw - raw.mean(axis=0)) / (raw - raw.mean(axis=0)).std()  # the documented map, in float64
+    np.testing.assert_allclose(points, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_size_limit_of_1e15_is_inclusive_and_stated():
+    assert parse_points_csv(b"x,y\n1e15,-1e15\n0,0\n").shape == (2, 2)
+    with pytest.raises(PointsError, match="beyond 1e15"):
+        parse_points_csv(b"x,y\n1.0000001e15,0\n0,0\n")
+
+
+def test_header_case_spacing_extra_columns_and_a_utf8_bom_are_accepted():
+    data = "\ufeff label , Y ,X\nа,2,1\nb,4,3\n".encode()
+    np.testing.assert_allclose(parse_points_csv(data, standardize=False), [[1, 2], [3, 4]])
+
+
+CELL = hs.one_of(hs.floats(allow_nan=True, allow_infinity=True).map(repr), hs.integers().map(str),
+                 hs.sampled_from(["", " ", "nan", "-inf", "1e400", "1e-400", "abc", '"1"']),
+                 hs.text(alphabet='0123456789.-e+ "xy,\t', max_size=8))
+
+
+@settings(max_examples=100, deadline=None)
+@given(header=hs.sampled_from(["x,y", "X , Y", "y,x", "x,y,z", "a,b", "x", ""]),
+       body=hs.lists(hs.lists(CELL, max_size=4).map(",".join), max_size=12),
+       newline=hs.sampled_from(["\n", "\r\n"]))
+def test_any_csv_text_is_either_standardised_points_or_a_points_error(header, body, newline):
+    text = newline.join([header, *body]) + newline
+    try:
+        points = parse_points_csv(text.encode())
+    except PointsError:
+        return
+    assert points.dtype == np.float32 and points.shape[1] == 2 and 2 <= len(points) <= MAX_POINTS
+    assert np.isfinite(points).all()
+    assert np.abs(points.mean(axis=0)).max() < 1e-3 and abs(points.astype(np.float64).std() - 1) < 1e-3
+
+
+# --- upload size ---------------------------------------------------------------------------------
+
+
+def test_max_upload_size_is_set_and_the_largest_allowed_csv_fits_under_it():
+    limit = max_upload_bytes()
+    assert 0 < limit <= 200 * MB  # set, and below Streamlit's default of 200 MB
+    # the widest plain number a row can hold: 17 significant digits, a sign and an exponent
+    widest = np.full((MAX_POINTS, 2), -1.2345678901234567e-100)
+    data = csv_bytes(widest)
+    assert len(data) < limit, f"{len(data):,} bytes for {MAX_POINTS:,} points, limit {limit:,}"
+    assert parse_points_csv(data, standardize=False).shape == (MAX_POINTS, 2)
+
+
+def largest_model_file() -> bytes:
+    config = reference().replace(denoiser={"hidden": MAX_HIDDEN, "depth": MAX_DEPTH}, sampler={"num_samples": 100})
+    model = Denoiser(config.denoiser, config.schedule.num_timesteps, torch.Generator().manual_seed(0))
+    return checkpoints.to_bytes(model, config)
+
+
+def test_the_largest_model_the_page_trains_can_be_uploaded_back():
+    assert len(largest_model_file()) < max_upload_bytes()
+
+
+# --- models: only safetensors with the config inside --------------------------------------------
+
+
+def small_config(**sections) -> ExperimentConfig:
+    merged = {"schedule": {"num_timesteps": 100}, "train": {"epochs": 20}}
+    for name, fields in sections.items():
+        merged[name] = {**merged.get(name, {}), **fields}
+    return reference().replace(**merged)
+
+
+def model_bytes(config: ExperimentConfig, weights_from: ExperimentConfig | None = None) -> bytes:
+    source = weights_from or config
+    model = Denoiser(source.denoiser, source.schedule.num_timesteps, torch.Generator().manual_seed(0))
+    return checkpoints.to_bytes(model, config)
+
+
+class RunsCodeWhenUnpickled:
+    """Unpickling this creates a marker file: proof that a loader executed the pickle."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def pickles(marker: Path) -> dict[str, bytes]:
+    payload = RunsCodeWhenUnpickled(str(marker))
+    out = {f"protocol {p}": pickle.dumps(payload, protocol=p) for p in range(pickle.HIGHEST_PROTOCOL + 1)}
+    buffer = io.BytesIO()
+    torch.save({"weights": torch.zeros(2), "payload": payload}, buffer)
+    out["torch.save"] = buffer.getvalue()
+    return out
+
+
+def test_every_kind_of_pickle_is_refused_and_never_run(tmp_path):
+    marker = tmp_path / "ran"
+    for name, data in pickles(marker).items():
+        with pytest.raises(checkpoints.CheckpointError, match="pickle") as error:
+            checkpoints.from_bytes(data)
+        assert "safetensors" in str(error.value), name
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("prefix", [b"\n", b"   ", b"{}", b"\x00" * 8])
+def test_a_disguised_pickle_is_refused_and_never_run(tmp_path, prefix):
+    marker = tmp_path / "ran"
+    with pytest.raises(checkpoints.CheckpointError):
+        checkpoints.from_bytes(prefix + pickle.dumps(RunsCodeWhenUnpickled(str(marker)), protocol=0))
+    assert not marker.exists()
+
+
+def test_a_file_whose_weights_do_not_match_its_config_names_the_tensor_and_both_shapes():
+    data = model_bytes(small_config(denoiser={"hidden": 64}), weights_from=small_config(denoiser={"hidden": 32}))
+    with pytest.raises(checkpoints.CheckpointError, match=r"don't match the config: .*net\.0\.weight is "
+                                                          r"\(32, 3\), expected \(64, 3\)"):
+        checkpoints.from_bytes(data)
+    deeper = model_bytes(small_config(denoiser={"depth": 3}), weights_from=small_config(denoiser={"depth": 2}))
+    with pytest.raises(checkpoints.CheckpointError, match=r"missing net\.6\.bias, net\.6\.weight"):
+        checkpoints.from_bytes(deeper)
+
+
+@pytest.mark.parametrize("keep", [0, 4, 8, 40, 0.5, -1])
+def test_a_truncated_file_is_refused_as_truncated_or_corrupt(keep):
+    data = model_bytes(small_config())
+    cut = data[: int(len(data) * keep) if isinstance(keep, float) else keep]
+    with pytest.raises(checkpoints.CheckpointError, match="truncated or corrupt"):
+        checkpoints.from_bytes(cut)
+
+
+def raw_safetensors(config_json: str | None, fmt: str = checkpoints.FORMAT) -> bytes:
+    model = Denoiser(small_config().denoiser, 100, torch.Generator().manual_seed(0))
+    metadata = {"format": fmt} | ({"config": config_json} if config_json is not None else {})
+    return save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()}, metadata=metadata)
+
+
+@pytest.mark.parametrize("config_json,fmt,expected", [
+    (None, checkpoints.FORMAT, "not written by DDPM Lab"),
+    ("{}", "someone-else/1", "not written by DDPM Lab"),
+    ("not json", checkpoints.FORMAT, "config stored in the file is invalid"),
+    ("[1, 2]", checkpoints.FORMAT, "config stored in the file is invalid"),
+    (json.dumps({"schedule": {"num_timesteps": 99999}}), checkpoints.FORMAT, "schedule.num_timesteps"),
+    (json.dumps({"train": {"lr": "fast"}}), checkpoints.FORMAT, "train.lr"),
+    (json.dumps({"data": {"name": "points"}}), checkpoints.FORMAT, "data.points is required"),
+])
+def test_a_safetensors_file_without_a_valid_config_inside_is_refused_clearly(config_json, fmt, expected):
+    with pytest.raises(checkpoints.CheckpointError, match=expected):
+        checkpoints.from_bytes(raw_safetensors(config_json, fmt))
+
+
+def test_non_finite_weights_are_refused():
+    config = small_config()
+    model = Denoiser(config.denoiser, 100, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.net[0].bias[0] = float("inf")
+    with pytest.raises(checkpoints.CheckpointError, match="NaN or inf"):
+        checkpoints.from_bytes(checkpoints.to_bytes(model, config))
+
+
+GOOD_MODEL = model_bytes(small_config(denoiser={"hidden": 8}))
+
+
+@settings(max_examples=100, deadline=None)
+@given(cut=hs.integers(0, len(GOOD_MODEL) - 1), position=hs.integers(0, len(GOOD_MODEL) - 1),
+       byte=hs.integers(0, 255), truncate=hs.booleans())
+def test_a_damaged_model_file_loads_or_gets_a_checkpoint_error_never_anything_else(cut, position, byte, truncate):
+    data = bytearray(GOOD_MODEL)
+    if truncate:
+        del data[cut:]
+    else:
+        data[position] = byte
+    try:
+        model, config = checkpoints.from_bytes(bytes(data))
+    except checkpoints.CheckpointError:
+        return
+    assert isinstance(config, ExperimentConfig) and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# --- the page's uploaders ---------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    for job in panels.registry().running():
+        job.pause()
+    st.cache_resource.clear()
+
+
+@pytest.fixture(scope="module")
+def points_page():
+    """One page with the points dataset chosen; each test uploads its own file into it."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    for name, value in {**FAST, "dataset": "points"}.items():
+        at.query_params[name] = value
+    return at.run()
+
+
+def open_page(**params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    for name, value in {**FAST, **params}.items():
+        at.query_params[name] = value
+    return at.run()
+
+
+@pytest.mark.parametrize("case", list(BAD_POINTS))
+def test_the_page_shows_why_a_bad_point_file_cannot_be_used_and_keeps_running(points_page, case):
+    data, expected = BAD_POINTS[case]
+    at = points_page
+    at.file_uploader(key="points_file").upload(f"{case}.csv", data, "text/csv").run()
+    assert not at.exception, at.exception[0].value
+    errors = [e.value for e in at.sidebar.error]
+    assert any(e.startswith(f"{case}.csv: ") and expected in e for e in errors), errors
+    assert any("Fix the setting marked in the sidebar" in i.value for i in at.info)  # nothing trains on it
+    assert panels.registry().stats()["jobs"] == 0
+
+
+def test_the_page_accepts_the_largest_allowed_point_set_and_says_it_standardised_it(points_page):
+    at = points_page
+    at.file_uploader(key="points_file").upload("big.csv", rows(MAX_POINTS), "text/csv").run()
+    assert not at.exception and not at.sidebar.error
+    assert any(f"{MAX_POINTS:,} points from big.csv, standardised" in c.value for c in at.sidebar.caption)
+    (job,) = panels.registry()._jobs.values()
+    assert len(job.key.data.points) == MAX_POINTS
+    np.testing.assert_allclose(job.key.data.points.array.mean(axis=0), 0.0, atol=1e-5)
+
+
+def test_the_page_reads_a_file_with_cr_line_endings(points_page):
+    at = points_page
+    at.file_uploader(key="points_file").upload("mac.csv", b"x,y\r1,2\r3,4\r", "text/csv").run()
+    assert not at.exception, at.exception[0].value
+    assert any("2 points from mac.csv" in c.value for c in at.sidebar.caption)
+
+
+def uploaded_model_error(at: AppTest, name: str, data: bytes) -> str:
+    at.file_uploader(key="model_file").upload(name, data, "application/octet-stream").run()
+    assert not at.exception, at.exception[0].value
+    errors = [e.value for e in at.sidebar.error if e.value.startswith(f"{name}: ")]
+    assert len(errors) == 1, [e.value for e in at.sidebar.error]
+    return errors[0]
+
+
+def test_the_page_refuses_every_pickle_unopened_and_corrupt_files_clearly(tmp_path):
+    at = open_page()
+    marker = tmp_path / "ran"
+    for name, data in pickles(marker).items():
+        if name in ("protocol 1", "protocol 3", "protocol 4"):
+            continue  # the core test above covers every protocol; the page needs one of each shape
+        message = uploaded_model_error(at, f"{name}.safetensors", data)
+        assert "pickle" in message and "only safetensors files are accepted" in message
+    assert not marker.exists()
+    mismatched = model_bytes(small_config(denoiser={"hidden": 64}), weights_from=small_config(denoiser={"hidden": 32}))
+    assert "don't match the config" in uploaded_model_error(at, "mismatch.safetensors", mismatched)
+    truncated = model_bytes(small_config())[:-100]
+    assert "truncated or corrupt" in uploaded_model_error(at, "cut.safetensors", truncated)
+    assert "_loaded_model" not in at.session_state  # nothing was loaded: the page trains as before
+    assert at.session_state["epochs"] == int(FAST["epochs"])
+
+
+def test_the_page_refuses_a_model_whose_config_holds_an_enormous_integer():
+    at = open_page()
+    config = small_config().to_dict()
+    config["train"]["lr"] = 10**400
+    assert "config stored in the file is invalid" in uploaded_model_error(at, "big.safetensors",
+                                                                          raw_safetensors(json.dumps(config)))
+
+
+@pytest.mark.parametrize("sections", [{"train": {"lr": 0.007}}, {"denoiser": {"hidden": 100}},
+                                      {"train": {"lr": 1e-7}}],
+                         ids=["lr", "hidden", "lr_below_the_slider"])
+def test_a_valid_model_from_the_command_is_shown_as_loaded_or_refused_by_name(sections):
+    config = small_config(**sections)
+    at = open_page()
+    at.file_uploader(key="model_file").upload("cli.safetensors", model_bytes(config), "x").run()
+    assert not at.exception
+    loaded = "loaded from a model file" in at.get("progress")[0].proto.text
+    refused = any(e.value.startswith("cli.safetensors: ") for e in at.sidebar.error)
+    assert loaded or refused
