@@ -170,3 +170,16 @@ def test_samplings_of_a_finished_run_are_memoised_per_sampler():
     ddim, _ = run.sampled(SamplerConfig(kind="ddim", steps=20, num_samples=200, num_frames=10))
     assert ddim is not first and ddim.frames.shape == (10, 200, 2)
     assert np.isfinite(scores.energy_distance.value)
+
+
+def test_pacing_stretches_a_short_run_in_time_but_not_in_result():
+    registry = RunRegistry()
+    key = small(epochs=100)
+    job = registry.new_job("alice", key)
+    job.pace_seconds = 1.0
+    start = time.monotonic()
+    job.start()
+    wait_for(lambda: registry.finished(key) is not None)
+    assert time.monotonic() - start >= 0.95  # waited for the pace
+    assert job.trainer.elapsed < 0.95  # while training itself took less
+    assert np.array_equal(registry.finished(key).losses, np.array(Trainer(key).train().losses))

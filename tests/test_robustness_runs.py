@@ -31,7 +31,7 @@ from ui import jobs, panels
 from ui.jobs import RunRegistry
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard.py")
-FAST = {"T": "100", "epochs": "150", "samples": "200", "frames": "5"}
+FAST = {"T": "100", "epochs": "150", "samples": "200", "frames": "5", "pace": "false"}
 LONG = "20000"  # epochs of a run that can't finish during a test
 
 

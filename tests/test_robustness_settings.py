@@ -56,7 +56,7 @@ from ui.controls import preset_values
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "dashboard.py")
-FAST = {"T": "100", "epochs": "150", "samples": "200", "frames": "5"}
+FAST = {"T": "100", "epochs": "150", "samples": "200", "frames": "5", "pace": "false"}
 
 SECTIONS = {"data": DataConfig, "schedule": ScheduleConfig, "denoiser": DenoiserConfig, "train": TrainConfig,
             "sampler": SamplerConfig}

@@ -32,7 +32,7 @@ from ui import panels
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "dashboard.py")
-FAST = {"T": "100", "epochs": "150", "samples": "200", "frames": "5"}
+FAST = {"T": "100", "epochs": "150", "samples": "200", "frames": "5", "pace": "false"}
 MB = 1_000_000  # the smaller reading of Streamlit's "megabytes", so the bound holds either way
 
 

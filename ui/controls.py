@@ -116,6 +116,7 @@ CONTROLS: dict[str, Control] = {
     "trails": _numeric(None, "trails", int, 0, 32),
     "show_x0": Control(None, "show_x0", bool),
     "frame_ms": _numeric(None, "frame_ms", int, 20, 500),
+    "pace": Control(None, "pace", bool),
 }
 
 
@@ -128,6 +129,7 @@ class Display:
     trails: int = 8
     show_x0: bool = False
     frame_ms: int = 80
+    pace: bool = True  # let a short run last a few seconds, so its loss curve can be watched
 
 
 def config_values(config: ExperimentConfig) -> dict[str, Any]:
@@ -334,7 +336,8 @@ def sidebar() -> tuple[ExperimentConfig | None, Display]:
             st.session_state["frames"] = min(st.session_state["frames"], most_frames)
             st.slider("Animation frames", 2, most_frames, key="frames",
                       help=f"Frames kept of the reverse process, up to {MAX_FRAMES}; samples × frames is capped "
-                           f"at {MAX_SAMPLE_FRAME_POINTS:,}. Fewer frames play more smoothly. {RESAMPLE}")
+                           f"at {MAX_SAMPLE_FRAME_POINTS:,}; at most the sampler's steps + 1 are kept. Fewer frames play more "
+                           f"smoothly. {RESAMPLE}")
             st.number_input("Sampling seed", 0, 2**31 - 1, key="sample_seed", help=f"Fixes x_T and the noise. {RESAMPLE}")
 
         with st.expander("Display", expanded=False):
@@ -344,6 +347,10 @@ def sidebar() -> tuple[ExperimentConfig | None, Display]:
             st.toggle("Show predicted x₀", key="show_x0",
                       help=f"The model's guess of the final point at each frame. {REDRAW}")
             st.slider("Frame duration (ms)", 20, 500, step=10, key="frame_ms", help=f"Animation speed. {REDRAW}")
+            st.toggle("Watch short runs", key="pace",
+                      help="On: a run that would finish in under 5 seconds is paced to last 5, so its loss curve "
+                           "can be watched as it streams (it waits, it doesn't compute more; results are identical). "
+                           "Off: full speed. Nothing is retrained.")
 
         with st.expander("Load a trained model", expanded=False):
             st.file_uploader(

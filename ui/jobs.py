@@ -47,9 +47,10 @@ class RunSnapshot:
     total_steps: int
     steps_per_epoch: int
     losses: np.ndarray  # (step,) one loss per optimizer step
-    elapsed: float
+    elapsed: float  # seconds of training (compute)
     error: str | None = None
     note: str | None = None  # e.g. why a job paused itself
+    wall: float = 0.0  # seconds the job has been running, pacing included
 
     @property
     def epoch(self) -> int:
@@ -63,7 +64,7 @@ class RunSnapshot:
     def eta_seconds(self) -> float | None:
         if self.step == 0 or self.status == "finished":
             return None
-        return self.elapsed / self.step * (self.total_steps - self.step)
+        return max(self.wall, self.elapsed) / self.step * (self.total_steps - self.step)
 
 
 class FinishedRun:
@@ -126,12 +127,14 @@ class TrainingJob:
         self._pause = threading.Event()
         self._thread: threading.Thread | None = None
         self.is_watched: Callable[[], bool] = lambda: True
+        self.pace_seconds = 0.0  # the page may ask a short run to last this long, to be watched
+        self.wall = 0.0
 
     def snapshot(self) -> RunSnapshot:
         trainer = self.trainer
         losses = np.array(trainer.losses, dtype=np.float64)  # a copy; the thread may append
         return RunSnapshot(self.status, len(losses), trainer.total_steps, trainer.steps_per_epoch,
-                           losses, trainer.elapsed, self.error, self.note)
+                           losses, trainer.elapsed, self.error, self.note, self.wall)
 
     def heartbeat(self) -> None:
         self.last_seen = time.monotonic()
@@ -181,15 +184,29 @@ class TrainingJob:
             self._on_finish(self)
 
     def _work(self) -> None:
+        started, wall_before = time.monotonic(), self.wall
         while self.status == "running":
             if self._pause.is_set():
                 self.status = "paused"
             elif time.monotonic() - self.last_seen > ABANDON_AFTER_S or not self.is_watched():
                 self.status, self.note = "paused", "paused because no page was showing it"
-            else:
+            elif not self._keep_pace(started, wall_before):
                 with self._slots, self._trainer_lock:
                     if not self._pause.is_set():
                         self._advance(CHUNK_STEPS)
+            self.wall = wall_before + time.monotonic() - started
+
+    def _keep_pace(self, started: float, wall_before: float) -> bool:
+        """Wait (not spin) while the next chunk would end ahead of ``pace_seconds`` x its share of
+        the run, so that a short run lasts that long: the page asks for this so that its loss curve
+        can be watched. It changes no result. True if it waited."""
+        trainer = self.trainer
+        due = self.pace_seconds * min(trainer.step + CHUNK_STEPS, trainer.total_steps) / trainer.total_steps
+        ahead = due - (wall_before + time.monotonic() - started)
+        if ahead <= 0:
+            return False
+        self._pause.wait(min(ahead, 0.5))
+        return True
 
 
 class RunRegistry:
@@ -261,8 +278,8 @@ class RunRegistry:
             job.pause(wait=False)
 
     def _evict(self, owner: str) -> None:
-        def idle(item):
-            return item[1].status != "running"
+        def idle(item):  # paused, or asked to pause and finishing its chunk
+            return item[1].status != "running" or item[1]._pause.is_set()
 
         mine = [item for item in self._jobs.items() if item[0][0] == owner and idle(item)]
         while len(mine) > self.max_jobs_per_owner:

@@ -25,6 +25,7 @@ from ui.controls import Display, session_owner
 from ui.jobs import FinishedRun, RunRegistry, RunSnapshot, TrainingJob
 
 POLL_SECONDS = 0.3  # loss chart refresh while training
+PACE_SECONDS = 5.0  # with "watch short runs" on, a run lasts at least this long
 PLOT_CONFIG = {"displaylogo": False}
 FAR_FROM_NOISE = 0.01  # warn when abar_T is above this
 
@@ -129,6 +130,7 @@ def training_panel(config: ExperimentConfig, display: Display) -> FinishedRun | 
         job.start()  # we paused it when the settings changed; coming back resumes it
     if job is not None:
         job.is_watched = _session_is_active(owner)
+        job.pace_seconds = PACE_SECONDS if display.pace else 0.0
     floor = loss_floor(config.data, config.schedule)
     _live_training(key, job, finished, floor, display)
     return finished
@@ -199,7 +201,7 @@ def _controls(key: TrainingKey, job: TrainingJob | None, snapshot: RunSnapshot) 
 def _progress(snapshot: RunSnapshot) -> None:
     eta = snapshot.eta_seconds
     parts = [f"epoch {snapshot.epoch:,} / {snapshot.total_steps // snapshot.steps_per_epoch:,}",
-             f"step {snapshot.step:,}", f"{snapshot.elapsed:.1f} s"]
+             f"step {snapshot.step:,}", f"{max(snapshot.wall, snapshot.elapsed):.1f} s"]
     if eta is not None and snapshot.status == "running":
         parts.append(f"ETA {eta:.1f} s")
     label = {"running": "Training", "paused": "Paused", "finished": "Finished", "failed": "Stopped"}[snapshot.status]
