@@ -100,7 +100,7 @@ def schedule_panel(config: ExperimentConfig) -> None:
     if abar_T > FAR_FROM_NOISE:
         st.warning(
             f"x_T is far from N(0, I): ᾱ_T = {abar_T:.3f}, so x_T keeps {np.sqrt(abar_T):.0%} of the data "
-            "while sampling starts from pure N(0, I) noise. Expect samples shrunk toward the origin. "
+            "while sampling starts from pure N(0, I) noise, so samples can come out shrunk toward the origin. "
             "Use more steps T, a larger β end, or the cosine schedule."
         )
 
@@ -279,15 +279,15 @@ def downloads_panel(run: FinishedRun, trajectory: Trajectory, config: Experiment
     st.subheader("Downloads")
     samples, model, animation = st.columns(3)
     samples.download_button("Samples (CSV)", data=lambda: _samples_csv(trajectory.samples), file_name="samples.csv",
-                            mime="text/csv", key="download_samples", width="stretch")
+                            mime="text/csv", key="download_samples", width="stretch", on_click="ignore")
     model.download_button("Model (safetensors + config)", data=lambda: checkpoints.to_bytes(run.model, config),
-                          file_name="model.safetensors", mime="application/octet-stream", key="download_model",
+                          file_name="model.safetensors", mime="application/octet-stream", key="download_model", on_click="ignore",
                           width="stretch",
                           help="Weights as safetensors, with the full config JSON in the file's metadata. "
                                "Load with python -m diffusion --load-checkpoint model.safetensors.")
     style = charts.AnimationStyle(trails=display.trails, show_x0=display.show_x0, frame_ms=display.frame_ms)
     animation.download_button(
-        "Animation (HTML)", key="download_animation", width="stretch", file_name="reverse_process.html",
+        "Animation (HTML)", key="download_animation", width="stretch", file_name="reverse_process.html", on_click="ignore",
         mime="text/html", data=lambda: _reverse_figure(run, run.key, config.sampler, style).to_html(include_plotlyjs=True),
         help="A standalone page with the reverse animation; opens offline.",
     )
