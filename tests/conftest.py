@@ -18,6 +18,7 @@ if str(REPO_ROOT) not in sys.path:  # make `import diffusion` work however pytes
 
 from diffusion.datasets import REFERENCE_GAUSSIAN  # noqa: E402
 from diffusion.schedules import make_schedule  # noqa: E402
+from tests.pages import fresh_caches  # noqa: E402, F401  (the page tests' fixture)
 
 # The models here are tiny: per-op threading overhead dominates, and on a busy 2-core machine
 # OpenMP's spin-waiting made 200 training steps take 2-25 s instead of 0.15 s. One thread keeps

@@ -1,50 +1,22 @@
 """The page, driven headless with Streamlit's AppTest: what it shows after each action."""
 
 import json
-import time
-from pathlib import Path
 
 import pytest
-import streamlit as st
+import torch
 from streamlit.testing.v1 import AppTest
 
+from tests import pages
+from tests.pages import status, wait_finished
 from ui import panels
 from ui.controls import CONTROLS, preset_values
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboard.py")
-FAST = {"epochs": "150", "samples": "200", "frames": "12", "pace": "false"}  # a short run, so tests stay quick
-
-
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    for job in panels.registry().running():
-        job.pause()
-    st.cache_resource.clear()
+FAST = {"epochs": "150", "samples": "200", "frames": "12", "pace": "false"}  # T stays at 1000 here
+pytestmark = pytest.mark.usefixtures("fresh_caches")
 
 
 def open_page(**params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    for name, value in {**FAST, **params}.items():
-        at.query_params[name] = value
-    return at.run()
-
-
-def status(at: AppTest) -> str:
-    bars = at.get("progress")
-    return bars[0].proto.text if bars else ""
-
-
-def wait_finished(at: AppTest, timeout: float = 90.0) -> AppTest:
-    deadline = time.monotonic() + timeout
-    while "**Finished**" not in status(at):
-        assert time.monotonic() < deadline, f"training did not finish: {status(at)!r}"
-        assert not at.exception, at.exception[0].value
-        time.sleep(0.1)
-        at.run()  # run_every fragments don't fire by themselves in AppTest
-    return at.run()
+    return pages.open_page(FAST, **params)
 
 
 def charts(at: AppTest) -> dict[str, dict]:
@@ -66,7 +38,7 @@ def owner(at: AppTest) -> str:
 
 
 def test_the_default_page_trains_the_reference_job_and_shows_every_panel():
-    at = AppTest.from_file(APP, default_timeout=60).run()
+    at = AppTest.from_file(pages.APP, default_timeout=60).run()
     assert not at.exception
     assert at.session_state["epochs"] == 1000 and at.session_state["T"] == 1000  # the reference job
     wait_finished(at)
@@ -268,3 +240,23 @@ def test_a_model_file_is_loaded_and_shown_without_training_and_a_pickle_is_refus
     assert "loaded from a model file" in status(at)
     assert panels.registry().job(owner(at), config.training) is None  # the loaded model doesn't train
     assert "Reverse process: from noise to data" in [s.value for s in at.subheader]
+
+
+def test_an_uploaded_model_stays_private_to_its_session():
+    from diffusion import checkpoints, reference
+    from diffusion.training import Trainer
+
+    config = reference().replace(train={"epochs": 30}, schedule={"num_timesteps": 100})
+    files = {}
+    for seed in (1, 2):  # same settings, different weights
+        model = Trainer(config.replace(train={"seed": 1})).train().sampling_model()
+        with torch.no_grad():
+            model.net[-1].bias.fill_(float(seed))  # distinguishable outputs
+        files[seed] = checkpoints.to_bytes(model, config)
+    shown = {}
+    for seed, owner_id in ((1, "alice"), (2, "bob")):
+        at = pages.open_page(FAST, owner=owner_id)
+        at.file_uploader(key="model_file").upload("m.safetensors", files[seed], "x").run()
+        assert "loaded from a model file" in status(at)
+        shown[owner_id] = reverse_spec(at)["frames"][-1]["data"][0]["x"]
+    assert shown["alice"] != shown["bob"]

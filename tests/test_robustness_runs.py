@@ -14,11 +14,9 @@ import json
 import os
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
@@ -27,49 +25,14 @@ from diffusion import checkpoints, reference
 from diffusion.config import DataConfig, ExperimentConfig, PointSet, TrainingKey
 from diffusion.denoiser import Denoiser
 from diffusion.training import Trainer, TrainingDiverged
+from tests.pages import FAST, open_page, poll_until, status  # noqa: F401
 from ui import jobs, panels
 from ui.jobs import RunRegistry
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboard.py")
-FAST = {"T": "100", "epochs": "150", "samples": "200", "frames": "5", "pace": "false"}
 LONG = "20000"  # epochs of a run that can't finish during a test
 
+pytestmark = pytest.mark.usefixtures("fresh_caches")
 
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    for job in panels.registry().running():
-        job.pause()
-    st.cache_resource.clear()
-
-
-def open_page(owner: str | None = None, **params) -> AppTest:
-    """A fresh session. AppTest gives every instance the same session id, so a second user needs
-    its own ``owner`` (what ``session_owner()`` derives from the session id in a real server)."""
-    at = AppTest.from_file(APP, default_timeout=60)
-    if owner is not None:
-        at.session_state["_owner"] = owner
-    for name, value in {**FAST, **params}.items():
-        at.query_params[name] = value
-    return at.run()
-
-
-def status(at: AppTest) -> str:
-    bars = at.get("progress")
-    return bars[0].proto.text if bars else ""
-
-
-def poll_until(at: AppTest, done, timeout: float = 60.0) -> AppTest:
-    """Rerun the page (run_every fragments don't fire by themselves in AppTest) until ``done(at)``."""
-    deadline = time.monotonic() + timeout
-    while not done(at):
-        assert time.monotonic() < deadline, f"timed out: {status(at)!r}"
-        assert not at.exception, at.exception[0].value
-        time.sleep(0.05)
-        at.run()
-    return at
 
 
 def wait_for(predicate, timeout: float = 30.0) -> None:

@@ -16,7 +16,6 @@ from typing import get_args
 
 import numpy as np
 import pytest
-import streamlit as st
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as hs
 from streamlit.testing.v1 import AppTest
@@ -51,12 +50,11 @@ from diffusion.config import (
 )
 from diffusion.samplers import sample_model
 from diffusion.training import Trainer
+from tests.pages import FAST, open_page, poll_until, status  # noqa: F401
 from ui import panels
 from ui.controls import preset_values
 
 REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "dashboard.py")
-FAST = {"T": "100", "epochs": "150", "samples": "200", "frames": "5", "pace": "false"}
 
 SECTIONS = {"data": DataConfig, "schedule": ScheduleConfig, "denoiser": DenoiserConfig, "train": TrainConfig,
             "sampler": SamplerConfig}
@@ -94,6 +92,8 @@ CHOICE_FIELDS = {
 }
 
 QUICK = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+pytestmark = pytest.mark.usefixtures("fresh_caches")
 
 
 def interval(low, high, open_low, open_high) -> str:
@@ -432,27 +432,6 @@ def test_an_output_path_that_is_a_file_is_refused_in_one_line(capsys, tmp_path, 
 
 # --- the page: bad link values are reported and ignored; invalid combinations unreachable --------
 
-
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    for job in panels.registry().running():
-        job.pause()
-    st.cache_resource.clear()
-
-
-def open_page(**params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    for name, value in {**FAST, **params}.items():
-        at.query_params[name] = value
-    return at.run()
-
-
-def status(at: AppTest) -> str:
-    bars = at.get("progress")
-    return bars[0].proto.text if bars else ""
 
 
 def ignored(at: AppTest) -> str:

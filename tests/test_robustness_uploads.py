@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as hs
@@ -28,12 +27,13 @@ from diffusion import checkpoints, reference
 from diffusion.config import MAX_DEPTH, MAX_HIDDEN, MAX_POINTS, ExperimentConfig
 from diffusion.datasets import PointsError, parse_points_csv
 from diffusion.denoiser import Denoiser
+from tests.pages import FAST, open_page, poll_until, status  # noqa: F401
 from ui import panels
 
 REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "dashboard.py")
-FAST = {"T": "100", "epochs": "150", "samples": "200", "frames": "5", "pace": "false"}
 MB = 1_000_000  # the smaller reading of Streamlit's "megabytes", so the bound holds either way
+
+pytestmark = pytest.mark.usefixtures("fresh_caches")
 
 
 def csv_bytes(points: np.ndarray, header: str = "x,y") -> bytes:
@@ -294,30 +294,11 @@ def test_a_damaged_model_file_loads_or_gets_a_checkpoint_error_never_anything_el
 # --- the page's uploaders ---------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    for job in panels.registry().running():
-        job.pause()
-    st.cache_resource.clear()
-
 
 @pytest.fixture(scope="module")
 def points_page():
     """One page with the points dataset chosen; each test uploads its own file into it."""
-    at = AppTest.from_file(APP, default_timeout=60)
-    for name, value in {**FAST, "dataset": "points"}.items():
-        at.query_params[name] = value
-    return at.run()
-
-
-def open_page(**params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    for name, value in {**FAST, **params}.items():
-        at.query_params[name] = value
-    return at.run()
+    return open_page(dataset="points")
 
 
 @pytest.mark.parametrize("case", list(BAD_POINTS))

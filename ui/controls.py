@@ -229,7 +229,8 @@ def _load_model() -> None:
                 f"{upload.name}: its setting {key} = {value!r} is outside what this page offers ({error})"
             )
             return
-    st.session_state["_loaded_model"] = (upload.name, model, config)
+    digest = hashlib.sha256(upload.getvalue()).hexdigest()[:16]
+    st.session_state["_loaded_model"] = (upload.name, model, config, digest)
     st.session_state.update(values)
     if config.data.points is not None:
         st.session_state["_points"] = config.data

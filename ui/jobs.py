@@ -75,7 +75,7 @@ class FinishedRun:
     def __init__(self, key: TrainingKey, model: Denoiser, schedule: NoiseSchedule, losses, seconds: float,
                  source: str = "trained"):
         self.key = key
-        self.source = source  # "trained" here, or "file" for an uploaded model
+        self.source = source  # "trained" here, or "file:<digest>" for an uploaded model (part of cache keys)
         self.model = model.eval()
         self.schedule = schedule
         self.losses = np.asarray(losses, dtype=np.float64)
@@ -128,6 +128,7 @@ class TrainingJob:
         self._thread: threading.Thread | None = None
         self.is_watched: Callable[[], bool] = lambda: True
         self.pace_seconds = 0.0  # the page may ask a short run to last this long, to be watched
+        self.resume_on_return = False  # paused because its page moved to other settings
         self.wall = 0.0
 
     def snapshot(self) -> RunSnapshot:
@@ -149,7 +150,7 @@ class TrainingJob:
             return
         self.heartbeat()
         self._pause.clear()
-        self.status, self.note = "running", None
+        self.status, self.note, self.resume_on_return = "running", None, False
         self._thread = threading.Thread(target=self._work, name=f"train-{id(self):x}", daemon=True)
         self._thread.start()
 
@@ -270,6 +271,7 @@ class RunRegistry:
         for job in self.jobs_of(owner):
             if job.key != key and job.status == "running":
                 job.pause("paused when you changed the settings; go back to resume it", wait=False)
+                job.resume_on_return = True
 
     def discard(self, owner: str, key: TrainingKey) -> None:
         with self._lock:

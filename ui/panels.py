@@ -66,13 +66,14 @@ def _forward_figure(data: DataConfig, schedule: ScheduleConfig, frame_ms: int):
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _reverse_figure(_run: FinishedRun, key: TrainingKey, sampler: SamplerConfig, style: charts.AnimationStyle):
+def _reverse_figure(_run: FinishedRun, key: TrainingKey, source: str, sampler: SamplerConfig,
+                    style: charts.AnimationStyle):
     trajectory, _ = _run.sampled(sampler)
     return charts.reverse_figure(trajectory, _data_points(key.data, 1000, 1), style)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _comparison_figure(_run: FinishedRun, key: TrainingKey, sampler: SamplerConfig):
+def _comparison_figure(_run: FinishedRun, key: TrainingKey, source: str, sampler: SamplerConfig):
     trajectory, _ = _run.sampled(sampler)
     return charts.comparison_figure(_data_points(key.data, len(trajectory.samples), 2), trajectory.samples)
 
@@ -122,11 +123,11 @@ def training_panel(config: ExperimentConfig, display: Display) -> FinishedRun | 
     finished = runs.finished(key) if job is None else None
     loaded = st.session_state.get("_loaded_model")
     if loaded is not None and loaded[2].training == key:  # a model file this session uploaded
-        job, finished = None, _loaded_run(loaded[1], key)
+        job, finished = None, _loaded_run(loaded[1], key, loaded[3])
     if job is None and finished is None:  # a new configuration: train it
         job = runs.new_job(owner, key)
         job.start()
-    elif job is not None and job.status == "paused" and job.note and job.note.startswith("paused when"):
+    elif job is not None and job.status == "paused" and job.resume_on_return:
         job.start()  # we paused it when the settings changed; coming back resumes it
     if job is not None:
         job.is_watched = _session_is_active(owner)
@@ -136,9 +137,14 @@ def training_panel(config: ExperimentConfig, display: Display) -> FinishedRun | 
     return finished
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _loaded_run(_model, key: TrainingKey) -> FinishedRun:
-    return FinishedRun(key, _model, _schedule(key.schedule), losses=[], seconds=0.0, source="file")
+def _loaded_run(model, key: TrainingKey, digest: str) -> FinishedRun:
+    """The uploaded model as a run, kept in this session only (never shared: another user's file
+    with the same config may hold other weights, so its source names the file's digest)."""
+    run = st.session_state.get("_loaded_run")
+    if run is None or run.model is not model:
+        run = st.session_state["_loaded_run"] = FinishedRun(key, model, _schedule(key.schedule), losses=[],
+                                                             seconds=0.0, source=f"file:{digest}")
+    return run
 
 
 def _session_is_active(owner: str):
@@ -237,7 +243,7 @@ def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentCo
     st.subheader("Reverse process: from noise to data")
     sampler = config.sampler
     style = charts.AnimationStyle(trails=display.trails, show_x0=display.show_x0, frame_ms=display.frame_ms)
-    st.plotly_chart(_reverse_figure(run, run.key, sampler, style), config=PLOT_CONFIG, key="reverse_chart")
+    st.plotly_chart(_reverse_figure(run, run.key, run.source, sampler, style), config=PLOT_CONFIG, key="reverse_chart")
     steps = sampler.steps if sampler.kind == "ddim" else config.schedule.num_timesteps
     st.caption(
         f"{len(trajectory.samples):,} points, {steps:,} {sampler.kind.upper()} steps, "
@@ -248,7 +254,7 @@ def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentCo
 
 def results_panel(run: FinishedRun, scores: Evaluation, config: ExperimentConfig) -> None:
     st.subheader("Results")
-    st.plotly_chart(_comparison_figure(run, run.key, config.sampler), config=PLOT_CONFIG)
+    st.plotly_chart(_comparison_figure(run, run.key, run.source, config.sampler), config=PLOT_CONFIG)
     rows = [
         ("Energy distance", scores.energy_distance),
         ("Sliced Wasserstein-2", scores.sliced_wasserstein),
@@ -288,7 +294,7 @@ def downloads_panel(run: FinishedRun, trajectory: Trajectory, config: Experiment
     style = charts.AnimationStyle(trails=display.trails, show_x0=display.show_x0, frame_ms=display.frame_ms)
     animation.download_button(
         "Animation (HTML)", key="download_animation", width="stretch", file_name="reverse_process.html", on_click="ignore",
-        mime="text/html", data=lambda: _reverse_figure(run, run.key, config.sampler, style).to_html(include_plotlyjs=True),
+        mime="text/html", data=lambda: _reverse_figure(run, run.key, run.source, config.sampler, style).to_html(include_plotlyjs=True),
         help="A standalone page with the reverse animation; opens offline.",
     )
 

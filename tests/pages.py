@@ -1,0 +1,62 @@
+"""What the page tests share: opening the dashboard in AppTest with a short run, reading its
+training status, and waiting for it. AppTest runs the real script and real caches in this process."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from ui import panels
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard.py")
+# A short run so tests stay quick; pacing off (full speed).
+FAST = {"T": "100", "epochs": "150", "samples": "200", "frames": "5", "pace": "false"}
+
+
+@pytest.fixture
+def fresh_caches():
+    """Caches persist between AppTest instances in one process: start and end each test clean,
+    with no training left running."""
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    for job in panels.registry().running():
+        job.pause()
+    st.cache_resource.clear()
+
+
+def open_page(fast: dict[str, str] = FAST, owner: str | None = None, **params) -> AppTest:
+    """A fresh session with ``fast`` and ``params`` as query parameters. AppTest gives every
+    instance the same session id, so a second user needs its own ``owner``."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    if owner is not None:
+        at.session_state["_owner"] = owner
+    for name, value in {**fast, **params}.items():
+        at.query_params[name] = value
+    return at.run()
+
+
+def status(at: AppTest) -> str:
+    """The training progress text: '**Training** · epoch ...', '**Finished** · ...'."""
+    bars = at.get("progress")
+    return bars[0].proto.text if bars else ""
+
+
+def poll_until(at: AppTest, done, timeout: float = 90.0) -> AppTest:
+    """Rerun the page (run_every fragments don't fire by themselves in AppTest) until ``done(at)``."""
+    deadline = time.monotonic() + timeout
+    while not done(at):
+        assert time.monotonic() < deadline, f"timed out: {status(at)!r}"
+        assert not at.exception, at.exception[0].value
+        time.sleep(0.05)
+        at.run()
+    return at
+
+
+def wait_finished(at: AppTest, timeout: float = 90.0) -> AppTest:
+    poll_until(at, lambda at: "**Finished**" in status(at), timeout)
+    return at.run()
