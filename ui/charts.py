@@ -168,18 +168,31 @@ def smooth(values: np.ndarray, weight: float) -> np.ndarray:
     return out
 
 
+MAX_LOSS_POINTS = 2000  # drawn per curve; longer runs are thinned so a refresh stays cheap
+
+
 def loss_figure(
     losses: np.ndarray, *, smoothing: float = 0.9, log_y: bool = False, floor: float | None = None,
     total_steps: int | None = None,
 ) -> go.Figure:
-    """Loss per optimizer step, raw and smoothed, with the irreducible loss as a floor line."""
-    steps = np.arange(1, len(losses) + 1)
+    """Loss per optimizer step, raw and smoothed, with the irreducible loss as a floor line.
+
+    Up to MAX_LOSS_POINTS steps every step is drawn. Beyond, the raw curve shows every k-th step
+    and the smoothed one is the same moving average over means of k steps (weight ** k a block),
+    so the cost of a refresh no longer grows with the run."""
+    losses = np.asarray(losses, dtype=np.float64)
+    stride = max(1, -(-len(losses) // MAX_LOSS_POINTS))
+    usable = len(losses) // stride * stride
+    steps = np.arange(stride, usable + 1, stride)
+    blocks = losses[:usable].reshape(-1, stride)
+    raw_name = "loss" if stride == 1 else f"loss (1 step in {stride})"
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=steps, y=np.asarray(losses, dtype=np.float32), mode="lines", name="loss",
+    fig.add_trace(go.Scatter(x=steps, y=blocks[:, -1].astype(np.float32), mode="lines", name=raw_name,
                              line=dict(color=DATA_COLOR, width=1), opacity=0.35))
-    if smoothing > 0 and len(losses):
-        fig.add_trace(go.Scatter(x=steps, y=smooth(np.asarray(losses), smoothing).astype(np.float32),
-                                 mode="lines", name=f"smoothed ({smoothing:g})", line=dict(color=DATA_COLOR, width=2)))
+    if smoothing > 0 and usable:
+        smoothed = smooth(blocks.mean(axis=1), smoothing**stride)
+        fig.add_trace(go.Scatter(x=steps, y=smoothed.astype(np.float32), mode="lines",
+                                 name=f"smoothed ({smoothing:g})", line=dict(color=DATA_COLOR, width=2)))
     if floor is not None:
         fig.add_hline(y=floor, line=dict(color=FLOOR_COLOR, dash="dash", width=1.5),
                       annotation_text=f"irreducible loss {floor:.3f}", annotation_position="top right")

@@ -1,0 +1,43 @@
+"""The page's figure builders (plotly only, no Streamlit)."""
+
+import numpy as np
+import pytest
+
+from ui import charts
+
+
+@pytest.mark.parametrize("n", [1, 999, charts.MAX_LOSS_POINTS])
+def test_the_loss_curve_draws_every_step_of_a_short_run(n):
+    losses = np.linspace(1.0, 0.2, n)
+    fig = charts.loss_figure(losses, smoothing=0.9)
+    assert list(fig.data[0].x) == list(range(1, n + 1))
+    np.testing.assert_allclose(fig.data[0].y, losses, rtol=1e-6)
+
+
+def test_a_long_run_is_thinned_to_a_bounded_number_of_points():
+    n = 10 * charts.MAX_LOSS_POINTS + 7
+    losses = np.full(n, 0.25)
+    fig = charts.loss_figure(losses, smoothing=0.9)
+    raw, smoothed = fig.data
+    assert charts.MAX_LOSS_POINTS // 2 < len(raw.x) <= charts.MAX_LOSS_POINTS and raw.name == "loss (1 step in 11)"
+    assert raw.x[-1] == len(raw.x) * 11
+    np.testing.assert_allclose(smoothed.y, 0.25, rtol=1e-6)  # the average of a constant is that constant
+
+
+def test_smoothing_is_a_bias_corrected_moving_average():
+    values = np.array([1.0, 0.0, 0.0])
+    # (1 - w) v_0 / (1 - w) = 1; then w * 1 (1 - w)... divided by 1 - w^2, 1 - w^3
+    w = 0.5
+    expected = [1.0, 0.5 * 0.5 / (1 - 0.25), 0.25 * 0.5 / (1 - 0.125)]
+    np.testing.assert_allclose(charts.smooth(values, w), expected)
+
+
+def test_the_reverse_animation_has_one_frame_per_kept_state_and_fixed_axes():
+    frames = np.random.default_rng(0).normal(size=(7, 50, 2)).astype(np.float32)
+    fig = charts.animation_figure(frames, [f"t = {i}" for i in range(7)], frames[-1], title="x",
+                                  style=charts.AnimationStyle(trails=3, show_x0=False))
+    assert len(fig.frames) == 7 and len(fig.layout.sliders[0].steps) == 7
+    assert fig.layout.xaxis.range is not None and fig.layout.yaxis.range is not None
+    names = [trace.name for trace in fig.data]
+    assert names == ["data", "x_t", "paths"]
+    assert list(fig.frames[0].traces) == [1, 2]  # frames move the points and the paths, not the data
