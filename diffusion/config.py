@@ -271,7 +271,7 @@ class ExperimentConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
     def __post_init__(self):
-        self.training.__post_init__()  # the cross-field step and work caps
+        _ = self.training  # building the TrainingKey checks the step and work caps
         if self.sampler.kind == "ddim" and self.sampler.steps > self.schedule.num_timesteps:
             raise ValueError(
                 f"sampler.steps must be at most schedule.num_timesteps "
