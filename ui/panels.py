@@ -44,6 +44,11 @@ def _schedule(config: ScheduleConfig) -> NoiseSchedule:
     return NoiseSchedule.from_config(config)
 
 
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _schedule_figure(config: ScheduleConfig):
+    return charts.schedule_figure(_schedule(config))
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def _data_points(data: DataConfig, n: int, seed: int) -> np.ndarray:
     return make_dataset(data).sample(n, torch.Generator().manual_seed(seed)).numpy()
@@ -93,7 +98,7 @@ def header() -> None:
 def schedule_panel(config: ExperimentConfig) -> None:
     st.subheader("Noise schedule")
     schedule = _schedule(config.schedule)
-    st.plotly_chart(charts.schedule_figure(schedule), config=PLOT_CONFIG)
+    st.plotly_chart(_schedule_figure(config.schedule), config=PLOT_CONFIG)
     abar_T = schedule.terminal_alpha_bar
     left, right = st.columns(2)
     left.metric("ᾱ_T (signal left in x_T)", f"{abar_T:.3g}")
