@@ -153,7 +153,7 @@ def _parse(control: Control, raw: str) -> Any:
     try:
         value = control.kind(raw)
     except ValueError:
-        raise ValueError(f"not a {control.kind.__name__}") from None
+        raise ValueError("not a whole number" if control.kind is int else "not a number") from None
     return control.check(value)
 
 
