@@ -20,6 +20,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 
 from .conftest import ARTIFACTS, BROWSER_ARTIFACTS
@@ -118,18 +119,27 @@ def test_play_the_reverse_animation_and_drag_its_slider(reference_tab: Dashboard
     shown_x, _ = app.trace_xy(chart, 1)
     assert shown_x != start_x, "the points did not move while playing"
 
-    # drag the time slider's grip to the middle of its rail
-    grip = chart.locator(".slider-grip-rect").bounding_box()
-    rail = chart.locator(".slider-rail-rect").bounding_box()
-    y = grip["y"] + grip["height"] / 2
-    app.page.mouse.move(grip["x"] + grip["width"] / 2, y)
-    app.page.mouse.down()
-    app.page.mouse.move(rail["x"] + rail["width"] / 2, y, steps=8)
-    app.page.mouse.up()
+    # drag the time slider's grip to the middle of its rail (a busy page can shift the layout
+    # under the mouse, so a drag that didn't land is tried again from fresh coordinates)
     middle = (REFERENCE_FRAMES - 1) / 2
-    app.page.wait_for_function(
-        "([d, lo, hi]) => { const a = d._fullLayout.sliders[0].active; return a >= lo && a <= hi; }",
-        arg=[handle, middle - 4, middle + 4], timeout=10_000)
+    for attempt in range(3):
+        chart.locator(".slider-container").evaluate("e => e.scrollIntoView({block: 'center'})")
+        app.page.wait_for_timeout(200)
+        grip = chart.locator(".slider-grip-rect").bounding_box()
+        rail = chart.locator(".slider-rail-rect").bounding_box()
+        y = grip["y"] + grip["height"] / 2
+        app.page.mouse.move(grip["x"] + grip["width"] / 2, y)
+        app.page.mouse.down()
+        app.page.mouse.move(rail["x"] + rail["width"] / 2, y, steps=8)
+        app.page.mouse.up()
+        try:
+            app.page.wait_for_function(
+                "([d, lo, hi]) => { const a = d._fullLayout.sliders[0].active; return a >= lo && a <= hi; }",
+                arg=[handle, middle - 4, middle + 4], timeout=5_000)
+            break
+        except PlaywrightTimeoutError:
+            if attempt == 2:
+                raise
     active = app.slider_active(chart)
     current_value = chart.locator(".slider-group > text.slider-label")  # the label over the rail
     expect(current_value).to_have_text(app.frame_names(chart)[active])
