@@ -244,10 +244,14 @@ def sampling(run: FinishedRun, config: ExperimentConfig) -> tuple[Trajectory, Ev
     return trajectory, scores
 
 
+def _animation_style(display: Display) -> charts.AnimationStyle:
+    return charts.AnimationStyle(trails=display.trails, show_x0=display.show_x0, frame_ms=display.frame_ms)
+
+
 def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentConfig, display: Display) -> None:
     st.subheader("Reverse process: from noise to data")
     sampler = config.sampler
-    style = charts.AnimationStyle(trails=display.trails, show_x0=display.show_x0, frame_ms=display.frame_ms)
+    style = _animation_style(display)
     st.plotly_chart(_reverse_figure(run, run.key, run.source, sampler, style), config=PLOT_CONFIG, key="reverse_chart")
     steps = sampler.steps if sampler.kind == "ddim" else config.schedule.num_timesteps
     st.caption(
@@ -296,7 +300,7 @@ def downloads_panel(run: FinishedRun, trajectory: Trajectory, config: Experiment
                           width="stretch",
                           help="Weights as safetensors, with the full config JSON in the file's metadata. "
                                "Load with python -m diffusion --load-checkpoint model.safetensors.")
-    style = charts.AnimationStyle(trails=display.trails, show_x0=display.show_x0, frame_ms=display.frame_ms)
+    style = _animation_style(display)
     animation.download_button(
         "Animation (HTML)", key="download_animation", width="stretch", file_name="reverse_process.html", on_click="ignore",
         mime="text/html", data=lambda: _reverse_figure(run, run.key, run.source, config.sampler, style).to_html(include_plotlyjs=True),
