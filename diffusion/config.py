@@ -1,20 +1,32 @@
-"""Every knob of an experiment, in one place, as frozen dataclasses.
+"""Every knob of an experiment, declared once, as frozen dataclasses.
+
+Each field a user can set carries a ``Setting`` in its metadata: its label and help, what changing
+it costs (retrain, resample or redraw), its allowed range (choices come from the field's
+``Literal``), its link key and its command-line flag. Everything else is derived from that one
+declaration (``declared()``): the validation below, the command's flags, the sidebar's widgets,
+the link round trip and the tests' tables. Adding a setting is declaring its field here plus the
+code that uses it.
 
 Frozen configs hash by value: they are the cache keys of the dashboard and the natural answer to
 "does this change mean retraining?" (compare ``ExperimentConfig.training``).
 
 Each class validates itself on creation and raises ``ValueError`` naming the field and what is
 allowed, so a bad value never reaches the maths.
+
+One name per concept: ``num_timesteps`` is T, the diffusion's length; ``sample_steps`` is the
+number of steps a sampler takes; "optimizer steps" are training updates (``TrainingKey.total_steps``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 
@@ -27,6 +39,8 @@ TimeEmbedding = Literal["scalar", "sinusoidal"]
 LRSchedule = Literal["constant", "cosine"]
 SamplerKind = Literal["ddpm", "ddim"]
 Variance = Literal["beta", "posterior"]
+Effect = Literal["retrain", "resample", "redraw"]
+Widget = Literal["number", "slider", "select_slider", "select", "radio", "toggle"]
 
 # Resource caps: one page must not be able to exhaust the machine. Stated in the help texts.
 MAX_TIMESTEPS = 4000
@@ -34,11 +48,13 @@ MAX_EPOCHS = 20_000
 MAX_BATCH_SIZE = 4096
 MAX_HIDDEN = 512
 MAX_DEPTH = 8
+MAX_EMBEDDING_DIM = 256
 MAX_SAMPLES = 5000
 MAX_FRAMES = 200
 MAX_SAMPLE_FRAME_POINTS = 500_000  # samples x frames kept for the animation (~7 MB in the page)
 MAX_POINTS = 50_000  # rows of a user's point set
 MAX_TRAIN_STEPS = 200_000  # optimizer steps of one run (epochs x steps per epoch)
+MAX_SEED = 2**31 - 1
 # Work caps, in multiply-adds of the MLP: training ~ 3 x steps x batch x parameters (forward and
 # backward), sampling ~ steps x samples x parameters. About 10 and 2 minutes on one core here.
 MAX_TRAIN_WORK = 2e12
@@ -47,35 +63,184 @@ MIN_BETA = 1e-8  # 1 - beta must differ from 1 in float64 arithmetic
 MAX_BETA = 0.9999
 MIN_ALPHA_BAR = 1e-30  # alpha-bar_T below this underflows the samplers' coefficients
 
+EFFECT_HELP = {
+    "retrain": "Changing this retrains the model.",
+    "resample": "Changing this resamples the trained model; no retraining.",
+    "redraw": "Display only: changing this redraws, nothing is recomputed.",
+}
 
-def _choice(owner: str, name: str, value: Any, literal: Any) -> None:
-    allowed = get_args(literal)
-    if value not in allowed:
-        raise ValueError(f"{owner}.{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+# --- the declaration of a setting ---------------------------------------------------------------
 
 
-def _int_in(owner: str, name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{owner}.{name} must be a whole number from {low} to {high}; got {value!r}")
+@dataclass(frozen=True)
+class Setting:
+    """How one config field is offered to people: declared once, read by every front end.
+
+    ``low``/``high`` bound numbers (inclusive unless ``open_low``/``open_high``); choices are the
+    field's ``Literal``. ``stops`` are the suggested values of a select slider (any valid value is
+    still accepted from a link or a model file). ``tied`` gives the range that depends on other
+    settings (see ``Declared.bounds``); ``applies`` names when the field matters at all."""
+
+    key: str  # link key and widget key
+    label: str
+    help: str
+    effect: Effect
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    widget: Widget = "number"
+    stops: tuple = ()
+    step: float | None = None  # widget increment
+    format: str | None = None  # number widget format, e.g. "%.2e"
+    labels: Mapping[str, str] | None = None  # display names of choices
+    flag: str | None = None  # default: "--" + key with "-" for "_"
+    old_flags: tuple[str, ...] = ()  # flags that still work
+    old_keys: tuple[str, ...] = ()  # link keys that still work
+    tied: Callable[[Callable[[str], Any]], tuple[float, float, str]] | None = None
+    applies: tuple[str, tuple[str, ...]] | None = None  # (sibling field, values where it applies)
+
+
+def setting(default: Any, **declaration: Any) -> Any:
+    """A dataclass field carrying its ``Setting``."""
+    return field(default=default, metadata={"setting": Setting(**declaration)})
+
+
+@dataclass(frozen=True)
+class Declared:
+    """A ``Setting`` bound to its place: section, field name, Python type and choices."""
+
+    section: str
+    name: str
+    kind: type  # int, float, str or bool
+    choices: tuple | None
+    default: Any
+    setting: Setting
+
+    @property
+    def path(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def key(self) -> str:
+        return self.setting.key
+
+    @property
+    def flag(self) -> str:
+        return self.setting.flag or "--" + self.setting.key.replace("_", "-")
+
+    @property
+    def help(self) -> str:
+        return f"{self.setting.help} {EFFECT_HELP[self.setting.effect]}"
+
+    def allowed(self, low: float | None = None, high: float | None = None) -> str:
+        """What is allowed, in words, e.g. 'from 1 to 4000' or 'in (0, 1]'."""
+        s = self.setting
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
+        if self.kind is bool:
+            return "true or false"
+        low = s.low if low is None else low
+        high = s.high if high is None else high
+        if self.kind is int:
+            return f"a whole number from {_num(low)} to {_num(high)}"
+        return f"in {'(' if s.open_low else '['}{low:g}, {high:g}{')' if s.open_high else ']'}"
+
+    def check(self, value: Any) -> Any:
+        """``value`` if this field allows it, else ValueError naming the field and what is allowed."""
+        s, where = self.setting, self.path
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ValueError(f"{where} must be one of {', '.join(self.choices)}; got {value!r}")
+            return value
+        if self.kind is bool:
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{where} must be true or false; got {value!r}")
+            return bool(value)
+        if self.kind is int:
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{where} must be a whole number from {_num(s.low)} to {_num(s.high)}; got {value!r}")
+            if not s.low <= value <= s.high:
+                raise ValueError(f"{where} must be from {_num(s.low)} to {_num(s.high)}; got {value}")
+            return value
+        allowed = self.allowed()
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ValueError(f"{where} must be a number {allowed}; got {value!r}")
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for a float
+            raise ValueError(f"{where} must be {allowed}; got a number too large to use") from None
+        too_low = number <= s.low if s.open_low else number < s.low
+        too_high = number >= s.high if s.open_high else number > s.high
+        if not math.isfinite(number) or too_low or too_high:
+            raise ValueError(f"{where} must be {allowed}; got {number:g}")
+        return value
+
+    def bounds(self, get: Callable[[str], Any]) -> tuple[float, float, str]:
+        """(low, high, why) given the other settings (``get("schedule.num_timesteps")``): the
+        declared range, narrowed where it is tied to another setting."""
+        if self.setting.tied is None:
+            return self.setting.low, self.setting.high, ""
+        return self.setting.tied(get)
+
+    def applies_in(self, get: Callable[[str], Any]) -> bool:
+        """Whether the field matters given its section's other values (e.g. DDIM's eta)."""
+        if self.setting.applies is None:
+            return True
+        sibling, values = self.setting.applies
+        return get(f"{self.section}.{sibling}") in values
+
+
+def _num(value: float) -> str:
+    """A bound as people write it: whole numbers in full, others in %g."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
+def _kind_and_choices(hint: Any) -> tuple[type, tuple | None]:
+    if get_origin(hint) is Literal:
+        return str, get_args(hint)
+    return hint, None
+
+
+@functools.cache
+def declared(cls: type) -> tuple[Declared, ...]:
+    """The settings of one config section, in declaration order."""
+    hints = get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if "setting" in f.metadata:
+            kind, choices = _kind_and_choices(hints[f.name])
+            out.append(Declared(cls.section, f.name, kind, choices, f.default, f.metadata["setting"]))
+    return tuple(out)
+
+
+def _validate(section: Any) -> None:
+    for d in declared(type(section)):
+        d.check(getattr(section, d.name))
+
+
+def _in_range(d: Declared, value: Any, get: Callable[[str], Any]) -> None:
+    """The tied range of ``d`` (only where it applies)."""
+    if d.setting.tied is None or not d.applies_in(get):
+        return
+    low, high, why = d.bounds(get)
     if not low <= value <= high:
-        raise ValueError(f"{owner}.{name} must be from {low} to {high}; got {value}")
+        raise ValueError(f"{d.path} must be {d.allowed(low, high)} ({why}); got {_num(value)}")
 
 
-def _float_in(
-    owner: str, name: str, value: Any, low: float, high: float, *, open_low=False, open_high=False
-) -> None:
-    lo, hi = ("(" if open_low else "["), (")" if open_high else "]")
-    allowed = f"in {lo}{low:g}, {high:g}{hi}"
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{owner}.{name} must be a number {allowed}; got {value!r}")
-    try:
-        value = float(value)
-    except OverflowError:  # an int too large for a float
-        raise ValueError(f"{owner}.{name} must be {allowed}; got a number too large to use") from None
-    too_low = value <= low if open_low else value < low
-    too_high = value >= high if open_high else value > high
-    if not math.isfinite(value) or too_low or too_high:
-        raise ValueError(f"{owner}.{name} must be {allowed}; got {value:g}")
+# --- the sections ---------------------------------------------------------------------------------
+
+DATASET_LABELS = {
+    "gaussian": "Gaussian at (2, 2), std 0.5 (the reference)",
+    "ring": "Ring of 8 Gaussians",
+    "moons": "Two moons",
+    "swiss_roll": "Swiss roll",
+    "circles": "Concentric circles",
+    "checkerboard": "Checkerboard",
+    "spiral": "Two-arm spiral",
+    "points": "Your own points (CSV)",
+}
 
 
 @dataclass(frozen=True)
@@ -105,11 +270,15 @@ class PointSet:
 class DataConfig:
     """Which 2-D distribution to learn. Synthetic sets are drawn fresh for every batch."""
 
-    name: DatasetName = "gaussian"
+    section = "data"
+    name: DatasetName = setting(
+        "gaussian", key="dataset", label="Dataset", effect="retrain", widget="select", labels=DATASET_LABELS,
+        help="The 2-D distribution the model learns; 'points' trains on your own CSV file.",
+    )
     points: PointSet | None = None  # only for name == "points"
 
     def __post_init__(self):
-        _choice("data", "name", self.name, DatasetName)
+        _validate(self)
         if self.name == "points" and self.points is None:
             raise ValueError("data.points is required when data.name is 'points' (upload a CSV)")
         if self.name != "points" and self.points is not None:
@@ -125,47 +294,84 @@ class DataConfig:
 class ScheduleConfig:
     """The noise schedule beta_1..beta_T. ``cosine`` ignores beta_start/beta_end."""
 
-    kind: ScheduleKind = "linear"
-    num_timesteps: int = 1000
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
+    section = "schedule"
+    kind: ScheduleKind = setting(
+        "linear", key="schedule", label="Schedule", effect="retrain", widget="select",
+        help="How β_t grows with t: linear (the reference), quadratic (linear in √β), cosine (Nichol & "
+             "Dhariwal; ignores β start/end), sigmoid.",
+    )
+    num_timesteps: int = setting(
+        1000, key="T", label="Diffusion steps T", effect="retrain", low=1, high=MAX_TIMESTEPS, step=10,
+        flag="--timesteps", old_flags=("--steps",),
+        help=f"Number of noising steps T, 1 to {MAX_TIMESTEPS}.",
+    )
+    beta_start: float = setting(
+        1e-4, key="beta_start", label="β start", effect="retrain", low=MIN_BETA, high=MAX_BETA, step=1e-4,
+        format="%.2e", applies=("kind", ("linear", "quadratic", "sigmoid")),
+        help="β_1, the first step's noise variance.",
+    )
+    beta_end: float = setting(
+        0.02, key="beta_end", label="β end", effect="retrain", low=MIN_BETA, high=MAX_BETA, step=1e-3,
+        format="%.2e", applies=("kind", ("linear", "quadratic", "sigmoid")),
+        tied=lambda get: (get("schedule.beta_start"), MAX_BETA, "at least beta_start"),
+        help="β_T, the last step's noise variance; at least β start, below 1.",
+    )
 
     def __post_init__(self):
-        _choice("schedule", "kind", self.kind, ScheduleKind)
-        _int_in("schedule", "num_timesteps", self.num_timesteps, 1, MAX_TIMESTEPS)
-        _float_in("schedule", "beta_start", self.beta_start, MIN_BETA, MAX_BETA)
-        _float_in("schedule", "beta_end", self.beta_end, MIN_BETA, MAX_BETA)
-        if self.beta_end < self.beta_start:
-            raise ValueError(
-                f"schedule.beta_end must be at least beta_start ({self.beta_start:g}); "
-                f"got {self.beta_end:g}"
-            )
-        from .schedules import terminal_log_alpha_bar  # schedules imports this module
-
-        log_abar_T = terminal_log_alpha_bar(self)
+        _validate(self)
+        _in_range(_field(ScheduleConfig, "beta_end"), self.beta_end, _getter(schedule=self))
+        log_abar_T = float(np.log1p(-self.betas()).sum())
         if log_abar_T < math.log(MIN_ALPHA_BAR):
             raise ValueError(
                 f"schedule.beta_end / num_timesteps leave no signal at all: alpha-bar_T = exp({log_abar_T:.0f}), "
                 f"below {MIN_ALPHA_BAR:g}, which the samplers cannot divide by. Use fewer steps or smaller betas."
             )
 
+    def betas(self) -> np.ndarray:
+        """beta_1..beta_T in float64, shape (T,)."""
+        T = self.num_timesteps
+        if self.kind == "linear":  # Ho et al. 2020
+            return np.linspace(self.beta_start, self.beta_end, T, dtype=np.float64)
+        if self.kind == "quadratic":  # linear in sqrt(beta)
+            return np.linspace(self.beta_start**0.5, self.beta_end**0.5, T, dtype=np.float64) ** 2
+        if self.kind == "sigmoid":  # sigmoid ramp from beta_start to beta_end over [-6, 6]
+            ramp = 1.0 / (1.0 + np.exp(-np.linspace(-6.0, 6.0, T, dtype=np.float64)))
+            return self.beta_start + (self.beta_end - self.beta_start) * ramp
+        # cosine: Nichol & Dhariwal 2021, eq. 17, s = 0.008, betas clipped at 0.999
+        s = 0.008
+        steps = np.arange(T + 1, dtype=np.float64) / T
+        f = np.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+        alpha_bar = f / f[0]
+        return np.clip(1.0 - alpha_bar[1:] / alpha_bar[:-1], 0.0, 0.999)
+
 
 @dataclass(frozen=True)
 class DenoiserConfig:
     """MLP eps_theta(x_t, t): ``depth`` hidden layers of ``hidden`` units."""
 
-    hidden: int = 64
-    depth: int = 2
-    activation: Activation = "relu"
-    time_embedding: TimeEmbedding = "scalar"  # scalar: t/T concatenated (the reference)
+    section = "denoiser"
+    hidden: int = setting(
+        64, key="hidden", label="Width (units per layer)", effect="retrain", low=1, high=MAX_HIDDEN,
+        widget="select_slider", stops=(8, 16, 32, 64, 128, 256, 512), help="Units per hidden layer.",
+    )
+    depth: int = setting(
+        2, key="depth", label="Depth (hidden layers)", effect="retrain", low=1, high=MAX_DEPTH, widget="slider",
+        help="Hidden layers of the MLP.",
+    )
+    activation: Activation = setting(
+        "relu", key="activation", label="Activation", effect="retrain", widget="select",
+        help="The nonlinearity after each hidden layer.",
+    )
+    time_embedding: TimeEmbedding = setting(
+        "scalar", key="time_embedding", label="Time conditioning", effect="retrain", widget="select",
+        help="scalar: t/T concatenated to x (the reference). sinusoidal: sin/cos features of t at many frequencies.",
+    )
     embedding_dim: int = 16  # sinusoidal features (sin and cos halves); unused for scalar
 
     def __post_init__(self):
-        _int_in("denoiser", "hidden", self.hidden, 1, MAX_HIDDEN)
-        _int_in("denoiser", "depth", self.depth, 1, MAX_DEPTH)
-        _choice("denoiser", "activation", self.activation, Activation)
-        _choice("denoiser", "time_embedding", self.time_embedding, TimeEmbedding)
-        _int_in("denoiser", "embedding_dim", self.embedding_dim, 2, 256)
+        _validate(self)
+        if not isinstance(self.embedding_dim, (int, np.integer)) or not 2 <= self.embedding_dim <= MAX_EMBEDDING_DIM:
+            raise ValueError(f"denoiser.embedding_dim must be from 2 to {MAX_EMBEDDING_DIM}; got {self.embedding_dim!r}")
         if self.embedding_dim % 2:
             raise ValueError(f"denoiser.embedding_dim must be even; got {self.embedding_dim}")
 
@@ -182,47 +388,102 @@ class TrainConfig:
     """Adam on the simple DDPM loss. For synthetic data an epoch is one optimizer step on one
     fresh batch (the reference's meaning); for a fixed point set it is one pass over the set."""
 
-    epochs: int = 1000
-    batch_size: int = 128
-    lr: float = 1e-3
-    lr_schedule: LRSchedule = "constant"
-    ema_decay: float = 0.0  # 0 turns the weight average off
-    seed: int = 42
+    section = "train"
+    epochs: int = setting(
+        1000, key="epochs", label="Epochs", effect="retrain", low=1, high=MAX_EPOCHS, step=100,
+        help="For the synthetic datasets an epoch is one Adam step on one fresh batch (the reference's "
+             f"meaning); for your points it is one pass over them. Up to {MAX_EPOCHS:,}.",
+    )
+    batch_size: int = setting(
+        128, key="batch", label="Batch size", effect="retrain", low=1, high=MAX_BATCH_SIZE, widget="select_slider",
+        stops=(8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096), flag="--batch-size",
+        help="Points per optimizer step.",
+    )
+    lr: float = setting(
+        1e-3, key="lr", label="Learning rate", effect="retrain", low=0.0, high=1.0, open_low=True,
+        widget="select_slider", stops=(1e-5, 3e-5, 1e-4, 3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0),
+        help="Adam's step size (the slider's stops are on a log scale).",
+    )
+    lr_schedule: LRSchedule = setting(
+        "constant", key="lr_schedule", label="Learning-rate schedule", effect="retrain", widget="select",
+        help="constant, or cosine decay to 0 over the run.",
+    )
+    ema_decay: float = setting(
+        0.0, key="ema", label="Weight EMA decay", effect="retrain", low=0.0, high=1.0, open_high=True,
+        widget="select_slider", stops=(0.0, 0.9, 0.99, 0.995, 0.999),
+        help="Sample with an exponential moving average of the weights; 0 turns it off.",
+    )
+    seed: int = setting(
+        42, key="seed", label="Seed", effect="retrain", low=0, high=MAX_SEED,
+        help="Fixes the initial weights and the batches.",
+    )
 
     def __post_init__(self):
-        _int_in("train", "epochs", self.epochs, 1, MAX_EPOCHS)
-        _int_in("train", "batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
-        _float_in("train", "lr", self.lr, 0.0, 1.0, open_low=True)
-        _choice("train", "lr_schedule", self.lr_schedule, LRSchedule)
-        _float_in("train", "ema_decay", self.ema_decay, 0.0, 1.0, open_high=True)
-        _int_in("train", "seed", self.seed, 0, 2**31 - 1)
+        _validate(self)
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """How to run the reverse process. ``steps`` applies to DDIM (respaced evenly over T)."""
+    """How to run the reverse process. ``sample_steps`` applies to DDIM (respaced evenly over T)."""
 
-    kind: SamplerKind = "ddpm"
-    variance: Variance = "beta"  # DDPM: sigma_t^2 = beta_t (reference) or the posterior's
-    steps: int = 50
-    eta: float = 0.0
-    num_samples: int = 1000
-    num_frames: int = 60
-    seed: int = 0
+    section = "sampler"
+    kind: SamplerKind = setting(
+        "ddpm", key="sampler", label="Sampler", effect="resample", widget="select",
+        labels={"ddpm": "DDPM (ancestral)", "ddim": "DDIM"},
+        help="DDPM runs all T steps; DDIM skips evenly through them.",
+    )
+    variance: Variance = setting(
+        "beta", key="variance", label="DDPM variance σ²_t", effect="resample", widget="radio",
+        applies=("kind", ("ddpm",)),
+        help="beta: σ²=β_t (the reference). posterior: σ²=β̃_t, the true posterior's.",
+    )
+    sample_steps: int = setting(
+        50, key="sample_steps", label="DDIM steps", effect="resample", low=1, high=MAX_TIMESTEPS, widget="slider",
+        old_keys=("ddim_steps",), applies=("kind", ("ddim",)),
+        tied=lambda get: (1, get("schedule.num_timesteps"), "at most schedule.num_timesteps for DDIM"),
+        help="Steps of DDIM, evenly spaced over the T trained ones; at most T.",
+    )
+    eta: float = setting(
+        0.0, key="eta", label="DDIM η", effect="resample", low=0.0, high=1.0, widget="slider", step=0.1,
+        applies=("kind", ("ddim",)), help="0: deterministic; 1: as noisy as DDPM.",
+    )
+    num_samples: int = setting(
+        1000, key="samples", label="Samples", effect="resample", low=1, high=MAX_SAMPLES, widget="select_slider",
+        stops=(100, 200, 500, 1000, 2000, 5000), help=f"Points generated, up to {MAX_SAMPLES:,}.",
+    )
+    num_frames: int = setting(
+        60, key="frames", label="Animation frames", effect="resample", low=2, high=MAX_FRAMES, widget="slider",
+        tied=lambda get: (2, min(MAX_FRAMES, MAX_SAMPLE_FRAME_POINTS // get("sampler.num_samples")),
+                          f"samples x frames at most {MAX_SAMPLE_FRAME_POINTS:,}"),
+        help=f"Frames kept of the reverse process, up to {MAX_FRAMES}; samples × frames is capped at "
+             f"{MAX_SAMPLE_FRAME_POINTS:,}; at most the sampler's steps + 1 are kept. Fewer frames play more smoothly.",
+    )
+    seed: int = setting(
+        0, key="sample_seed", label="Sampling seed", effect="resample", low=0, high=MAX_SEED,
+        help="Fixes x_T and the noise.",
+    )
 
     def __post_init__(self):
-        _choice("sampler", "kind", self.kind, SamplerKind)
-        _choice("sampler", "variance", self.variance, Variance)
-        _int_in("sampler", "steps", self.steps, 1, MAX_TIMESTEPS)
-        _float_in("sampler", "eta", self.eta, 0.0, 1.0)
-        _int_in("sampler", "num_samples", self.num_samples, 1, MAX_SAMPLES)
-        _int_in("sampler", "num_frames", self.num_frames, 2, MAX_FRAMES)
-        _int_in("sampler", "seed", self.seed, 0, 2**31 - 1)
+        _validate(self)
         if self.num_samples * self.num_frames > MAX_SAMPLE_FRAME_POINTS:
             raise ValueError(
                 f"sampler.num_samples x num_frames must be at most {MAX_SAMPLE_FRAME_POINTS:,}; "
                 f"got {self.num_samples} x {self.num_frames}"
             )
+
+
+def _field(cls: type, name: str) -> Declared:
+    return next(d for d in declared(cls) if d.name == name)
+
+
+def _getter(**sections: Any) -> Callable[[str], Any]:
+    """``get("section.field")`` over the given section objects."""
+
+    def get(path: str) -> Any:
+        section, name = path.split(".")
+        return getattr(sections[section], name)
+
+    return get
 
 
 @dataclass(frozen=True)
@@ -259,6 +520,7 @@ class TrainingKey:
 
     @property
     def total_steps(self) -> int:
+        """Optimizer steps of the whole run."""
         return self.train.epochs * self.steps_per_epoch
 
 
@@ -272,12 +534,8 @@ class ExperimentConfig:
 
     def __post_init__(self):
         _ = self.training  # building the TrainingKey checks the step and work caps
-        if self.sampler.kind == "ddim" and self.sampler.steps > self.schedule.num_timesteps:
-            raise ValueError(
-                f"sampler.steps must be at most schedule.num_timesteps "
-                f"({self.schedule.num_timesteps}) for DDIM; got {self.sampler.steps}"
-            )
-        steps = self.sampler.steps if self.sampler.kind == "ddim" else self.schedule.num_timesteps
+        _in_range(_field(SamplerConfig, "sample_steps"), self.sampler.sample_steps, self.get)
+        steps = self.sampler.sample_steps if self.sampler.kind == "ddim" else self.schedule.num_timesteps
         work = steps * self.sampler.num_samples * self.denoiser.parameter_count
         if work > MAX_SAMPLE_WORK:
             raise ValueError(
@@ -285,6 +543,11 @@ class ExperimentConfig:
                 f"steps of a {self.denoiser.parameter_count:,}-parameter model ({work:.1e}, limit "
                 f"{MAX_SAMPLE_WORK:.0e}); use fewer samples, DDIM with fewer steps, or a smaller model"
             )
+
+    def get(self, path: str) -> Any:
+        """A field by its path, e.g. ``get("schedule.num_timesteps")``."""
+        section, name = path.split(".")
+        return getattr(getattr(self, section), name)
 
     @property
     def training(self) -> TrainingKey:
@@ -294,8 +557,8 @@ class ExperimentConfig:
         """A copy with whole sections or single fields replaced: ``replace(train={"lr": 0.01})``."""
         changes = {}
         for name, value in sections.items():
-            if name not in _SECTIONS:
-                raise ValueError(f"unknown config section {name!r}; allowed: {', '.join(_SECTIONS)}")
+            if name not in SECTIONS:
+                raise ValueError(f"unknown config section {name!r}; allowed: {', '.join(SECTIONS)}")
             if isinstance(value, dict):
                 _check_fields(name, value)
                 value = dataclasses.replace(getattr(self, name), **value)
@@ -305,7 +568,7 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """JSON-ready; a user's point set is reduced to its digest and size."""
         out = {}
-        for name in _SECTIONS:
+        for name in SECTIONS:
             section = dataclasses.asdict(getattr(self, name)) if name != "data" else {
                 "name": self.data.name,
                 **({"points_digest": self.data.points.digest, "num_points": len(self.data.points)}
@@ -321,15 +584,18 @@ class ExperimentConfig:
     def from_dict(cls, raw: dict[str, Any], points: PointSet | None = None) -> ExperimentConfig:
         """Inverse of ``to_dict``; unknown sections or fields are errors, not silently dropped."""
         if not isinstance(raw, dict):
-            raise ValueError("config must be a JSON object with sections " + ", ".join(_SECTIONS))
-        unknown = set(raw) - set(_SECTIONS)
+            raise ValueError("config must be a JSON object with sections " + ", ".join(SECTIONS))
+        unknown = set(raw) - set(SECTIONS)
         if unknown:
-            raise ValueError(f"unknown config section(s) {sorted(unknown)}; allowed: {', '.join(_SECTIONS)}")
+            raise ValueError(f"unknown config section(s) {sorted(unknown)}; allowed: {', '.join(SECTIONS)}")
         built = {}
-        for name, section_cls in _SECTIONS.items():
+        for name, section_cls in SECTIONS.items():
             if not isinstance(raw.get(name, {}), dict):
                 raise ValueError(f"config section {name!r} must be an object of fields")
             values = dict(raw.get(name, {}))
+            for old, new in _RENAMED.get(name, {}).items():  # files written before a rename
+                if old in values and new not in values:
+                    values[new] = values.pop(old)
             if name == "data":
                 values.pop("points_digest", None)
                 values.pop("num_points", None)
@@ -340,17 +606,23 @@ class ExperimentConfig:
         return cls(**built)
 
 
-_SECTIONS = {
+SECTIONS = {
     "data": DataConfig,
     "schedule": ScheduleConfig,
     "denoiser": DenoiserConfig,
     "train": TrainConfig,
     "sampler": SamplerConfig,
 }
+_RENAMED = {"sampler": {"steps": "sample_steps"}}  # field names of older model files
+
+
+def experiment_settings() -> tuple[Declared, ...]:
+    """Every declared setting of an experiment, section by section."""
+    return tuple(d for cls in SECTIONS.values() for d in declared(cls))
 
 
 def _check_fields(section: str, values: dict[str, Any]) -> None:
-    allowed = {f.name for f in dataclasses.fields(_SECTIONS[section])}
+    allowed = {f.name for f in dataclasses.fields(SECTIONS[section])}
     extra = set(values) - allowed
     if extra:
         raise ValueError(

@@ -156,16 +156,6 @@ Dataset = GaussianMixture | ToyShape | FixedPoints
 
 REFERENCE_GAUSSIAN = GaussianMixture(((2.0, 2.0),), (0.5,), (1.0,))
 
-DATASET_LABELS = {
-    "gaussian": "Gaussian at (2, 2), std 0.5 (the reference)",
-    "ring": "Ring of 8 Gaussians",
-    "moons": "Two moons",
-    "swiss_roll": "Swiss roll",
-    "circles": "Concentric circles",
-    "checkerboard": "Checkerboard",
-    "spiral": "Two-arm spiral",
-    "points": "Your own points (CSV)",
-}
 
 
 def make_dataset(config: DataConfig) -> Dataset:

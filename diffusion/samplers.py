@@ -105,11 +105,11 @@ def predicted_x0(schedule: NoiseSchedule, x_t: torch.Tensor, noise_pred: torch.T
 
 
 def timesteps(schedule: NoiseSchedule, config: SamplerConfig) -> np.ndarray:
-    """The model times visited, descending: all T for DDPM, ``steps`` evenly spaced for DDIM."""
+    """The model times visited, descending: all T for DDPM, ``sample_steps`` evenly spaced for DDIM."""
     T = schedule.num_timesteps
     if config.kind == "ddpm":
         return np.arange(T - 1, -1, -1)
-    steps = min(config.steps, T)
+    steps = min(config.sample_steps, T)
     if steps == 1:  # one jump from x_T: it must start at the last time, not the first
         return np.array([T - 1])
     return np.unique(np.round(np.linspace(0, T - 1, steps)).astype(int))[::-1].copy()

@@ -15,7 +15,6 @@ float32 tensors; ``float64`` keeps the float64 numpy copies for scalar look-ups 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,30 +35,6 @@ _TENSOR_FIELDS = (
 )
 
 
-def _betas(kind: ScheduleKind, T: int, beta_start: float, beta_end: float) -> np.ndarray:
-    """beta_1..beta_T in float64."""
-    if kind == "linear":  # Ho et al. 2020
-        return np.linspace(beta_start, beta_end, T, dtype=np.float64)
-    if kind == "quadratic":  # linear in sqrt(beta)
-        return np.linspace(beta_start**0.5, beta_end**0.5, T, dtype=np.float64) ** 2
-    if kind == "sigmoid":  # sigmoid ramp from beta_start to beta_end over [-6, 6]
-        ramp = 1.0 / (1.0 + np.exp(-np.linspace(-6.0, 6.0, T, dtype=np.float64)))
-        return beta_start + (beta_end - beta_start) * ramp
-    if kind == "cosine":  # Nichol & Dhariwal 2021, eq. 17, s = 0.008, betas clipped at 0.999
-        s = 0.008
-        steps = np.arange(T + 1, dtype=np.float64) / T
-        f = np.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
-        alpha_bar = f / f[0]
-        return np.clip(1.0 - alpha_bar[1:] / alpha_bar[:-1], 0.0, 0.999)
-    raise ValueError(f"schedule kind must be one of linear, quadratic, cosine, sigmoid; got {kind!r}")
-
-
-def terminal_log_alpha_bar(config: ScheduleConfig) -> float:
-    """log alpha-bar_T in float64, without underflow: sum of log(1 - beta_t)."""
-    betas = _betas(config.kind, config.num_timesteps, config.beta_start, config.beta_end)
-    return float(np.log1p(-betas).sum())
-
-
 @dataclass(frozen=True, eq=False)
 class NoiseSchedule:
     """Immutable table of DDPM coefficients; each tensor has shape (T,)."""
@@ -78,7 +53,7 @@ class NoiseSchedule:
 
     @classmethod
     def from_config(cls, config: ScheduleConfig) -> NoiseSchedule:
-        betas = _betas(config.kind, config.num_timesteps, config.beta_start, config.beta_end)
+        betas = config.betas()
         alphas = 1.0 - betas
         alphas_cumprod = np.cumprod(alphas)
         alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])

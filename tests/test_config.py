@@ -72,7 +72,7 @@ BAD_VALUES = [
     (TrainConfig, "seed", 2**31, ["train.seed", "0", "2147483647"]),
     (SamplerConfig, "kind", "euler", ["sampler.kind", "ddpm", "ddim"]),
     (SamplerConfig, "variance", "learned", ["sampler.variance", "beta", "posterior"]),
-    (SamplerConfig, "steps", 0, ["sampler.steps", "1", "4000"]),
+    (SamplerConfig, "sample_steps", 0, ["sampler.sample_steps", "1", "4000"]),
     (SamplerConfig, "eta", -0.1, ["sampler.eta", "[0, 1]"]),
     (SamplerConfig, "eta", 1.1, ["sampler.eta", "[0, 1]"]),
     (SamplerConfig, "num_samples", 0, ["sampler.num_samples", "1", "5000"]),
@@ -209,9 +209,9 @@ def test_configs_are_frozen():
 
 def test_replace_fields_and_sections_without_touching_the_original():
     base = reference()
-    changed = base.replace(train={"lr": 0.01}, sampler=SamplerConfig(kind="ddim", steps=20))
+    changed = base.replace(train={"lr": 0.01}, sampler=SamplerConfig(kind="ddim", sample_steps=20))
     assert changed.train.lr == 0.01 and changed.train.epochs == base.train.epochs
-    assert changed.sampler.kind == "ddim" and changed.sampler.steps == 20
+    assert changed.sampler.kind == "ddim" and changed.sampler.sample_steps == 20
     assert base.train.lr == 1e-3 and base.sampler.kind == "ddpm"
 
 
@@ -226,10 +226,10 @@ def test_replace_validates_and_rejects_unknown_names():
 
 
 def test_ddim_steps_cannot_exceed_num_timesteps():
-    with pytest.raises(ValueError, match=r"sampler\.steps.*schedule\.num_timesteps|sampler\.steps"):
-        reference().replace(schedule={"num_timesteps": 10}, sampler={"kind": "ddim", "steps": 11})
-    ok = reference().replace(schedule={"num_timesteps": 10}, sampler={"kind": "ddim", "steps": 10})
-    assert ok.sampler.steps == 10
+    with pytest.raises(ValueError, match=r"^sampler\.sample_steps must be a whole number from 1 to 10 \(at most schedule\.num_timesteps for DDIM\); got 11$"):
+        reference().replace(schedule={"num_timesteps": 10}, sampler={"kind": "ddim", "sample_steps": 11})
+    ok = reference().replace(schedule={"num_timesteps": 10}, sampler={"kind": "ddim", "sample_steps": 10})
+    assert ok.sampler.sample_steps == 10
 
 
 @pytest.mark.parametrize(
@@ -242,7 +242,7 @@ def test_ddim_steps_cannot_exceed_num_timesteps():
             schedule={"kind": "cosine", "num_timesteps": 250},
             denoiser={"hidden": 32, "depth": 4, "activation": "gelu", "time_embedding": "sinusoidal"},
             train={"lr_schedule": "cosine", "ema_decay": 0.995, "seed": 7},
-            sampler={"kind": "ddim", "steps": 25, "eta": 0.5, "num_frames": 10, "seed": 3},
+            sampler={"kind": "ddim", "sample_steps": 25, "eta": 0.5, "num_frames": 10, "seed": 3},
         ),
     ],
     ids=["reference", "improved", "custom"],
@@ -289,7 +289,7 @@ def test_training_key_is_equal_and_hashes_by_value():
     assert a.training == b.training and hash(a.training) == hash(b.training)
     cache = {a.training: "weights"}
     # A sampler change never means retraining.
-    resampled = a.replace(sampler={"kind": "ddim", "steps": 10, "seed": 9, "num_samples": 50})
+    resampled = a.replace(sampler={"kind": "ddim", "sample_steps": 10, "seed": 9, "num_samples": 50})
     assert resampled != a
     assert resampled.training == a.training and cache[resampled.training] == "weights"
 

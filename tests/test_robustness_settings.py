@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as hs
 from streamlit.testing.v1 import AppTest
 
-from diffusion import __main__ as cli
 from diffusion.config import (
     MAX_BATCH_SIZE,
     MAX_DEPTH,
@@ -33,6 +32,7 @@ from diffusion.config import (
     MAX_TIMESTEPS,
     MAX_TRAIN_STEPS,
     MAX_TRAIN_WORK,
+    SECTIONS,
     Activation,
     DataConfig,
     DatasetName,
@@ -47,49 +47,27 @@ from diffusion.config import (
     TimeEmbedding,
     TrainConfig,
     Variance,
+    experiment_settings,
 )
 from diffusion.samplers import sample_model
 from diffusion.training import Trainer
-from tests.pages import FAST, open_page, poll_until, status  # noqa: F401
+from tests.pages import FAST, fresh_caches, open_page, poll_until, status  # noqa: F401
+from ui import command as cli
 from ui import panels
 from ui.controls import preset_values
 
 REPO = Path(__file__).resolve().parents[1]
 
-SECTIONS = {"data": DataConfig, "schedule": ScheduleConfig, "denoiser": DenoiserConfig, "train": TrainConfig,
-            "sampler": SamplerConfig}
-
+# The tables below are derived from the settings' declarations (diffusion/config.py): the tests
+# check that the config, the command and the link enforce exactly what is declared.
+SETTINGS = experiment_settings()
 # (section, field) -> inclusive bounds of a whole-number field
-INT_FIELDS = {
-    ("schedule", "num_timesteps"): (1, MAX_TIMESTEPS),
-    ("denoiser", "hidden"): (1, MAX_HIDDEN),
-    ("denoiser", "depth"): (1, MAX_DEPTH),
-    ("denoiser", "embedding_dim"): (2, 256),
-    ("train", "epochs"): (1, MAX_EPOCHS),
-    ("train", "batch_size"): (1, MAX_BATCH_SIZE),
-    ("train", "seed"): (0, 2**31 - 1),
-    ("sampler", "steps"): (1, MAX_TIMESTEPS),
-    ("sampler", "num_samples"): (1, MAX_SAMPLES),
-    ("sampler", "num_frames"): (2, MAX_FRAMES),
-    ("sampler", "seed"): (0, 2**31 - 1),
-}
+INT_FIELDS = {(d.section, d.name): (d.setting.low, d.setting.high) for d in SETTINGS if d.kind is int}
+INT_FIELDS[("denoiser", "embedding_dim")] = (2, 256)  # not offered to people; checked all the same
 # (section, field) -> (low, high, open_low, open_high) of a real-number field
-FLOAT_FIELDS = {
-    ("schedule", "beta_start"): (1e-8, 0.9999, False, False),
-    ("schedule", "beta_end"): (1e-8, 0.9999, False, False),
-    ("train", "lr"): (0.0, 1.0, True, False),
-    ("train", "ema_decay"): (0.0, 1.0, False, True),
-    ("sampler", "eta"): (0.0, 1.0, False, False),
-}
-CHOICE_FIELDS = {
-    ("data", "name"): DatasetName,
-    ("schedule", "kind"): ScheduleKind,
-    ("denoiser", "activation"): Activation,
-    ("denoiser", "time_embedding"): TimeEmbedding,
-    ("train", "lr_schedule"): LRSchedule,
-    ("sampler", "kind"): SamplerKind,
-    ("sampler", "variance"): Variance,
-}
+FLOAT_FIELDS = {(d.section, d.name): (d.setting.low, d.setting.high, d.setting.open_low, d.setting.open_high)
+                for d in SETTINGS if d.kind is float}
+CHOICE_FIELDS = {(d.section, d.name): d.choices for d in SETTINGS if d.choices is not None}
 
 QUICK = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -201,9 +179,9 @@ def test_samples_times_frames_is_capped_with_the_cap_in_the_message(samples, fra
 def test_ddim_steps_beyond_T_are_refused_by_name(T, extra):
     steps = min(T + extra, MAX_TIMESTEPS)
     with pytest.raises(ValueError) as error:
-        ExperimentConfig(schedule=ScheduleConfig(num_timesteps=T), sampler=SamplerConfig(kind="ddim", steps=steps))
-    assert_names_field(error, "sampler", "steps", f"schedule.num_timesteps ({T})")
-    ExperimentConfig(schedule=ScheduleConfig(num_timesteps=T), sampler=SamplerConfig(kind="ddpm", steps=steps))
+        ExperimentConfig(schedule=ScheduleConfig(num_timesteps=T), sampler=SamplerConfig(kind="ddim", sample_steps=steps))
+    assert_names_field(error, "sampler", "sample_steps", f"from 1 to {T} (at most schedule.num_timesteps for DDIM)")
+    ExperimentConfig(schedule=ScheduleConfig(num_timesteps=T), sampler=SamplerConfig(kind="ddpm", sample_steps=steps))
 
 
 POINT_SETS = {n: PointSet.from_array(np.random.default_rng(n).normal(size=(n, 2))) for n in (2, 37, MAX_POINTS)}
@@ -283,7 +261,7 @@ def valid_configs(draw) -> ExperimentConfig:
     kind = draw(hs.sampled_from(get_args(SamplerKind)))
     sampler = SamplerConfig(
         kind=kind, variance=draw(hs.sampled_from(get_args(Variance))),
-        steps=draw(hs.integers(1, schedule.num_timesteps if kind == "ddim" else MAX_TIMESTEPS)),
+        sample_steps=draw(hs.integers(1, schedule.num_timesteps if kind == "ddim" else MAX_TIMESTEPS)),
         eta=draw(hs.floats(0.0, 1.0)), num_samples=draw(hs.integers(1, 50)), num_frames=draw(hs.integers(2, 5)),
         seed=draw(hs.integers(0, 2**31 - 1)),
     )
@@ -322,7 +300,7 @@ def test_the_most_extreme_accepted_schedule_still_samples(kind):
     """Largest betas whose alpha-bar_T stays above the floor: the samplers run (finite or not,
     which the page and the command check)."""
     schedule = ScheduleConfig(num_timesteps=60, beta_start=0.5, beta_end=0.7)
-    sampler = SamplerConfig(kind=kind[:4], steps=5, eta=float(kind.endswith("-1")), num_samples=10, num_frames=2)
+    sampler = SamplerConfig(kind=kind[:4], sample_steps=5, eta=float(kind.endswith("-1")), num_samples=10, num_frames=2)
     trainer = Trainer(ExperimentConfig(schedule=schedule, sampler=sampler))
     list(trainer.run(1))
     trajectory = sample_model(trainer.sampling_model(), trainer.schedule, sampler)
@@ -331,14 +309,13 @@ def test_the_most_extreme_accepted_schedule_still_samples(kind):
 
 # --- the headless command: exit 2, one line naming the flag, no traceback -------------------------
 
-INT_FLAGS = {"steps": (1, MAX_TIMESTEPS), "hidden": (1, MAX_HIDDEN), "depth": (1, MAX_DEPTH),
-             "epochs": (1, MAX_EPOCHS), "batch-size": (1, MAX_BATCH_SIZE), "seed": (0, 2**31 - 1),
-             "sample-steps": (1, MAX_TIMESTEPS), "samples": (1, MAX_SAMPLES), "frames": (2, MAX_FRAMES),
-             "sample-seed": (0, 2**31 - 1)}
-FLOAT_FLAGS = {"beta-start": (1e-8, 0.9999, False, False), "beta-end": (1e-4, 0.9999, False, False),
-               "lr": (0.0, 1.0, True, False), "ema": (0.0, 1.0, False, True), "eta": (0.0, 1.0, False, False)}
-CHOICE_FLAGS = ["dataset", "schedule", "activation", "time-embedding", "lr-schedule", "sampler", "variance",
-                "preset", "device"]
+FLAG_OF = {d.path: d.flag.removeprefix("--") for d in SETTINGS}
+INT_FLAGS = {FLAG_OF[f"{section}.{name}"]: bounds for (section, name), bounds in INT_FIELDS.items()
+             if f"{section}.{name}" in FLAG_OF}
+INT_FLAGS["steps"] = INT_FLAGS["timesteps"]  # the old name of --timesteps still works
+FLOAT_FLAGS = {FLAG_OF[f"{section}.{name}"]: bounds for (section, name), bounds in FLOAT_FIELDS.items()}
+FLOAT_FLAGS["beta-end"] = (1e-4, *FLOAT_FLAGS["beta-end"][1:])  # at least --beta-start, 1e-4 by default
+CHOICE_FLAGS = [FLAG_OF[f"{section}.{name}"] for section, name in CHOICE_FIELDS] + ["preset", "device"]
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:
@@ -456,7 +433,7 @@ def test_link_values_of_the_wrong_kind_are_reported_by_name_and_ignored():
 
 
 OUT_OF_RANGE = [("T", "99999"), ("epochs", "-5"), ("depth", "99"), ("beta_start", "1.5"), ("beta_start", "nan"),
-                ("eta", "5"), ("frames", "1000"), ("seed", "-1"), ("ddim_steps", "100000"), ("frame_ms", "0")]
+                ("eta", "5"), ("frames", "1000"), ("seed", "-1"), ("sample_steps", "100000"), ("frame_ms", "0")]
 
 
 @pytest.mark.parametrize("key,raw", OUT_OF_RANGE)
@@ -483,10 +460,10 @@ def test_beta_end_can_never_fall_below_beta_start_on_the_page():
 
 
 def test_ddim_steps_follow_T_down_so_they_never_exceed_it():
-    at = open_page(sampler="ddim", ddim_steps="80")
+    at = open_page(sampler="ddim", sample_steps="80")
     at.number_input(key="T").set_value(20).run()
     assert not at.exception and not at.error
-    assert at.slider(key="ddim_steps").value == 20 and at.slider(key="ddim_steps").max == 20
+    assert at.slider(key="sample_steps").value == 20 and at.slider(key="sample_steps").max == 20
 
 
 def test_frames_shrink_with_more_samples_so_the_product_stays_capped():

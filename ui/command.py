@@ -1,0 +1,330 @@
+"""The headless command: ``python -m diffusion [--preset reference] [flags]``.
+
+Trains, samples and scores one experiment without a browser. Bad input exits with status 2 and
+one line naming the flag and what is allowed. Every setting's flag is derived from its
+declaration in ``diffusion/config.py``. ``--out DIR`` also writes a standalone HTML figure, drawn
+by the dashboard's chart builders (``ui.charts``, plotly): this front end lives outside the core.
+
+What the page watches during training, ``--out`` writes and ``--json`` reports (keys
+``loss_by_t`` and ``previews``, the same rows; empty cells are null there):
+  loss_by_t.csv  t_start,t_end,loss,floor: the per-sample loss over the last 20% of the optimizer
+                 steps, in 20 equal bins of t (T bins if T < 20; t_end exclusive), beside the
+                 irreducible loss of the bin (``monitoring.loss_floor_by_bin``: exact for one
+                 Gaussian, numerical for a mixture, about 1.5 s; empty where unknown, and the loss
+                 is empty in a bin no sample fell in);
+  previews.csv   step,energy_distance,floor: the page's preview (``monitoring.Previewer`` seeded
+                 with the training seed, 300 points, 30 DDIM steps or T if fewer) of the live
+                 weights (the weight average when there is one), scored against the data. The page
+                 refreshes previews about every 0.3 s of training; the command, to be the same on
+                 every machine, takes them at fixed steps: every ceil(total_steps / 20) optimizer
+                 steps and at the final step, at most 20 (``monitoring.preview_steps``).
+Previews never change the trained weights, so the samples are those of a run without them; their
+time is not in train_seconds. Without --out or --json neither is computed. With
+--load-checkpoint nothing is trained: both files hold just their header and both lists are empty,
+as losses.csv holds just its header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from diffusion import checkpoints
+from diffusion.config import PRESETS, SECTIONS, Declared, ExperimentConfig, declared, experiment_settings
+from diffusion.datasets import PointsError, load_points, make_dataset
+from diffusion.metrics import evaluate
+from diffusion.monitoring import (
+    LOSS_BY_T_COLUMNS,
+    PREVIEW_COLUMNS,
+    LossByT,
+    Previewer,
+    live_model,
+    loss_by_t_rows,
+    loss_floor_by_bin,
+    preview_rows,
+    preview_steps,
+)
+from diffusion.samplers import sample_model
+from diffusion.schedules import NoiseSchedule
+from diffusion.training import Trainer, TrainingDiverged
+
+# config field -> the flags that set it (the current one first), for error messages
+FIELD_FLAGS = {d.path: (d.flag, *d.setting.old_flags) for d in experiment_settings()}
+FIELD_FLAGS["data.points"] = ("--points",)
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own errors, as one line
+        raise UsageError(message)
+
+
+def _add_setting(group, d: Declared) -> None:
+    kind = d.kind if d.kind in (int, float) else str
+    extra = {"choices": d.choices} if d.choices is not None else {}
+    allowed = "" if d.choices is not None else f" Allowed: {d.allowed()}."
+    group.add_argument(d.flag, *d.setting.old_flags, dest=d.key, type=kind, metavar=d.key.upper(),
+                       help=d.setting.help + allowed, **extra)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m diffusion", description="Train and sample a 2-D DDPM headless.")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="reference", help="starting point (default: reference)")
+    p.add_argument("--points", metavar="FILE", help="CSV with columns x,y: train on your own points")
+    for name, cls in SECTIONS.items():
+        group = p.add_argument_group(name)
+        for d in declared(cls):
+            _add_setting(group, d)
+    g = p.add_argument_group("run")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    g.add_argument("--save-checkpoint", metavar="DIR", help="write model.safetensors + config.json")
+    g.add_argument("--load-checkpoint", metavar="PATH", help="sample a saved model instead of training")
+    g.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    g.add_argument("--out", metavar="DIR", help=(
+        "write samples.csv, losses.csv, config.json, figure.html, loss_by_t.csv (the loss over the last "
+        "20%% of training in 20 bins of t, beside its floor) and previews.csv (the page's 300-point "
+        "preview every ceil(total_steps / 20) optimizer steps and at the final step); after "
+        "--load-checkpoint the last two hold just their header"))
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict]:
+    sections: dict[str, dict] = {}
+    for d in experiment_settings():
+        value = getattr(args, d.key)
+        if value is not None and d.section != "data":
+            sections.setdefault(d.section, {})[d.name] = value
+    return sections
+
+
+def make_config(args: argparse.Namespace, argv: list[str] = ()) -> ExperimentConfig:
+    """Preset, then the dataset, then every flag given. Errors name the flag."""
+    try:
+        config = PRESETS[args.preset]()
+        if args.points:
+            try:
+                data = load_points(Path(args.points).read_bytes())
+            except OSError as error:
+                raise UsageError(f"--points: cannot read {args.points}: {error.strerror}") from None
+            except PointsError as error:
+                raise UsageError(f"--points: {args.points}: {error}") from None
+            if args.dataset not in (None, "points"):
+                raise UsageError("--points trains on your file; leave out --dataset or use --dataset points")
+            config = config.replace(data=data)
+        elif args.dataset == "points":
+            raise UsageError("--dataset points needs --points FILE (a CSV with columns x,y)")
+        elif args.dataset:
+            config = config.replace(data={"name": args.dataset})
+        return config.replace(**_overrides(args))
+    except ValueError as error:
+        raise UsageError(_name_flag(str(error), list(argv))) from None
+
+
+def _name_flag(message: str, argv: list[str]) -> str:
+    """Prefix the flag that set the field the message names (the one the user typed)."""
+    for field, flags in FIELD_FLAGS.items():
+        if message.startswith(field + " ") or message.startswith(field + ","):
+            typed = [f for f in flags if any(a == f or a.startswith(f + "=") for a in argv)]
+            return f"{(typed or flags)[0]}: {message}"
+    return message
+
+
+def _check_writable_dir(flag: str, path: str | None) -> None:
+    if path is None:
+        return
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{flag}: {path} exists and is not a folder")
+    parent = next((p for p in [target, *target.parents] if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{flag}: cannot write in {parent}")
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+class _Progress:
+    """A one-line progress bar on stderr, only when it is a terminal."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.last = 0.0
+
+    def update(self, step: int, total: int, loss: float) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (now - self.last < 0.1 and step < total):
+            return
+        self.last = now
+        filled = int(30 * step / total)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {step}/{total} loss {loss:.4f}")
+        if step == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+LOSS_BY_T_BINS = 20
+NUM_PREVIEWS = 20  # at most, at fixed steps (monitoring.preview_steps)
+PREVIEW_POINTS, PREVIEW_SAMPLE_STEPS = 300, 30  # what the page previews
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What the command saw while training: the rows of loss_by_t.csv and previews.csv (as
+    ``monitoring.loss_by_t_rows`` and ``preview_rows`` give them); empty when nothing was trained."""
+
+    loss_by_t: tuple[dict, ...] = ()
+    previews: tuple[dict, ...] = ()
+
+
+def _train(config: ExperimentConfig, device: torch.device, quiet: bool, watch: bool) -> tuple[Trainer, Watched]:
+    """Train to the end; with ``watch``, also bin the tail's loss by t and take the previews."""
+    trainer = Trainer(config, device)
+    progress = _Progress(enabled=not quiet)
+    T = trainer.schedule.num_timesteps
+    if watch:
+        loss_by_t = LossByT.for_run(T, trainer.total_steps, min(LOSS_BY_T_BINS, T))
+        previewer = Previewer(trainer.schedule, trainer.dataset, seed=config.train.seed,
+                              num_points=PREVIEW_POINTS, sample_steps=min(PREVIEW_SAMPLE_STEPS, T))
+        due, previews = set(preview_steps(trainer.total_steps, NUM_PREVIEWS)), []
+    for record in trainer.run():
+        if watch:
+            if record.step >= loss_by_t.tail_start:  # the file reports only the tail
+                loss_by_t.update(record.step, record.t, record.sample_losses)
+            if record.step in due:
+                previews.append(previewer.preview(live_model(trainer), record.step))
+        progress.update(record.step, record.total_steps, record.loss)
+        epoch_done = record.step % trainer.steps_per_epoch == 0
+        if not quiet and epoch_done and record.epoch % 100 == 0:
+            if progress.enabled:
+                sys.stderr.write("\r\033[K")
+            print(f"Epoch {record.epoch}, Loss: {record.loss:.4f}", flush=True)
+    if not watch:
+        return trainer, Watched()
+    floor = loss_floor_by_bin(trainer.dataset, NoiseSchedule.from_config(config.schedule), loss_by_t.num_bins)
+    return trainer, Watched(tuple(loss_by_t_rows(loss_by_t.snapshot(), floor)), tuple(preview_rows(previews)))
+
+
+def _json_row(row: dict) -> dict:
+    """A CSV row for JSON: an empty cell or a non-finite number becomes null."""
+    return {k: None if v == "" or isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+
+def _write_outputs(out: Path, config, losses, trajectory, dataset, watched: Watched) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "samples.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["x", "y"])
+        writer.writerows(trajectory.samples.tolist())
+    with open(out / "losses.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "loss"])
+        writer.writerows(enumerate(losses, start=1))
+    for name, columns, rows in (("loss_by_t.csv", LOSS_BY_T_COLUMNS, watched.loss_by_t),
+                                ("previews.csv", PREVIEW_COLUMNS, watched.previews)):
+        with open(out / name, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    (out / "config.json").write_text(config.to_json())
+    from ui import charts  # plotly lives with the dashboard's chart builders
+
+    data = dataset.sample(len(trajectory.samples), torch.Generator().manual_seed(config.sampler.seed + 1))
+    (out / "figure.html").write_text(charts.report_html(config, data.numpy(), trajectory, losses))
+
+
+def run(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    device = _device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # the MLP is tiny: more threads only add overhead (measured)
+    config = make_config(args, argv)
+    for flag, path in (("--out", args.out), ("--save-checkpoint", args.save_checkpoint)):
+        _check_writable_dir(flag, path)  # before training, so a typo costs nothing
+    quiet = args.json
+    losses: list[float] = []
+    train_seconds = 0.0
+    watched = Watched()
+    if args.load_checkpoint:
+        try:
+            model, loaded = checkpoints.load(args.load_checkpoint)
+        except checkpoints.CheckpointError as error:
+            raise UsageError(f"--load-checkpoint: {error}") from None
+        config = loaded.replace(sampler=config.sampler)
+        model = model.to(device)
+        schedule = NoiseSchedule.from_config(config.schedule).to(device)
+    else:
+        try:
+            trainer, watched = _train(config, device, quiet, watch=bool(args.out or args.json))
+        except TrainingDiverged as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        model, schedule = trainer.sampling_model(), trainer.schedule
+        losses, train_seconds = trainer.losses, trainer.elapsed
+        if args.save_checkpoint:
+            try:
+                checkpoints.save(model, config, args.save_checkpoint)
+            except OSError as error:
+                raise UsageError(f"--save-checkpoint: {error}") from None
+    trajectory = sample_model(model, schedule, config.sampler, device=device)
+    if not trajectory.finite:
+        print("error: sampling produced NaN or inf; the model is unusable (try a lower learning rate)", file=sys.stderr)
+        return 1
+    dataset = make_dataset(config.data)
+    metrics = evaluate(trajectory.samples, dataset).to_dict()
+    if args.out:
+        try:
+            _write_outputs(Path(args.out), config, losses, trajectory, dataset, watched)
+        except OSError as error:
+            raise UsageError(f"--out: {error}") from None
+    if args.json:
+        print(json.dumps({
+            "config": config.to_dict(),
+            "device": str(device),
+            "final_loss": losses[-1] if losses else None,
+            "train_seconds": train_seconds,
+            "sample_seconds": trajectory.seconds,
+            "metrics": metrics,
+            "loss_by_t": [_json_row(row) for row in watched.loss_by_t],
+            "previews": [_json_row(row) for row in watched.previews],
+        }, indent=2))
+        return 0
+    print(f"Generated samples shape: {trajectory.samples.shape}")
+    print(f"train {train_seconds:.2f} s, sample {trajectory.seconds:.2f} s on {device}")
+    print(f"mean {metrics['mean'][0]:.3f}, {metrics['mean'][1]:.3f}   (data {metrics['data_mean'][0]:.3f}, {metrics['data_mean'][1]:.3f})")
+    print(f"std  {metrics['std'][0]:.3f}, {metrics['std'][1]:.3f}   (data {metrics['data_std'][0]:.3f}, {metrics['data_std'][1]:.3f})")
+    for name in ("energy_distance", "sliced_wasserstein", "mmd"):
+        print(f"{name:<19} {metrics[name]:.5f}   floor {metrics[name + '_floor']:.5f}   ratio {metrics[name + '_ratio']:.2f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
