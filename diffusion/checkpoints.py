@@ -70,6 +70,9 @@ def from_bytes(data: bytes) -> tuple[Denoiser, ExperimentConfig]:
         raise CheckpointError(f"not a readable safetensors file (truncated or corrupt?): {error}") from None
     if metadata.get("format") != FORMAT or "config" not in metadata:
         raise CheckpointError(f"this safetensors file was not written by DDPM Lab (no '{FORMAT}' config inside)")
+    for name, value in tensors.items():
+        if value.dtype != torch.float32:  # an edited header can retype the same bytes as integers
+            raise CheckpointError(f"the weights must be float32; {name} is {value.dtype}")
     points = tensors.pop(_POINTS_KEY, None)
     try:
         points = PointSet.from_array(points.numpy()) if points is not None else None

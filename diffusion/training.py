@@ -6,7 +6,8 @@ averaged over the batch and the two coordinates, as ``nn.MSELoss`` does.
 
 Each step draws, in this order and from the trainer's own generator: the batch x_0, the times t,
 the noise eps. For the reference preset this is the seed script's order, so the same seed gives
-the same run. Training in chunks gives exactly the result of training in one go.
+the same run. Training in chunks gives exactly the result of training in one go. Each record also
+carries the step's t and per-sample losses, for the loss by noise level (``monitoring.LossByT``).
 
 Speed: at the reference's size (a 4.5k-parameter MLP, batches of 128) a step's arithmetic takes
 tens of microseconds and torch's per-call machinery the rest. So a step calls the denoiser's
@@ -21,8 +22,9 @@ import copy
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from .config import ExperimentConfig, TrainingKey
@@ -34,7 +36,12 @@ from .schedules import NoiseSchedule
 
 @dataclass(frozen=True)
 class TrainRecord:
-    """One optimizer step, as a page or a progress bar wants it."""
+    """One optimizer step, as a page or a progress bar wants it.
+
+    ``t`` and ``sample_losses`` are the step's own tensors, handed out as they are (no copy, no
+    conversion per step): the times t_i it drew, (B,) int64 on the CPU, and the per-sample losses
+    l_i = ||eps_i - eps_theta(x_t_i, t_i)||^2 / 2, (B,) float32 on the trainer's device, whose mean
+    is ``loss`` (up to float32 rounding). What ``monitoring.LossByT`` is fed with."""
 
     step: int  # optimizer steps done so far, 1-based
     total_steps: int
@@ -42,6 +49,8 @@ class TrainRecord:
     loss: float
     lr: float
     elapsed: float  # seconds spent training so far
+    t: torch.Tensor = field(repr=False, compare=False)  # (B,) int64
+    sample_losses: torch.Tensor = field(repr=False, compare=False)  # (B,) float32
 
 
 class TrainingDiverged(RuntimeError):
@@ -93,6 +102,31 @@ class Adam:
         )
 
 
+@dataclass(frozen=True)
+class TrainerState:
+    """Everything a run needs to continue exactly where it stopped, as CPU tensors: picklable,
+    so a paused run can travel to another process and resume there bit for bit."""
+
+    step: int
+    elapsed: float
+    losses: np.ndarray  # (step,) float64
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor] | None
+    exp_avgs: list[torch.Tensor]  # Adam's m_t, one per parameter
+    exp_avg_sqs: list[torch.Tensor]  # Adam's v_t
+    adam_step: float
+    generator: torch.Tensor  # the random stream's state (ByteTensor)
+    permutation: torch.Tensor | None  # the current epoch's order of a fixed point set
+
+    def sampling_weights(self) -> dict[str, torch.Tensor]:
+        """The weights to sample with: the weight average when there is one."""
+        return self.ema if self.ema is not None else self.model
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: value.detach().to("cpu", copy=True) for name, value in tensors.items()}
+
+
 def _as_training_key(config: ExperimentConfig | TrainingKey) -> TrainingKey:
     return config.training if isinstance(config, ExperimentConfig) else config
 
@@ -141,13 +175,15 @@ class Trainer:
             self._permutation = torch.randperm(len(self.dataset.points), generator=self.generator)
         return self.dataset.points[self._permutation[i * batch_size : (i + 1) * batch_size]]
 
-    def _train_step(self) -> float:
+    def _train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """One optimizer step: (loss, t (B,) on the CPU, per-sample losses (B,) on the device)."""
         x0 = self._batch()
         t = torch.randint(0, self.schedule.num_timesteps, (len(x0),), generator=self.generator)
+        drawn_t = t  # the record's t stays on the CPU, where it was drawn
         noise = torch.randn(x0.shape, generator=self.generator)
         if self.device.type != "cpu":
             x0, t, noise = x0.to(self.device), t.to(self.device), noise.to(self.device)
-        loss, grads = self.model.mse_and_grads(q_sample(self.schedule, x0, t, noise), t, noise)
+        loss, sample_losses, grads = self.model.losses_and_grads(q_sample(self.schedule, x0, t, noise), t, noise)
         value = loss.item()
         lr = self.learning_rate(self.step)
         if not math.isfinite(value):
@@ -159,7 +195,7 @@ class Trainer:
             decay = min(self.config.train.ema_decay, (1 + self.step) / (10 + self.step))
             with torch.no_grad():
                 torch._foreach_lerp_(*self._ema_pairs, 1 - decay)
-        return value
+        return value, drawn_t, sample_losses
 
     def run(self, max_steps: int | None = None) -> Iterator[TrainRecord]:
         """Advance up to ``max_steps`` optimizer steps (default: to the end), yielding a record
@@ -168,7 +204,7 @@ class Trainer:
         self.model.train()
         while self.step < end:
             start = time.perf_counter()
-            loss = self._train_step()
+            loss, t, sample_losses = self._train_step()
             self.elapsed += time.perf_counter() - start
             self.step += 1
             self.losses.append(loss)
@@ -179,6 +215,8 @@ class Trainer:
                 loss=loss,
                 lr=self.learning_rate(self.step - 1),
                 elapsed=self.elapsed,
+                t=t,
+                sample_losses=sample_losses,
             )
 
     def train(self) -> Trainer:
@@ -186,6 +224,41 @@ class Trainer:
         for _ in self.run():
             pass
         return self
+
+    def state(self) -> TrainerState:
+        """A copy of everything that decides the rest of the run (see ``TrainerState``)."""
+        return TrainerState(
+            step=self.step,
+            elapsed=self.elapsed,
+            losses=np.array(self.losses, dtype=np.float64),
+            model=_cpu(self.model.state_dict()),
+            ema=_cpu(self.ema_model.state_dict()) if self.ema_model is not None else None,
+            exp_avgs=[m.detach().cpu().clone() for m in self.optimizer.exp_avgs],
+            exp_avg_sqs=[v.detach().cpu().clone() for v in self.optimizer.exp_avg_sqs],
+            adam_step=float(self.optimizer.step_count),
+            generator=self.generator.get_state(),
+            permutation=None if self._permutation is None else self._permutation.clone(),
+        )
+
+    @classmethod
+    def resume(cls, config: ExperimentConfig | TrainingKey, state: TrainerState,
+               device: torch.device | str = "cpu") -> Trainer:
+        """A trainer that continues from ``state`` exactly as the one that wrote it would have."""
+        trainer = cls(config, device)
+        with torch.no_grad():
+            trainer.model.load_state_dict(state.model)
+            if trainer.ema_model is not None:
+                trainer.ema_model.load_state_dict(state.ema)
+            for mine, saved in zip(trainer.optimizer.exp_avgs, state.exp_avgs, strict=True):
+                mine.copy_(saved)
+            for mine, saved in zip(trainer.optimizer.exp_avg_sqs, state.exp_avg_sqs, strict=True):
+                mine.copy_(saved)
+            trainer.optimizer.step_count.fill_(state.adam_step)
+        trainer.generator.set_state(state.generator)
+        trainer.step, trainer.elapsed = state.step, state.elapsed
+        trainer.losses = state.losses.tolist()
+        trainer._permutation = None if state.permutation is None else state.permutation.clone()
+        return trainer
 
     def sampling_model(self) -> Denoiser:
         """The weights to sample with: the weight average when there is one. In eval mode."""

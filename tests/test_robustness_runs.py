@@ -2,7 +2,7 @@
 
 A non-finite loss stops training at the first bad step and nothing non-finite is stored, drawn or
 offered for download. Changing settings, Reset or a vanished page never stores a half-trained run
-and never leaves a thread training unwatched; the next run is bit-identical to headless training.
+and never leaves a worker training unwatched; the next run is bit-identical to headless training.
 Sessions see only their own unfinished runs and share finished ones; the stores stay bounded.
 """
 
@@ -20,14 +20,14 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from diffusion import __main__ as cli
 from diffusion import checkpoints, reference
 from diffusion.config import DataConfig, ExperimentConfig, PointSet, TrainingKey
 from diffusion.denoiser import Denoiser
 from diffusion.training import Trainer, TrainingDiverged
-from tests.pages import FAST, open_page, poll_until, status  # noqa: F401
-from ui import jobs, panels
-from ui.jobs import RunRegistry
+from tests.pages import FAST, fresh_caches, open_page, poll_until, status  # noqa: F401
+from ui import command as cli
+from ui import jobs, panels, workers
+from ui.jobs import RunRegistry, shared_pool
 
 LONG = "20000"  # epochs of a run that can't finish during a test
 
@@ -62,6 +62,22 @@ def loss_curve(at: AppTest) -> np.ndarray:
 def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
     for (name, mine), theirs in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(mine, theirs), name
+
+
+def assert_state_is_headless(job: jobs.TrainingJob) -> None:
+    """A paused job's kept state equals headless training to the same step, bit for bit."""
+    state = job.state
+    assert state is not None and state.step == job.snapshot().step
+    expected = headless(job.key, state.step).state()
+    for name, value in expected.model.items():
+        assert torch.equal(state.model[name], value), name
+    np.testing.assert_array_equal(state.losses, expected.losses)
+    np.testing.assert_array_equal(job.snapshot().losses, expected.losses)
+
+
+def training(job: jobs.TrainingJob) -> bool:
+    """A worker holds the job now."""
+    return job.worker is not None
 
 
 def headless(key: TrainingKey | ExperimentConfig, steps: int | None = None) -> Trainer:
@@ -158,13 +174,13 @@ def test_a_model_whose_samples_are_not_finite_is_never_plotted_scored_or_offered
 def test_changing_a_setting_mid_run_keeps_it_unfinished_and_paused_and_the_next_run_matches_headless():
     at = open_page(owner="alice", epochs=LONG)
     first = only_job("alice")
-    poll_until(at, lambda at: first.trainer.step > 0)
+    poll_until(at, lambda at: first.snapshot().step > 0)
     at.number_input(key="epochs").set_value(120).run()  # a new training configuration
-    wait_for(lambda: not first.alive)
+    wait_for(lambda: not training(first))
     assert first.status == "paused" and first.note.startswith("paused when you changed the settings")
-    assert first.trainer.step < first.trainer.total_steps
+    assert first.snapshot().step < first.total_steps
     assert panels.registry().finished(first.key) is None  # never stored half-trained
-    assert_same_weights(first.trainer.model, headless(first.key, first.trainer.step).model)  # consistent
+    assert_state_is_headless(first)  # consistent: exactly where headless training is at that step
 
     poll_until(at, lambda at: "**Finished**" in status(at))
     second = panels.registry().finished(dataclasses.replace(first.key, train=dataclasses.replace(first.key.train,
@@ -173,26 +189,24 @@ def test_changing_a_setting_mid_run_keeps_it_unfinished_and_paused_and_the_next_
     reference_run = headless(second.key)
     np.testing.assert_array_equal(second.losses, reference_run.losses)
     assert_same_weights(second.model, reference_run.sampling_model())
-    assert panels.registry().running() == [] and not first.alive  # nothing trains unwatched
+    assert panels.registry().running() == [] and not training(first)  # nothing trains unwatched
 
 
-def test_reset_mid_run_discards_it_unfinished_stops_its_thread_and_the_fresh_run_matches_headless():
+def test_reset_mid_run_discards_it_unfinished_stops_its_worker_and_the_fresh_run_matches_headless():
     at = open_page(owner="alice", epochs=LONG)
     old = only_job("alice")
-    poll_until(at, lambda at: old.trainer.step > 0)
+    poll_until(at, lambda at: old.snapshot().step > 0)
     at.button(key="train_reset").click().run()
-    wait_for(lambda: not old.alive)  # the replaced run's thread ends
+    wait_for(lambda: not training(old))  # the replaced run's worker is handed back
     new = only_job("alice")
-    assert new is not old and new.status == "paused" and new.trainer.step == 0
+    assert new is not old and new.status == "paused" and new.snapshot().step == 0
     assert "**Paused**" in status(at) and "step 0" in status(at)
-    assert panels.registry().finished(old.key) is None and old.trainer.step < old.trainer.total_steps
+    assert panels.registry().finished(old.key) is None and old.snapshot().step < old.total_steps
     assert panels.registry().running() == []
 
     at.button(key="train_step").click().run()  # the fresh run, advanced by the page: 10 epochs
-    assert new.trainer.step == 10
-    expected = headless(new.key, 10)
-    assert_same_weights(new.trainer.model, expected.model)
-    assert new.trainer.losses == expected.losses
+    poll_until(at, lambda at: "**Paused**" in status(at) and new.snapshot().step == 10)
+    assert_state_is_headless(new)
 
 
 def test_a_page_that_stops_polling_pauses_its_run_unfinished_and_resumes_it_exactly(monkeypatch):
@@ -200,58 +214,59 @@ def test_a_page_that_stops_polling_pauses_its_run_unfinished_and_resumes_it_exac
     at = open_page(owner="alice", epochs=LONG)
     job = only_job("alice")
     wait_for(lambda: job.status == "paused", timeout=20)
-    wait_for(lambda: not job.alive)
-    assert "no page" in job.note and job.trainer.step < job.trainer.total_steps
-    assert job.trainer.step % jobs.CHUNK_STEPS == 0  # it stopped between chunks
+    wait_for(lambda: not training(job))
+    assert "no page" in job.note and job.snapshot().step < job.total_steps
+    assert job.snapshot().step % workers.CHUNK_STEPS == 0  # it stopped between chunks
     assert panels.registry().finished(job.key) is None and panels.registry().running() == []
-    assert_same_weights(job.trainer.model, headless(job.key, job.trainer.step).model)
+    assert_state_is_headless(job)
 
     monkeypatch.setattr(jobs, "ABANDON_AFTER_S", 120.0)  # the user comes back: told why it paused, can resume
     at.run()
     assert "**Paused**" in status(at)
     assert any("no page was showing it" in i.value for i in at.info)
-    paused_at = job.trainer.step
+    paused_at = job.snapshot().step
     at.button(key="train_start").click().run()
-    poll_until(at, lambda at: job.trainer.step > paused_at)
+    poll_until(at, lambda at: job.snapshot().step > paused_at)
     at.button(key="train_pause").click().run()
-    assert not job.alive
-    assert_same_weights(job.trainer.model, headless(job.key, job.trainer.step).model)
+    assert not training(job)
+    assert_state_is_headless(job)
 
 
 def test_a_job_whose_session_ends_pauses_at_a_chunk_boundary_and_resumed_finishes_as_headless():
-    registry = RunRegistry()
-    key = reference().replace(schedule={"num_timesteps": 100}, train={"epochs": 400}).training
+    registry = RunRegistry(shared_pool())
+    key = reference().replace(schedule={"num_timesteps": 100}, train={"epochs": 4000}).training
     job = registry.new_job("alice", key)
     watched = threading.Event()
     watched.set()
     job.is_watched = watched.is_set  # what the page wires to Runtime.is_active_session
     job.start()
-    wait_for(lambda: job.trainer.step >= jobs.CHUNK_STEPS)
+    wait_for(lambda: job.snapshot().step >= workers.CHUNK_STEPS)
     watched.clear()  # the session ends
-    wait_for(lambda: not job.alive)
-    assert job.status == "paused" and job.trainer.step % jobs.CHUNK_STEPS == 0
-    assert registry.finished(key) is None or job.trainer.done  # only a complete run is ever stored
-    if not job.trainer.done:
-        watched.set()  # the user is back
-        job.start()
-        wait_for(lambda: registry.finished(key) is not None)
+    wait_for(lambda: job.status == "paused" and not training(job))
+    assert job.snapshot().step % workers.CHUNK_STEPS == 0 and job.snapshot().step < job.total_steps
+    assert registry.finished(key) is None  # only a complete run is ever stored
+    watched.set()  # the user is back
+    job.start()
+    wait_for(lambda: registry.finished(key) is not None)
     expected = headless(key)
     np.testing.assert_array_equal(registry.finished(key).losses, expected.losses)
     assert_same_weights(registry.finished(key).model, expected.sampling_model())
+    registry.close()
 
 
-def test_no_training_thread_outlives_its_last_watcher():
-    registry = RunRegistry()
+def test_no_worker_trains_beyond_its_last_watcher():
+    pool = shared_pool()
+    registry = RunRegistry(pool)
     started = []
     for owner in ("a", "b", "c"):
         job = registry.new_job(owner, reference().replace(train={"epochs": 5000, "seed": len(started)}).training)
         job.is_watched = lambda: False
         job.start()
         started.append(job)
-    wait_for(lambda: not any(job.alive for job in started))
-    assert registry.running() == [] and all(job.status == "paused" for job in started)
-    alive = [t.name for t in threading.enumerate() if t.name in {f"train-{id(j):x}" for j in started}]
-    assert alive == []
+    wait_for(lambda: all(job.status == "paused" and not training(job) for job in started))
+    assert registry.running() == []
+    wait_for(lambda: len(pool.idle()) == pool.size)  # every worker is free again
+    registry.close()
 
 
 # --- many users ---------------------------------------------------------------------------------------
@@ -262,19 +277,21 @@ def test_two_sessions_training_at_once_each_see_only_their_own_unfinished_run():
     bob = open_page(owner="bob", epochs=LONG, seed="2")
     alices, bobs = only_job("alice"), only_job("bob")
     assert alices.key.train.seed == 1 and bobs.key.train.seed == 2
-    poll_until(alice, lambda at: alices.trainer.step > 0)
-    poll_until(bob, lambda at: bobs.trainer.step > 0)
-    assert alices.status == bobs.status == "running"  # both at once; neither paused the other
+    poll_until(alice, lambda at: alices.snapshot().step > 0)
+    poll_until(bob, lambda at: bobs.snapshot().step > 0)
+    assert alices.status in ("running", "queued") and bobs.status in ("running", "queued")  # neither paused the other
 
     bob.number_input(key="seed").set_value(1).run()  # bob opens alice's configuration
     bobs_copy = panels.registry().job("bob", alices.key)
     assert bobs_copy is not None and bobs_copy is not alices  # his own run of it
-    assert alices.status == "running"  # bob's change of settings doesn't touch alice's run
+    assert alices.status in ("running", "queued")  # bob's change of settings doesn't touch alice's run
     alice.button(key="train_pause").click().run()  # stop both, then compare what each page shows
     bob.button(key="train_pause").click().run()
-    assert not alices.alive and not bobs_copy.alive
-    assert f"step {alices.trainer.step:,}" in status(alice) and len(loss_curve(alice)) == alices.trainer.step
-    assert f"step {bobs_copy.trainer.step:,}" in status(bob) and len(loss_curve(bob)) == bobs_copy.trainer.step
+    assert not training(alices) and not training(bobs_copy)
+    alice.run()
+    bob.run()
+    assert f"step {alices.snapshot().step:,}" in status(alice) and len(loss_curve(alice)) == alices.snapshot().step
+    assert f"step {bobs_copy.snapshot().step:,}" in status(bob) and len(loss_curve(bob)) == bobs_copy.snapshot().step
     assert panels.registry().jobs_of("alice") == [alices]
     assert {job.key.train.seed for job in panels.registry().jobs_of("bob")} == {1, 2}
 
@@ -290,18 +307,18 @@ def test_an_identical_finished_configuration_is_shared_between_sessions_at_once(
     assert panels.registry().stats()["finished"] == 1
 
 
-def test_a_session_flicking_through_settings_keeps_a_bounded_set_of_runs_and_one_training_thread():
+def test_a_session_flicking_through_settings_keeps_a_bounded_set_of_runs_and_one_training():
     at = open_page(owner="alice", epochs=LONG)
     registry = panels.registry()
     for seed in range(8):  # a new training configuration on every rerun, each left unfinished
         at.number_input(key="seed").set_value(1000 + seed).run()
         assert not at.exception
         mine = registry.jobs_of("alice")
-        assert len([job for job in mine if job.status != "running"]) <= registry.max_jobs_per_owner
+        assert len([job for job in mine if not job.snapshot().active]) <= registry.max_jobs_per_owner
         assert len(mine) <= registry.max_jobs_per_owner + 2  # plus the new run and one still pausing
-    wait_for(lambda: len([job for job in registry.jobs_of("alice") if job.alive]) == 1)
-    (training,) = [job for job in registry.jobs_of("alice") if job.alive]
-    assert training.key.train.seed == 1007  # the one on screen
+    wait_for(lambda: len([job for job in registry.jobs_of("alice") if job.snapshot().active]) == 1)
+    (active,) = [job for job in registry.jobs_of("alice") if job.snapshot().active]
+    assert active.key.train.seed == 1007  # the one on screen
     assert registry.stats()["finished"] == 0
 
 
@@ -311,15 +328,15 @@ def rss_bytes() -> int:
 
 
 def test_memory_stays_bounded_over_50_distinct_configurations_in_a_row():
-    registry = RunRegistry()
+    registry = RunRegistry(shared_pool())
     base = reference().replace(schedule={"num_timesteps": 100}, denoiser={"hidden": 512, "depth": 8},
                                train={"epochs": 1, "batch_size": 8})
     model_bytes = sum(p.numel() * p.element_size() for p in Trainer(base).model.parameters())  # about 7 MB
     rss = []
     for seed in range(50):
         key = base.replace(train={"seed": seed}).training
-        registry.new_job(f"user{seed}", key).step(1)
-        assert registry.finished(key) is not None
+        registry.new_job(f"user{seed}", key).start()
+        wait_for(lambda key=key: registry.finished(key) is not None)
         stats = registry.stats()
         assert stats["finished"] <= registry.max_finished and stats["jobs"] <= registry.max_jobs
         rss.append(rss_bytes())
@@ -329,10 +346,12 @@ def test_memory_stays_bounded_over_50_distinct_configurations_in_a_row():
 
 
 def test_unfinished_jobs_stay_bounded_per_session_and_in_all():
-    registry = RunRegistry()
+    registry = RunRegistry(shared_pool())
     base = reference().replace(schedule={"num_timesteps": 10}, denoiser={"hidden": 8}, train={"epochs": 1000})
     for i in range(50):  # 50 sessions leave a paused run each, and one session leaves 10
-        registry.new_job(f"user{i}", base.replace(train={"seed": i}).training).step(3)
+        job = registry.new_job(f"user{i}", base.replace(train={"seed": i}).training)
+        job.advance(3)
+        wait_for(lambda job=job: job.status == "paused")
         registry.new_job("busy", base.replace(train={"seed": 1000 + i % 10}).training)
         assert registry.stats()["jobs"] <= registry.max_jobs
         assert len(registry.jobs_of("busy")) <= registry.max_jobs_per_owner

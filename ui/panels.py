@@ -20,9 +20,9 @@ from diffusion.forward import forward_trajectory
 from diffusion.metrics import Evaluation
 from diffusion.samplers import Trajectory
 from diffusion.schedules import NoiseSchedule
-from ui import charts
-from ui.controls import Display, session_owner
-from ui.jobs import FinishedRun, RunRegistry, RunSnapshot, TrainingJob
+from ui import charts, session
+from ui.controls import Display, LoadedModel, loaded_model, session_owner
+from ui.jobs import FinishedRun, RunRegistry, RunSnapshot, TrainingJob, open_run, shared_pool
 
 POLL_SECONDS = 0.3  # loss chart refresh while training
 PACE_SECONDS = 5.0  # with "watch short runs" on, a run lasts at least this long
@@ -30,10 +30,11 @@ PLOT_CONFIG = {"displaylogo": False}
 FAR_FROM_NOISE = 0.01  # warn when abar_T is above this
 
 
-@st.cache_resource
+@st.cache_resource(on_release=RunRegistry.close)
 def registry() -> RunRegistry:
-    """One per server process, shared by every session (see ui/jobs.py for the rules)."""
-    return RunRegistry()
+    """One per server process, shared by every session (see ui/jobs.py for the rules); it trains
+    on the process's worker pool."""
+    return RunRegistry(shared_pool())
 
 
 # --- cached computations (keyed by frozen configs) -------------------------------------------
@@ -122,56 +123,36 @@ def training_panel(config: ExperimentConfig, display: Display) -> FinishedRun | 
     st.subheader("Training")
     key = config.training
     owner = session_owner()
-    runs = registry()
-    runs.focus(owner, key)
-    job = runs.job(owner, key)
-    finished = runs.finished(key) if job is None else None
-    loaded = st.session_state.get("_loaded_model")
-    if loaded is not None and loaded[2].training == key:  # a model file this session uploaded
-        job, finished = None, _loaded_run(loaded[1], key, loaded[3])
-    if job is None and finished is None:  # a new configuration: train it
-        job = runs.new_job(owner, key)
-        job.start()
-    elif job is not None and job.status == "paused" and job.resume_on_return:
-        job.start()  # we paused it when the settings changed; coming back resumes it
-    if job is not None:
-        job.is_watched = _session_is_active(owner)
-        job.pace_seconds = PACE_SECONDS if display.pace else 0.0
+    choice = open_run(registry(), owner, key, loaded=_loaded_run(loaded_model()),
+                      pace_seconds=PACE_SECONDS if display.pace else 0.0,
+                      is_watched=session.activity_probe(session.session_id()))
     floor = loss_floor(config.data, config.schedule)
-    _live_training(key, job, finished, floor, display)
-    return finished
+    _live_training(key, choice.job, choice.finished, floor, display)
+    return choice.finished
 
 
-def _loaded_run(model, key: TrainingKey, digest: str) -> FinishedRun:
+def _loaded_run(loaded: LoadedModel | None) -> FinishedRun | None:
     """The uploaded model as a run, kept in this session only (never shared: another user's file
     with the same config may hold other weights, so its source names the file's digest)."""
+    if loaded is None:
+        return None
     run = st.session_state.get("_loaded_run")
-    if run is None or run.model is not model:
-        run = st.session_state["_loaded_run"] = FinishedRun(key, model, _schedule(key.schedule), losses=[],
-                                                             seconds=0.0, source=f"file:{digest}")
+    if run is None or run.model is not loaded.model:
+        key = loaded.config.training
+        run = st.session_state["_loaded_run"] = FinishedRun(key, loaded.model, _schedule(key.schedule), losses=[],
+                                                             seconds=0.0, source=f"file:{loaded.digest}")
     return run
 
 
-def _session_is_active(owner: str):
-    from streamlit.runtime import Runtime
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    ctx = get_script_run_ctx()
-    if ctx is None or not Runtime.exists():
-        return lambda: True
-    session_id, runtime = ctx.session_id, Runtime.instance()
-    return lambda: runtime.is_active_session(session_id)
-
-
 def _live_training(key: TrainingKey, job: TrainingJob | None, finished: FinishedRun | None, floor: float | None, display: Display):
-    running = job is not None and job.status == "running"
+    running = job is not None and job.snapshot().active
 
     @st.fragment(run_every=POLL_SECONDS if running else None)
     def live():
         snapshot = job.snapshot() if job is not None else finished.snapshot()
         if job is not None:
             job.heartbeat()
-            if running and snapshot.status != "running":
+            if running and not snapshot.active:
                 st.rerun()  # finished, failed or paused: redraw the whole page once
         _controls(key, job, snapshot)
         _progress(snapshot)
@@ -194,14 +175,13 @@ def _controls(key: TrainingKey, job: TrainingJob | None, snapshot: RunSnapshot) 
                     width="stretch", help="Train in the background; the loss streams below."):
         job.start()
         st.rerun()
-    if pause.button("❚❚ Pause", key="train_pause", disabled=snapshot.status != "running", width="stretch",
+    if pause.button("❚❚ Pause", key="train_pause", disabled=not snapshot.active, width="stretch",
                     help="Stop after the current chunk; nothing is lost."):
         job.pause()
         st.rerun()
-    step_steps = snapshot.steps_per_epoch * 10
     if step.button("Step +10 epochs", key="train_step", disabled=not can_run, width="stretch",
                    help="While paused: train 10 more epochs and stop."):
-        job.step(step_steps)
+        job.advance(snapshot.steps_per_epoch * 10)
         st.rerun()
     if reset.button("↺ Reset", key="train_reset", width="stretch",
                     help="Start this configuration again from fresh weights (paused at step 0)."):
@@ -213,9 +193,12 @@ def _progress(snapshot: RunSnapshot) -> None:
     eta = snapshot.eta_seconds
     parts = [f"epoch {snapshot.epoch:,} / {snapshot.total_steps // snapshot.steps_per_epoch:,}",
              f"step {snapshot.step:,}", f"{max(snapshot.wall, snapshot.elapsed):.1f} s"]
-    if eta is not None and snapshot.status == "running":
+    if snapshot.queue_position is not None:
+        parts.append(f"waiting for a free worker: {_ordinal(snapshot.queue_position)} in line")
+    if eta is not None and snapshot.active:
         parts.append(f"ETA {eta:.1f} s")
-    label = {"running": "Training", "paused": "Paused", "finished": "Finished", "failed": "Stopped"}[snapshot.status]
+    label = {"running": "Training", "queued": "Waiting", "paused": "Paused", "finished": "Finished",
+             "failed": "Stopped"}[snapshot.status]
     if snapshot.status == "finished" and not snapshot.losses.size:
         label, parts = "Finished", ["loaded from a model file"]
     st.progress(min(snapshot.fraction, 1.0), text=f"**{label}** · " + " · ".join(parts))
@@ -227,6 +210,10 @@ def _progress(snapshot: RunSnapshot) -> None:
         st.error(snapshot.error)
     elif snapshot.note:
         st.info(snapshot.note.capitalize() + ".")
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def sampling(run: FinishedRun, config: ExperimentConfig) -> tuple[Trajectory, Evaluation] | None:
@@ -253,7 +240,7 @@ def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentCo
     sampler = config.sampler
     style = _animation_style(display)
     st.plotly_chart(_reverse_figure(run, run.key, run.source, sampler, style), config=PLOT_CONFIG, key="reverse_chart")
-    steps = sampler.steps if sampler.kind == "ddim" else config.schedule.num_timesteps
+    steps = sampler.sample_steps if sampler.kind == "ddim" else config.schedule.num_timesteps
     st.caption(
         f"{len(trajectory.samples):,} points, {steps:,} {sampler.kind.upper()} steps, "
         f"{len(trajectory.frames)} frames kept, sampled in {trajectory.seconds:.2f} s. "

@@ -90,14 +90,11 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_server() -> Iterator[Server]:
-    """`streamlit run dashboard.py` on a free port of 127.0.0.1, output in
-    artifacts/browser/streamlit-server.log. Stopped at the end by its PID (terminate, wait, kill):
-    other Streamlit servers on the machine are left alone."""
-    BROWSER_ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    server = Server(f"http://127.0.0.1:{port}", BROWSER_ARTIFACTS / "streamlit-server.log")
+def start_server(log_path: Path, env: dict | None = None, port: int | None = None) -> tuple[subprocess.Popen, Server]:
+    """`streamlit run dashboard.py` on a free port of 127.0.0.1 (or ``port``), output in
+    ``log_path``; returns once it answers its health check."""
+    port = port or _free_port()
+    server = Server(f"http://127.0.0.1:{port}", log_path)
     command = [
         sys.executable, "-m", "streamlit", "run", "dashboard.py",
         "--server.headless", "true",
@@ -108,31 +105,45 @@ def app_server() -> Iterator[Server]:
     ]
     with open(server.log, "wb") as log:
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"streamlit exited with code {process.returncode} before it was healthy:\n"
+                        + server.log.read_text(errors="replace")[-3000:], pytrace=False)
+        try:
+            with urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return process, server
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop_server(process)
+            pytest.fail(f"streamlit not healthy after {SERVER_START_TIMEOUT_S} s:\n"
+                        + server.log.read_text(errors="replace")[-3000:], pytrace=False)
+        time.sleep(0.1)
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """Stop exactly the process we started, by its PID: terminate, wait, then kill."""
+    process.terminate()
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"streamlit exited with code {process.returncode} before it was healthy:\n"
-                            + server.log.read_text(errors="replace")[-3000:], pytrace=False)
-            try:
-                with urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=2) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit not healthy after {SERVER_START_TIMEOUT_S} s:\n"
-                            + server.log.read_text(errors="replace")[-3000:], pytrace=False)
-            time.sleep(0.1)
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def app_server() -> Iterator[Server]:
+    """The dashboard's server for the suite, output in artifacts/browser/streamlit-server.log.
+    Stopped at the end by its PID: other Streamlit servers on the machine are left alone."""
+    BROWSER_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    process, server = start_server(BROWSER_ARTIFACTS / "streamlit-server.log")
+    try:
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_server(process)
 
 
 @pytest.fixture(scope="session")
