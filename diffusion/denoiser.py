@@ -50,7 +50,7 @@ class Denoiser(nn.Module):
     generator, so a seed fixes them without touching torch's global RNG.
 
     ``forward`` is the definition, for autograd and for any batch; two fast paths give the same
-    numbers: ``mse_and_grads`` (a training step) and ``at_fixed_times`` (a sampler step)."""
+    numbers: ``losses_and_grads`` (a training step) and ``at_fixed_times`` (a sampler step)."""
 
     def __init__(self, config: DenoiserConfig, num_timesteps: int, generator: torch.Generator, data_dim: int = 2):
         super().__init__()
@@ -74,12 +74,22 @@ class Denoiser(nn.Module):
         """x (B, 2), t (B,) long in [0, T) -> predicted noise (B, 2)."""
         return self.net(torch.cat([x, self.time_table[t]], dim=1))  # (B, 2 + F)
 
-    @torch.no_grad()
     def mse_and_grads(
         self, x: torch.Tensor, t: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """L = mean((eps_theta(x, t) - target)^2) (as ``F.mse_loss``), and dL/dp for each of
-        ``parameters()``, in that order. x, target (B, 2); t (B,) long.
+        ``parameters()``, in that order: ``losses_and_grads`` without the per-sample losses."""
+        loss, _, grads = self.losses_and_grads(x, t, target)
+        return loss, grads
+
+    @torch.no_grad()
+    def losses_and_grads(
+        self, x: torch.Tensor, t: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """A training step's numbers: the loss L = mean((eps_theta(x, t) - target)^2) (as
+        ``F.mse_loss``), the per-sample losses l_i = ||eps_theta(x_i, t_i) - target_i||^2 / D (the
+        mean over the D = 2 coordinates, shape (B,), so their batch mean is L up to float32
+        rounding), and dL/dp for each of ``parameters()``, in that order. x, target (B, 2); t (B,) long.
 
         Backpropagation written out, because at this size autograd's bookkeeping (recording the
         graph, then walking it) costs more than the arithmetic: forward plus backward of the
@@ -99,7 +109,9 @@ class Denoiser(nn.Module):
                 pre_activations.append(h)
                 h = activation(h)
         diff = h.sub_(target)  # (B, 2)
-        loss = diff.square().mean()
+        squares = diff.square()  # (B, 2), before diff becomes the gradient in place
+        loss = squares.mean()  # the same kernel on the same values as diff.square().mean()
+        sample_losses = squares.mean(1)  # (B,)
         grad = diff.mul_(2.0 / diff.numel())  # dL/d eps_theta
         backward = _BACKWARD[self.config.activation]
         grads: list[torch.Tensor] = []
@@ -109,7 +121,7 @@ class Denoiser(nn.Module):
             if i > 0:
                 grad = backward(grad @ layer.weight, pre_activations[i - 1], inputs[i])
         grads.reverse()  # parameters() order: W_0, b_0, W_1, b_1, ...
-        return loss, grads
+        return loss, sample_losses, grads
 
     @torch.no_grad()
     def at_fixed_times(self) -> Callable[[torch.Tensor, int], torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Shared fixtures for the core test suite.
+"""Shared fixtures for the core test suite. Nothing here imports streamlit or the page: the core's
+tests run without them. The page tests import their ``fresh_caches`` fixture from ``tests.pages``.
 
 Randomness in tests flows through explicit ``torch.Generator``s, like in the package; only the
 test that reproduces the reference script touches torch's global RNG, and it restores it.
@@ -18,7 +19,6 @@ if str(REPO_ROOT) not in sys.path:  # make `import diffusion` work however pytes
 
 from diffusion.datasets import REFERENCE_GAUSSIAN  # noqa: E402
 from diffusion.schedules import make_schedule  # noqa: E402
-from tests.pages import fresh_caches  # noqa: E402, F401  (the page tests' fixture)
 
 # The models here are tiny: per-op threading overhead dominates, and on a busy 2-core machine
 # OpenMP's spin-waiting made 200 training steps take 2-25 s instead of 0.15 s. One thread keeps

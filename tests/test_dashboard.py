@@ -7,9 +7,9 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from tests import pages
-from tests.pages import status, wait_finished
+from tests.pages import fresh_caches, poll_until, status, wait_finished  # noqa: F401  (fresh_caches: the fixture)
 from ui import panels
-from ui.controls import CONTROLS, preset_values
+from ui.controls import SETTINGS, preset_values
 
 FAST = {"epochs": "150", "samples": "200", "frames": "12", "pace": "false"}  # T stays at 1000 here
 pytestmark = pytest.mark.usefixtures("fresh_caches")
@@ -65,7 +65,9 @@ def test_the_animation_has_the_configured_number_of_frames():
 def test_the_url_carries_the_configuration_both_ways():
     at = open_page(lr="0.003", T="500", sampler="ddim", ddim_steps="25")
     assert at.session_state["lr"] == 0.003 and at.session_state["T"] == 500
-    assert at.selectbox(key="sampler").value == "ddim" and at.slider(key="ddim_steps").value == 25
+    # ddim_steps is the link key of links made before it was renamed sample_steps: it still works
+    assert at.selectbox(key="sampler").value == "ddim" and at.slider(key="sample_steps").value == 25
+    assert at.query_params["sample_steps"] == "25" and "ddim_steps" not in at.query_params
     at.number_input(key="seed").set_value(7).run()
     assert at.query_params["seed"] == "7"
     assert at.query_params["lr"] == "0.003"
@@ -77,7 +79,7 @@ def test_a_bad_value_in_the_url_is_reported_and_ignored():
     at = open_page(lr="banana", hidden="1000", nonsense="1")
     assert not at.exception
     warnings = " ".join(w.value for w in at.warning)
-    assert "lr='banana'" in warnings and "hidden='1000' (allowed: 1 to 512)" in warnings and "nonsense" in warnings
+    assert "lr='banana'" in warnings and "hidden='1000' (allowed: a whole number from 1 to 512)" in warnings and "nonsense" in warnings
     assert at.session_state["lr"] == 0.001 and at.session_state["hidden"] == 64
 
 
@@ -99,12 +101,14 @@ def test_changing_the_sampler_resamples_without_retraining():
     at = wait_finished(open_page())
     runs = panels.registry()
     before = reverse_spec(at)["frames"][-1]["data"][0]
+    assert any(c.value.startswith("200 points, 1,000 DDPM steps, ") for c in at.caption)
     at.selectbox(key="sampler").set_value("ddim").run()
     assert "**Finished**" in status(at)
     assert runs.jobs_of(owner(at)) == [] and runs.stats()["finished"] == 1
     after = reverse_spec(at)["frames"][-1]["data"][0]
     assert after["x"] != before["x"]  # new samples
-    assert "DDIM steps" in at.caption[-4].value or any("DDIM" in c.value for c in at.caption)
+    assert any(c.value.startswith("200 points, 50 DDIM steps, ") for c in at.caption)  # 50: the default
+    assert not any("DDPM steps" in c.value for c in at.caption)
 
 
 def test_display_settings_recompute_nothing():
@@ -121,9 +125,9 @@ def test_display_settings_recompute_nothing():
     assert len(paths) == 1
 
 
-@pytest.mark.parametrize("key", [k for k, c in CONTROLS.items() if c.section not in (None, "data")])
+@pytest.mark.parametrize("key", [k for k, d in SETTINGS.items() if d.section not in ("display", "data")])
 def test_each_setting_retrains_or_resamples_as_its_help_says(key):
-    at = open_page(**({"sampler": "ddim"} if key in ("ddim_steps", "eta") else {}))
+    at = open_page(**({"sampler": "ddim"} if key in ("sample_steps", "eta") else {}))
     runs = panels.registry()
     def keys():  # training configurations this session has, running or finished
         return {job.key for job in runs.jobs_of(owner(at))} | set(runs._finished)
@@ -135,25 +139,24 @@ def test_each_setting_retrains_or_resamples_as_its_help_says(key):
     assert not at.exception
     assert at.query_params[key] == str(new)  # the link follows
     after = keys()
-    retrains = CONTROLS[key].section in ("schedule", "denoiser", "train")
+    retrains = SETTINGS[key].section in ("schedule", "denoiser", "train")
+    assert (SETTINGS[key].setting.effect == "retrain") == retrains  # the declaration says so
     assert (after != before) == retrains  # a new training configuration, or the same one
     assert ("retrains" in widget.help) == retrains and ("resamples" in widget.help) == (not retrains)
 
 
 def _widget_kind(at, key):
-    for kind in ("number_input", "selectbox", "select_slider", "slider", "radio", "toggle"):
-        if any(w.key == key for w in at.sidebar.get(kind)):
-            return kind
-    raise AssertionError(f"no widget with key {key}")
+    return {"number": "number_input", "select": "selectbox", "select_slider": "select_slider", "slider": "slider",
+            "radio": "radio", "toggle": "toggle"}[SETTINGS[key].setting.widget]
 
 
 def _another_value(key, value):
-    control = CONTROLS[key]
-    listed = control.choices or control.stops
+    declared = SETTINGS[key]
+    listed = declared.choices or declared.setting.stops
     if listed:
         return next(choice for choice in listed if choice != value)
     special = {"T": 200, "beta_start": 0.0002, "beta_end": 0.03, "depth": 3, "epochs": 160, "seed": 3,
-               "ddim_steps": 20, "eta": 0.5, "frames": 10, "sample_seed": 5}
+               "sample_steps": 20, "eta": 0.5, "frames": 10, "sample_seed": 5}
     return special[key]
 
 
@@ -194,9 +197,10 @@ def test_pause_and_step_while_training():
     at.button(key="train_pause").click().run()
     assert "**Paused**" in status(at)
     job = panels.registry().jobs_of(owner(at))[0]
-    before = job.trainer.step
+    before = job.snapshot().step
     at.button(key="train_step").click().run()
-    assert job.trainer.step == before + 10
+    poll_until(at, lambda at: "**Paused**" in status(at) and job.snapshot().step > before)
+    assert job.snapshot().step == before + 10 and f"step {before + 10:,}" in status(at)
     panels.registry().discard(owner(at), job.key)
 
 

@@ -152,15 +152,15 @@ def test_ddpm_visits_every_t_descending(schedule):
 
 @pytest.mark.parametrize("steps", [2, 3, 10, 50, 333, 999, 1000])
 def test_ddim_respaces_evenly_from_T_minus_1_to_0(schedule, steps):
-    ts = timesteps(schedule, SamplerConfig(kind="ddim", steps=steps))
+    ts = timesteps(schedule, SamplerConfig(kind="ddim", sample_steps=steps))
     assert len(ts) == steps and ts[0] == 999 and ts[-1] == 0
     gaps = -np.diff(ts)
     assert (gaps > 0).all() and gaps.max() - gaps.min() <= 1  # as even as integers allow
 
 
 def test_ddim_with_one_step_starts_from_the_last_time(schedule, exact_eps, gen):
-    assert list(timesteps(schedule, SamplerConfig(kind="ddim", steps=1))) == [999]
-    out = sample(exact_eps, schedule, SamplerConfig(kind="ddim", steps=1, num_samples=500), gen(0)).samples
+    assert list(timesteps(schedule, SamplerConfig(kind="ddim", sample_steps=1))) == [999]
+    out = sample(exact_eps, schedule, SamplerConfig(kind="ddim", sample_steps=1, num_samples=500), gen(0)).samples
     # one step from x_T gives E[x_0 | x_T], which is mu up to 1e-3 (exact propagation below)
     assert np.all(np.abs(out.mean(0) - MU) < 0.05)
 
@@ -200,11 +200,11 @@ SAMPLERS = [
     (SamplerConfig(kind="ddpm", variance="posterior"), 1e-3, 5e-3),
     # 50 steps of the probability-flow ODE: discretisation shrinks the std to 0.4719, and the
     # deterministic map carries x_T's missing mean sqrt(abar_T) mu = 0.013 through: mean 1.9940
-    (SamplerConfig(kind="ddim", steps=50, eta=0.0), 1e-2, 3e-2),
+    (SamplerConfig(kind="ddim", sample_steps=50, eta=0.0), 1e-2, 3e-2),
     # eta = 1 on 50 coarse steps is the posterior variance of a 50-step chain: std 0.4432
-    (SamplerConfig(kind="ddim", steps=50, eta=1.0), 1e-3, 6e-2),
+    (SamplerConfig(kind="ddim", sample_steps=50, eta=1.0), 1e-3, 6e-2),
     # more steps close the gap: std 0.4985
-    (SamplerConfig(kind="ddim", steps=1000, eta=0.0), 1e-2, 3e-3),
+    (SamplerConfig(kind="ddim", sample_steps=1000, eta=0.0), 1e-2, 3e-3),
 ]
 
 
@@ -224,10 +224,9 @@ def test_exact_eps_drives_each_sampler_to_the_data(schedule, exact_eps, gen, con
     # 1. the implementation does what the maths says
     assert np.all(np.abs(mean - exact_mean) < Z * se_mean), (mean, exact_mean)
     assert np.all(np.abs(std - exact_std) < Z * se_std), (std, exact_std)
-    # 2. and the method recovers the data up to its known, exactly computed bias
+    # 2. and the method recovers the data up to its known, exactly computed bias (with 1., this
+    # bounds the sampled statistics' distance from the data by the triangle inequality)
     assert abs(exact_mean - MU) < mean_bias and abs(exact_std - S) < std_bias
-    assert np.all(np.abs(mean - MU) < Z * se_mean + mean_bias)
-    assert np.all(np.abs(std - S) < Z * se_std + std_bias)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,22 +241,23 @@ def test_trajectory_frames_from_x_T_to_x_0(schedule, exact_eps, gen):
     assert (np.diff(traj.frame_times) < 0).all()
     # x_T is the generator's first draw: N(0, I)
     np.testing.assert_array_equal(traj.frames[0], torch.randn(200, 2, generator=gen(5)).numpy())
-    assert traj.samples is traj.frames[-1] or np.array_equal(traj.samples, traj.frames[-1])
+    # the samples are the sampler's last x, and the last "prediction" is x_0 itself
+    *_, (_, x_0) = iter_sample(exact_eps, schedule, config, gen(5))
+    np.testing.assert_array_equal(traj.samples, x_0.numpy())
     np.testing.assert_array_equal(traj.predicted_x0[-1], traj.samples)
     # the first predicted x_0 is (x_T - sqrt(1 - abar) eps*) / sqrt(abar) at t = T - 1
     x_T = torch.from_numpy(traj.frames[0]).double()
     abar = _abar(schedule)[-1]
     x0_hat = (x_T - math.sqrt(1 - abar) * exact_eps(x_T, 999)) / math.sqrt(abar)
     np.testing.assert_allclose(traj.predicted_x0[0], x0_hat.numpy(), rtol=1e-4, atol=1e-3)
-    assert traj.finite and traj.seconds >= 0
+    assert traj.finite
 
 
 def test_fewer_states_than_frames_keeps_them_all(schedule, exact_eps, gen):
-    traj = sample(exact_eps, schedule, SamplerConfig(kind="ddim", steps=5, num_samples=10, num_frames=60), gen(0))
+    traj = sample(exact_eps, schedule, SamplerConfig(kind="ddim", sample_steps=5, num_samples=10, num_frames=60), gen(0))
     assert traj.frames.shape[0] == 6  # x_T and the 5 states after each step
-    assert list(traj.frame_times) == [1000] + [
-        t for t in timesteps(schedule, SamplerConfig(kind="ddim", steps=5))[1:] + 1
-    ] + [0]
+    # model times round(linspace(0, 999, 5)) = 999, 749, 500, 250, 0; a frame is labelled t + 1
+    assert list(traj.frame_times) == [1000, 750, 501, 251, 1, 0]
 
 
 def test_same_seed_same_samples_and_other_seed_other_samples(schedule, exact_eps, gen):
@@ -270,7 +270,7 @@ def test_same_seed_same_samples_and_other_seed_other_samples(schedule, exact_eps
 
 def test_ddpm_and_ddim_with_the_same_seed_share_x_T(schedule, exact_eps, gen):
     ddpm = sample(exact_eps, schedule, SamplerConfig(kind="ddpm", num_samples=50, num_frames=3), gen(9))
-    ddim = sample(exact_eps, schedule, SamplerConfig(kind="ddim", steps=20, num_samples=50, num_frames=3), gen(9))
+    ddim = sample(exact_eps, schedule, SamplerConfig(kind="ddim", sample_steps=20, num_samples=50, num_frames=3), gen(9))
     np.testing.assert_array_equal(ddpm.frames[0], ddim.frames[0])
 
 
@@ -288,7 +288,7 @@ def test_ddpm_uses_x_T_then_the_per_step_noise_from_the_generator(schedule, exac
 
 
 def test_ddim_eta0_sample_is_a_deterministic_function_of_x_T(schedule, exact_eps, gen):
-    config = SamplerConfig(kind="ddim", steps=25, eta=0.0, num_samples=64, num_frames=2)
+    config = SamplerConfig(kind="ddim", sample_steps=25, eta=0.0, num_samples=64, num_frames=2)
     traj = sample(exact_eps, schedule, config, gen(4))
     x = torch.from_numpy(traj.frames[0].copy())
     ts = timesteps(schedule, config)
@@ -299,7 +299,7 @@ def test_ddim_eta0_sample_is_a_deterministic_function_of_x_T(schedule, exact_eps
 
 
 def test_iterating_the_sampler_does_not_leak_inference_mode(schedule, exact_eps, gen):
-    steps = iter_sample(exact_eps, schedule, SamplerConfig(kind="ddim", steps=10, num_samples=4), gen(0))
+    steps = iter_sample(exact_eps, schedule, SamplerConfig(kind="ddim", sample_steps=10, num_samples=4), gen(0))
     for _ in range(3):
         next(steps)
         assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
@@ -308,7 +308,7 @@ def test_iterating_the_sampler_does_not_leak_inference_mode(schedule, exact_eps,
 
 def test_sample_model_equals_sampling_the_forward_pass(schedule, gen):
     model = Denoiser(DenoiserConfig(time_embedding="sinusoidal"), 1000, gen(0)).eval()
-    config = SamplerConfig(kind="ddim", steps=20, eta=0.5, num_samples=64, num_frames=4, seed=7)
+    config = SamplerConfig(kind="ddim", sample_steps=20, eta=0.5, num_samples=64, num_frames=4, seed=7)
 
     def slow_eps(x, t):
         with torch.no_grad():

@@ -140,7 +140,8 @@ def test_ema_follows_its_documented_update_and_is_what_gets_sampled():
         torch.testing.assert_close(theirs, mine, rtol=1e-5, atol=1e-6)
         assert not torch.equal(theirs, raw)
     assert trainer.sampling_model() is trainer.ema_model
-    assert Trainer(_short(5)).sampling_model() is not None  # without EMA: the model itself
+    plain = Trainer(_short(5))
+    assert plain.ema_model is None and plain.sampling_model() is plain.model  # without EMA: the model itself
 
 
 def test_ema_weights_stay_plain_leaf_tensors():
