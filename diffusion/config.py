@@ -366,12 +366,14 @@ class DenoiserConfig:
         "scalar", key="time_embedding", label="Time conditioning", effect="retrain", widget="select",
         help="scalar: t/T concatenated to x (the reference). sinusoidal: sin/cos features of t at many frequencies.",
     )
-    embedding_dim: int = 16  # sinusoidal features (sin and cos halves); unused for scalar
+    embedding_dim: int = setting(
+        16, key="embedding_dim", label="Time features", effect="retrain", low=2, high=MAX_EMBEDDING_DIM,
+        widget="select_slider", stops=(4, 8, 16, 32, 64, 128, 256), applies=("time_embedding", ("sinusoidal",)),
+        help="How many sin/cos features of t the sinusoidal time conditioning uses (half sines, half cosines; even).",
+    )
 
     def __post_init__(self):
         _validate(self)
-        if not isinstance(self.embedding_dim, (int, np.integer)) or not 2 <= self.embedding_dim <= MAX_EMBEDDING_DIM:
-            raise ValueError(f"denoiser.embedding_dim must be from 2 to {MAX_EMBEDDING_DIM}; got {self.embedding_dim!r}")
         if self.embedding_dim % 2:
             raise ValueError(f"denoiser.embedding_dim must be even; got {self.embedding_dim}")
 

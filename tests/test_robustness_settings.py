@@ -63,7 +63,6 @@ REPO = Path(__file__).resolve().parents[1]
 SETTINGS = experiment_settings()
 # (section, field) -> inclusive bounds of a whole-number field
 INT_FIELDS = {(d.section, d.name): (d.setting.low, d.setting.high) for d in SETTINGS if d.kind is int}
-INT_FIELDS[("denoiser", "embedding_dim")] = (2, 256)  # not offered to people; checked all the same
 # (section, field) -> (low, high, open_low, open_high) of a real-number field
 FLOAT_FIELDS = {(d.section, d.name): (d.setting.low, d.setting.high, d.setting.open_low, d.setting.open_high)
                 for d in SETTINGS if d.kind is float}
