@@ -74,7 +74,7 @@ class _Parser(argparse.ArgumentParser):
 def _add_setting(group, d: Declared) -> None:
     kind = d.kind if d.kind in (int, float) else str
     extra = {"choices": d.choices} if d.choices is not None else {}
-    allowed = "" if d.choices is not None else f" Allowed: {d.allowed()}."
+    allowed = f" Allowed: {d.allowed()}."
     group.add_argument(d.flag, *d.setting.old_flags, dest=d.key, type=kind, metavar=d.key.upper(),
                        help=d.setting.help + allowed, **extra)
 
