@@ -20,7 +20,8 @@ from diffusion.config import DataConfig, PointSet, SamplerConfig
 from diffusion.training import Trainer
 from ui import jobs, workers
 from ui.jobs import RunRegistry, open_run
-from ui.workers import WorkerPool
+from diffusion.monitoring import LossByT
+from ui.workers import WorkerPool, previewer_for
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +65,24 @@ def wait_for(predicate, timeout=120.0, what="condition"):
 
 
 def assert_same_as_headless(run, key):
-    headless = Trainer(key).train()
+    """Weights and losses equal headless training bit for bit (so the workers' previews changed
+    nothing), and so does the loss by noise level the workers kept, across any pauses."""
+    headless = Trainer(key)
+    by_t = LossByT.for_run(key.schedule.num_timesteps, key.total_steps)
+    for record in headless.run():
+        by_t.update(record.step, record.t, record.sample_losses)
     assert np.array_equal(run.losses, np.array(headless.losses))
     for mine, theirs in zip(run.model.parameters(), headless.sampling_model().parameters(), strict=True):
         assert torch.equal(mine, theirs)
+    watched, expected = run.snapshot().loss_by_t, by_t.snapshot()
+    assert watched.step == key.total_steps
+    assert np.array_equal(watched.tail_loss, expected.tail_loss, equal_nan=True)
+    assert np.array_equal(watched.recent_loss, expected.recent_loss, equal_nan=True)
+    previews = run.snapshot().previews
+    assert previews[-1, 0] == key.total_steps  # the last preview shows the final weights
+    assert np.all(np.diff(previews[:, 0]) > 0)
+    final = previewer_for(key).preview(headless.ema_model or headless.model)
+    assert np.array_equal(run.snapshot().preview.points, final.points)  # the same x_T, the same weights
 
 
 @pytest.mark.parametrize("key", [small(), small(base=improved), points_key()], ids=["reference", "improved", "points"])

@@ -207,6 +207,59 @@ def loss_figure(
     return fig
 
 
+def preview_figure(points: np.ndarray | None, data: np.ndarray, ranges: tuple[list[float], list[float]],
+                   label: str) -> go.Figure:
+    """The live preview: samples of the current weights over the data (faint), on fixed axes."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(**_xy(data), mode="markers", name="data", hoverinfo="skip",
+                             marker=dict(size=4, color=DATA_COLOR, opacity=0.15)))
+    if points is not None:
+        fig.add_trace(go.Scatter(**_xy(points), mode="markers", name="preview samples",
+                                 marker=dict(size=4, color=SAMPLE_COLOR, opacity=0.7)))
+    x_range, y_range = ranges
+    fig.update_xaxes(range=x_range, title_text="x")
+    fig.update_yaxes(range=y_range, title_text="y", scaleanchor="x", scaleratio=1)
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), showlegend=False, uirevision="preview",
+                      title=dict(text=label, font=dict(size=13), x=0.02))
+    return fig
+
+
+def quality_figure(previews: np.ndarray, total_steps: int) -> go.Figure:
+    """Energy distance of each preview over its noise floor, against the optimizer step (log y):
+    1 is as close to the data as a fresh draw of the data itself."""
+    steps, ratio = previews[:, 0], previews[:, 1] / previews[:, 2]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=steps, y=ratio.astype(np.float32), mode="lines+markers", name="energy distance / floor",
+                             line=dict(color=SAMPLE_COLOR, width=2), marker=dict(size=5)))
+    fig.add_hline(y=1.0, line=dict(color=FLOOR_COLOR, dash="dash", width=1.5),
+                  annotation_text="noise floor (fresh data)", annotation_position="top right")
+    fig.update_xaxes(range=[0, max(total_steps, 1)], title_text="optimizer step")
+    fig.update_yaxes(type="log", title_text="energy distance / floor")
+    fig.update_layout(height=280, margin=dict(l=10, r=10, t=10, b=10), showlegend=False, uirevision="quality")
+    return fig
+
+
+def loss_by_t_figure(t_start: np.ndarray, t_end: np.ndarray, recent: np.ndarray, floor: np.ndarray | None,
+                     window: int) -> go.Figure:
+    """The training loss binned by noise level t (a mean over recent steps) and, where known, the
+    irreducible loss of each bin: the gap is what the network still gets wrong there."""
+    centres = (t_start + t_end - 1) / 2
+    width = t_end - t_start
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=centres, y=recent.astype(np.float32), width=width * 0.9, name=f"loss, last {window} steps",
+                         marker=dict(color=DATA_COLOR, opacity=0.6),
+                         customdata=np.stack([t_start, t_end - 1], 1),
+                         hovertemplate="t %{customdata[0]}-%{customdata[1]}: loss %{y:.4f}<extra></extra>"))
+    if floor is not None:
+        fig.add_trace(go.Scatter(x=centres, y=floor.astype(np.float32), mode="lines+markers", name="irreducible loss",
+                                 line=dict(color=FLOOR_COLOR, dash="dash", width=2), marker=dict(size=5)))
+    fig.update_xaxes(title_text="noise level t (0 = data, T-1 = noise)")
+    fig.update_yaxes(title_text="MSE loss", rangemode="tozero")
+    fig.update_layout(height=280, margin=dict(l=10, r=10, t=10, b=10), bargap=0, uirevision="loss_by_t",
+                      legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
+    return fig
+
+
 # --- results -------------------------------------------------------------------------------------
 
 

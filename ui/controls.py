@@ -346,15 +346,20 @@ def _model_uploader() -> None:
         st.caption(f"Loaded {loaded.file_name}: its settings are shown above.")
 
 
-def _experiment(data: DataConfig | None) -> ExperimentConfig | None:
-    if data is None:
-        return None
+def experiment_from_values(values: dict[str, Any], data: DataConfig) -> ExperimentConfig:
+    """The experiment that widget (or link) values describe, by setting key; ValueError if invalid."""
     sections: dict[str, dict[str, Any]] = {}
     for d in experiment_settings():
         if d.section != "data":
-            sections.setdefault(d.section, {})[d.name] = d.kind(st.session_state[d.key])
+            sections.setdefault(d.section, {})[d.name] = d.kind(values[d.key])
+    return ExperimentConfig(data=data, **{name: SECTIONS[name](**fields) for name, fields in sections.items()})
+
+
+def _experiment(data: DataConfig | None) -> ExperimentConfig | None:
+    if data is None:
+        return None
     try:
-        return ExperimentConfig(data=data, **{name: SECTIONS[name](**values) for name, values in sections.items()})
+        return experiment_from_values(st.session_state, data)
     except ValueError as error:
         st.error(str(error))
         return None

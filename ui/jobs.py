@@ -25,7 +25,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -35,10 +35,11 @@ from diffusion.config import SamplerConfig, TrainingKey
 from diffusion.datasets import Dataset, make_dataset
 from diffusion.denoiser import Denoiser
 from diffusion.metrics import Evaluation, evaluate
+from diffusion.monitoring import LossByTSnapshot, Preview
 from diffusion.samplers import Trajectory, sample_model
 from diffusion.schedules import NoiseSchedule
 from diffusion.training import TrainerState
-from ui.workers import Worker, WorkerPool
+from ui.workers import WatchUpdate, Worker, WorkerPool
 
 Status = Literal["queued", "running", "paused", "finished", "failed"]
 
@@ -62,6 +63,9 @@ class RunSnapshot:
     wall: float = 0.0  # seconds the job has been training or pacing, waits in the queue excluded
     queue_position: int | None = None  # 1 = next to get a worker, while queued
     eta_seconds: float | None = None
+    preview: Preview | None = None  # the latest live preview
+    previews: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # (k, 4): step, energy distance, floor, seconds
+    loss_by_t: LossByTSnapshot | None = None
 
     @property
     def epoch(self) -> int:
@@ -77,14 +81,38 @@ class RunSnapshot:
         return self.status in ("running", "queued")
 
 
+class Watched:
+    """What the workers reported about a run besides its losses: its previews and its loss by
+    noise level (mutable, under the registry's lock; snapshots copy it out)."""
+
+    def __init__(self):
+        self.preview: Preview | None = None
+        self.previews: list[tuple[int, float, float, float]] = []
+        self.loss_by_t: LossByTSnapshot | None = None
+        self.state: dict | None = None  # the binned loss's state while no worker holds the run
+
+    def add(self, update: WatchUpdate) -> None:
+        if update.preview is not None:
+            p = update.preview
+            self.preview = p
+            self.previews.append((p.step, p.energy_distance, p.floor, p.seconds))
+        self.loss_by_t = update.loss_by_t
+
+    def previews_array(self) -> np.ndarray:
+        out = np.array(self.previews, dtype=np.float64).reshape(-1, 4)
+        out.flags.writeable = False
+        return out
+
+
 class FinishedRun:
     """A trained model, its loss curve, and memoised samples per sampler setting."""
 
     MAX_SAMPLINGS = 8
 
     def __init__(self, key: TrainingKey, model: Denoiser, schedule: NoiseSchedule, losses, seconds: float,
-                 source: str = "trained"):
+                 source: str = "trained", watched: Watched | None = None):
         self.key = key
+        self.watched = watched or Watched()
         self.source = source  # "trained" here, or "file:<digest>" for an uploaded model (part of cache keys)
         self.model = model.eval()
         self.schedule = schedule
@@ -95,10 +123,11 @@ class FinishedRun:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_state(cls, key: TrainingKey, state: TrainerState) -> FinishedRun:
+    def from_state(cls, key: TrainingKey, state: TrainerState, watched: Watched | None = None) -> FinishedRun:
         model = Denoiser(key.denoiser, key.schedule.num_timesteps, torch.Generator().manual_seed(0))
         model.load_state_dict(state.sampling_weights())
-        return cls(key, model, NoiseSchedule.from_config(key.schedule), state.losses, state.elapsed)
+        return cls(key, model, NoiseSchedule.from_config(key.schedule), state.losses, state.elapsed,
+                   watched=watched)
 
     @property
     def dataset(self) -> Dataset:
@@ -106,7 +135,9 @@ class FinishedRun:
 
     def snapshot(self) -> RunSnapshot:
         steps = self.key.total_steps  # a model loaded from a file has no losses but was trained
-        return RunSnapshot("finished", steps, steps, self.key.steps_per_epoch, self.losses, self.train_seconds)
+        w = self.watched
+        return RunSnapshot("finished", steps, steps, self.key.steps_per_epoch, self.losses, self.train_seconds,
+                           preview=w.preview, previews=w.previews_array(), loss_by_t=w.loss_by_t)
 
     def sampled(self, sampler: SamplerConfig) -> tuple[Trajectory, Evaluation | None]:
         """The reverse trajectory for ``sampler`` and its metrics (None when not finite)."""
@@ -142,6 +173,7 @@ class TrainingJob:
         self.error: str | None = None
         self.note: str | None = None
         self.state: TrainerState | None = None  # while no worker holds the run
+        self.watched = Watched()
         self.until_step = key.total_steps  # "Step +10 epochs" stops earlier
         self.last_seen = registry.clock()
         self.is_watched: Callable[[], bool] = lambda: True
@@ -157,9 +189,10 @@ class TrainingJob:
             losses = self.losses[: self.step]
             losses.flags.writeable = False  # a view: later steps only write beyond it
             position = self.registry._queue_position(self)
+            w = self.watched
             return RunSnapshot(self.status, self.step, self.total_steps, self.steps_per_epoch, losses,
                                self.elapsed, self.error, self.note, self.wall, position,
-                               self.registry._eta(self, position))
+                               self.registry._eta(self, position), w.preview, w.previews_array(), w.loss_by_t)
 
     def heartbeat(self) -> None:
         self.last_seen = self.registry.clock()
@@ -213,7 +246,7 @@ class RunRegistry:
             return run
 
     def _store(self, job: TrainingJob, state: TrainerState) -> None:
-        run = FinishedRun.from_state(job.key, state)
+        run = FinishedRun.from_state(job.key, state, job.watched)
         self._finished[job.key] = run
         self._finished.move_to_end(job.key)
         while len(self._finished) > self.max_finished:
@@ -329,7 +362,8 @@ class RunRegistry:
             worker.job_id, job.worker = job.id, worker
             job.status, job.slice_started, job.stop_reason = "running", self.clock(), None
             pace = job.pace_seconds
-            if not worker.send(("train", job.id, job.key, job.state, job.until_step, pace, job.wall)):
+            message = ("train", job.id, job.key, job.state, job.until_step, pace, job.wall, job.watched.state)
+            if not worker.send(message):
                 worker.job_id, job.worker, job.status = None, None, "queued"
                 self._queue.appendleft(job)
                 return
@@ -366,9 +400,10 @@ class RunRegistry:
                     self._dispatch()
                 return
             if kind == "progress":
-                _, _, step, new_losses, elapsed, wall, _preview = message
+                _, _, step, new_losses, elapsed, wall, update = message
                 job.losses[step - len(new_losses) : step] = new_losses
                 job.step, job.elapsed, job.wall = step, elapsed, wall
+                job.watched.add(update)
                 return
             worker.job_id, job.worker = None, None
             job.wall = message[-1]
@@ -377,9 +412,13 @@ class RunRegistry:
             elif kind == "finished":
                 job.state, job.status = message[2], "finished"
                 job.step = message[2].step
+                job.watched.state = message[3]
+                job.watched.add(message[4])
                 self._store(job, message[2])
             else:  # stopped: paused, preempted, discarded, or at until_step
                 job.state = message[2]
+                job.watched.state = message[3]
+                job.watched.add(message[4])
                 if job.stop_reason == "preempt":
                     job.status = "queued"
                     self._queue.append(job)

@@ -18,11 +18,13 @@ from diffusion.config import DataConfig, ExperimentConfig, SamplerConfig, Schedu
 from diffusion.datasets import GaussianMixture, make_dataset
 from diffusion.forward import forward_trajectory
 from diffusion.metrics import Evaluation
+from diffusion.monitoring import BinnedFloor, loss_floor_by_bin
 from diffusion.samplers import Trajectory
 from diffusion.schedules import NoiseSchedule
 from ui import charts, session
 from ui.controls import Display, LoadedModel, loaded_model, session_owner
 from ui.jobs import FinishedRun, RunRegistry, RunSnapshot, TrainingJob, open_run, shared_pool
+from ui.workers import PREVIEW_POINTS, PREVIEW_STEPS
 
 POLL_SECONDS = 0.3  # loss chart refresh while training
 PACE_SECONDS = 5.0  # with "watch short runs" on, a run lasts at least this long
@@ -62,6 +64,18 @@ def loss_floor(data: DataConfig, schedule: ScheduleConfig) -> float | None:
     if not isinstance(dataset, GaussianMixture):
         return None
     return float(np.mean(dataset.irreducible_loss(_schedule(schedule), n=1024)))
+
+
+@st.cache_data(max_entries=32, show_spinner="Computing the loss floor per noise level…")
+def binned_loss_floor(data: DataConfig, schedule: ScheduleConfig) -> BinnedFloor:
+    """The irreducible loss in each of the 20 noise-level bins (exact, numerical, or unknown)."""
+    return loss_floor_by_bin(make_dataset(data), _schedule(schedule), 20)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _preview_axes(data: DataConfig) -> tuple[list[float], list[float]]:
+    """Fixed axes for the live previews: the data's range, padded so early, wide previews show."""
+    return charts.axis_range(_data_points(data, 1000, 1), pad=0.6)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -127,7 +141,7 @@ def training_panel(config: ExperimentConfig, display: Display) -> FinishedRun | 
                       pace_seconds=PACE_SECONDS if display.pace else 0.0,
                       is_watched=session.activity_probe(session.session_id()))
     floor = loss_floor(config.data, config.schedule)
-    _live_training(key, choice.job, choice.finished, floor, display)
+    _live_training(key, choice.job, choice.finished, floor, binned_loss_floor(config.data, config.schedule), display)
     return choice.finished
 
 
@@ -144,7 +158,8 @@ def _loaded_run(loaded: LoadedModel | None) -> FinishedRun | None:
     return run
 
 
-def _live_training(key: TrainingKey, job: TrainingJob | None, finished: FinishedRun | None, floor: float | None, display: Display):
+def _live_training(key: TrainingKey, job: TrainingJob | None, finished: FinishedRun | None, floor: float | None,
+                   binned_floor: BinnedFloor, display: Display):
     running = job is not None and job.snapshot().active
 
     @st.fragment(run_every=POLL_SECONDS if running else None)
@@ -156,16 +171,62 @@ def _live_training(key: TrainingKey, job: TrainingJob | None, finished: Finished
                 st.rerun()  # finished, failed or paused: redraw the whole page once
         _controls(key, job, snapshot)
         _progress(snapshot)
-        st.plotly_chart(
-            charts.loss_figure(snapshot.losses, smoothing=display.smoothing, log_y=display.log_y, floor=floor,
-                               total_steps=snapshot.total_steps),
-            config=PLOT_CONFIG, key="loss_chart",
-        )
-        if floor is not None:
-            st.caption(f"Dashed line: the irreducible loss {floor:.3f}, the best any denoiser can do on this data "
-                       "(averaged over t). A loss near it can still give poor samples.")
+        loss_column, preview_column = st.columns([3, 2])
+        with loss_column:
+            st.plotly_chart(
+                charts.loss_figure(snapshot.losses, smoothing=display.smoothing, log_y=display.log_y, floor=floor,
+                                   total_steps=snapshot.total_steps),
+                config=PLOT_CONFIG, key="loss_chart",
+            )
+            if floor is not None:
+                st.caption(f"Dashed line: the irreducible loss {floor:.3f}, the best any denoiser can do on this "
+                           "data (averaged over t). A loss near it can still give poor samples.")
+        with preview_column:
+            _live_samples(key, snapshot)
+        quality_column, by_t_column = st.columns(2)
+        with quality_column:
+            _quality(snapshot)
+        with by_t_column:
+            _loss_by_noise_level(snapshot, binned_floor)
 
     live()
+
+
+def _live_samples(key: TrainingKey, snapshot: RunSnapshot) -> None:
+    preview = snapshot.preview
+    label = "Live samples: none yet" if preview is None else (
+        f"Live samples at step {preview.step:,}: energy distance {preview.ratio:.2f} × floor")
+    st.plotly_chart(charts.preview_figure(None if preview is None else preview.points, _data_points(key.data, 1000, 1),
+                                          _preview_axes(key.data), label), config=PLOT_CONFIG, key="preview_chart")
+    st.caption(f"{PREVIEW_POINTS} points from the current weights (the weight average when EMA is on), by "
+               f"{min(PREVIEW_STEPS, key.schedule.num_timesteps)}-step DDIM from the same x_T every time, so they "
+               "change only as the weights do; the data is faint behind. Watch them move from noise onto the data.")
+
+
+def _quality(snapshot: RunSnapshot) -> None:
+    if len(snapshot.previews) == 0:
+        st.caption("Sample quality while training: the first preview comes a fraction of a second into a run.")
+        return
+    st.plotly_chart(charts.quality_figure(snapshot.previews, snapshot.total_steps), config=PLOT_CONFIG,
+                    key="quality_chart")
+    st.caption("Each preview's energy distance to the data over its noise floor (1 = as close as a fresh draw "
+               "of the data; few-step DDIM previews stay a little above 1 even for a perfect model). Look for "
+               "samples that keep improving after the loss has flattened.")
+
+
+def _loss_by_noise_level(snapshot: RunSnapshot, floor: BinnedFloor) -> None:
+    by_t = snapshot.loss_by_t
+    if by_t is None or by_t.step == 0:
+        st.caption("Loss by noise level: fills in as the run trains.")
+        return
+    st.plotly_chart(charts.loss_by_t_figure(by_t.t_start, by_t.t_end, by_t.recent_loss, floor.values, by_t.window),
+                    config=PLOT_CONFIG, key="loss_by_t_chart")
+    if floor.values is None:
+        known = "no floor is drawn: this data's density, and so its irreducible loss, is not known"
+    else:
+        known = f"dashed: the irreducible loss of each bin ({floor.description})"
+    st.caption(f"The training loss by noise level t, a mean over the last {by_t.window} steps per bin; {known}. "
+               "Where the bars stand furthest above the floor, the network is still wrong.")
 
 
 def _controls(key: TrainingKey, job: TrainingJob | None, snapshot: RunSnapshot) -> None:

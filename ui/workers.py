@@ -9,14 +9,21 @@ torch has started its threads) that imports only the core, runs one torch thread
 priority than the server, and talks to the server over one socket pair with
 ``multiprocessing.connection`` messages (pickled tuples):
 
-    server -> worker   ("train", job_id, training_key, state | None, until_step, pace_seconds, wall)
+    server -> worker   ("train", job_id, training_key, state | None, until_step, pace_seconds, wall,
+                        watch_state | None)
                        ("stop", job_id)          hand the run back after the current chunk
                        ("quit",)
     worker -> server   ("ready",)
-                       ("progress", job_id, step, new_losses, elapsed, wall, preview | None)
-                       ("stopped", job_id, state, wall)     paused, preempted or at until_step
-                       ("finished", job_id, state, wall)
+                       ("progress", job_id, step, new_losses, elapsed, wall, WatchUpdate)
+                       ("stopped", job_id, state, watch_state, WatchUpdate, wall)   paused, preempted
+                                                                                    or at until_step
+                       ("finished", job_id, state, watch_state, WatchUpdate, wall)
                        ("failed", job_id, message, step, wall)
+
+While it trains, a worker also watches the run (``diffusion.monitoring``): the loss binned by noise
+level, every step, and a preview of the current weights every ``PREVIEW_EVERY_S`` of wall time
+(and at every stop), but never more often than keeps previews under ``PREVIEW_MAX_SHARE`` of the
+training time. The binned loss's state travels with the run like the trainer's.
 
 A worker holds no state between runs: everything a run needs travels in ``TrainerState``, so a
 paused run resumes on any worker, bit for bit. The worker dies with its server: however the server
@@ -31,6 +38,8 @@ replace ``WorkerPool`` and keep the same messages.
 from __future__ import annotations
 
 import atexit
+import functools
+import math
 import os
 import pickle
 import signal
@@ -40,8 +49,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+
+from diffusion.monitoring import LossByT, LossByTSnapshot, Preview, Previewer, live_model, preview_interval
 
 
 def send(conn: Connection, message: tuple) -> None:
@@ -70,12 +82,82 @@ def pace_wait(pace_seconds: float, step: int, total_steps: int, wall: float) -> 
     return max(0.0, pace_seconds * step / total_steps - wall)
 
 
+PREVIEW_EVERY_S = 0.3  # a live preview this often (wall time) while a run trains
+PREVIEW_MAX_SHARE = 0.1  # ... but previews never take more than this share of the training time
+PREVIEW_POINTS = 300
+PREVIEW_STEPS = 30  # DDIM steps of a preview (T if T is smaller)
+
+
+@dataclass(frozen=True)
+class WatchUpdate:
+    """What a worker tells the page about a run besides its losses: a new preview (if one was
+    taken since the last message) and the loss by noise level now."""
+
+    preview: Preview | None
+    loss_by_t: LossByTSnapshot
+
+
+@functools.lru_cache(maxsize=4)
+def previewer_for(key) -> Previewer:
+    """One previewer per training configuration: the same x_T and noise for every preview of a
+    run, whichever worker takes it (seeded with the run's training seed)."""
+    from diffusion.schedules import NoiseSchedule
+
+    schedule = NoiseSchedule.from_config(key.schedule)
+    return Previewer(schedule, key.data, seed=key.train.seed, num_points=PREVIEW_POINTS,
+                     sample_steps=min(PREVIEW_STEPS, key.schedule.num_timesteps))
+
+
+class Watch:
+    """Live previews and the loss by noise level of one run, inside the worker."""
+
+    def __init__(self, key, trainer, watch_state: dict | None, clock: Callable[[], float] = time.monotonic):
+        self.trainer = trainer
+        self.loss_by_t = (LossByT.from_state_dict(watch_state) if watch_state is not None
+                          else LossByT.for_run(key.schedule.num_timesteps, key.total_steps))
+        self.previewer = previewer_for(key)
+        self.clock = clock
+        self.last_preview_at = -math.inf
+        self.last_preview_step = trainer.step
+        self.preview_seconds = 0.0
+        self.pending: Preview | None = None
+
+    def record(self, record) -> None:
+        self.loss_by_t.update(record.step, record.t, record.sample_losses)
+
+    def due(self) -> bool:
+        """A preview is due: ``PREVIEW_EVERY_S`` since the last one, and enough steps since that
+        a preview costs at most ``PREVIEW_MAX_SHARE`` of the training time."""
+        trainer = self.trainer
+        if trainer.step == self.last_preview_step or self.clock() - self.last_preview_at < PREVIEW_EVERY_S:
+            return False
+        step_seconds = trainer.elapsed / max(trainer.step, 1)
+        if step_seconds <= 0 or self.preview_seconds <= 0:
+            return True
+        least = preview_interval(self.preview_seconds, step_seconds, max_fraction=PREVIEW_MAX_SHARE)
+        return trainer.step - self.last_preview_step >= least
+
+    def preview(self) -> None:
+        """Preview the live weights (the EMA when there is one) now."""
+        preview = self.previewer.preview(live_model(self.trainer), step=self.trainer.step)
+        self.preview_seconds = preview.seconds
+        self.last_preview_at, self.last_preview_step = self.clock(), self.trainer.step
+        self.pending = preview
+
+    def update(self) -> WatchUpdate:
+        """What to send now (the pending preview goes out once)."""
+        update = WatchUpdate(self.pending, self.loss_by_t.snapshot())
+        self.pending = None
+        return update
+
+
 def _train(conn: Connection, job_id: int, key, state, until_step: int, pace_seconds: float, wall: float,
-           preview_every_s: float) -> None:
+           watch_state: dict | None) -> None:
     """Train one run until ``until_step``, the end, a stop request or a failure; report as it goes."""
     from diffusion.training import Trainer, TrainingDiverged
 
     trainer = Trainer(key) if state is None else Trainer.resume(key, state)
+    watch = Watch(key, trainer, watch_state)
     started, sent_step, last_sent = time.monotonic(), trainer.step, 0.0
 
     def clock() -> float:
@@ -87,8 +169,14 @@ def _train(conn: Connection, job_id: int, key, state, until_step: int, pace_seco
         if trainer.step == sent_step or not force and now - last_sent < PROGRESS_EVERY_S:
             return
         new = trainer.losses[sent_step:]
-        send(conn, ("progress", job_id, trainer.step, new, trainer.elapsed, clock(), None))
+        send(conn, ("progress", job_id, trainer.step, new, trainer.elapsed, clock(), watch.update()))
         sent_step, last_sent = trainer.step, now
+
+    def hand_back(kind: str) -> None:
+        send_progress(force=True)
+        if watch.last_preview_step != trainer.step:
+            watch.preview()  # the page shows the weights it stopped with
+        send(conn, (kind, job_id, trainer.state(), watch.loss_by_t.state_dict(), watch.update(), clock()))
 
     while True:
         if conn.poll():  # a message during a run can only be stop or quit
@@ -97,26 +185,25 @@ def _train(conn: Connection, job_id: int, key, state, until_step: int, pace_seco
                 raise SystemExit(0)
             if message[0] != "stop" or message[1] != job_id:
                 continue  # a late stop for an earlier run
-            send_progress(force=True)
-            send(conn, ("stopped", job_id, trainer.state(), clock()))
+            hand_back("stopped")
             return
         if trainer.done or trainer.step >= until_step:
-            send_progress(force=True)
-            kind = "finished" if trainer.done else "stopped"
-            send(conn, (kind, job_id, trainer.state(), clock()))
+            hand_back("finished" if trainer.done else "stopped")
             return
         wait = pace_wait(pace_seconds, trainer.step, trainer.total_steps, clock())
         if wait > 0:  # a short run paced to be watched: wait (waking for a stop), don't spin
             conn.poll(min(wait, 0.5))
             continue
         try:
-            for _ in trainer.run(min(CHUNK_STEPS, until_step - trainer.step)):
-                pass
+            for record in trainer.run(min(CHUNK_STEPS, until_step - trainer.step)):
+                watch.record(record)
         except TrainingDiverged as error:
             send_progress(force=True)
             send(conn, ("failed", job_id, str(error), trainer.step, clock()))
             return
-        send_progress(force=False)
+        if watch.due():
+            watch.preview()
+        send_progress(force=watch.pending is not None)
 
 
 def serve(conn: Connection) -> None:
@@ -134,9 +221,9 @@ def serve(conn: Connection) -> None:
             return
         if message[0] != "train":
             continue  # a stop for a run that already ended
-        _, job_id, key, state, until_step, pace_seconds, wall = message
+        _, job_id, key, state, until_step, pace_seconds, wall, watch_state = message
         try:
-            _train(conn, job_id, key, state, until_step, pace_seconds, wall, 0.0)
+            _train(conn, job_id, key, state, until_step, pace_seconds, wall, watch_state)
         except (EOFError, BrokenPipeError, ConnectionResetError):
             return
         except Exception as error:  # noqa: BLE001 - report, then take the next run
@@ -225,7 +312,8 @@ class WorkerPool:
                 message = receive(worker.conn)
             except (EOFError, OSError):
                 break
-            except Exception:  # noqa: BLE001 - an unreadable message: the worker is unusable
+            except Exception as error:  # noqa: BLE001 - an unreadable message: the worker is unusable
+                print(f"worker {worker.pid}: unreadable message ({error!r}); stopping it", file=sys.stderr)
                 worker.process.kill()
                 break
             self.on_message(worker, message)
@@ -271,4 +359,8 @@ def default_size() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # Run the imported module's main, not this __main__ copy's: the classes the worker pickles
+    # (WatchUpdate) must be ui.workers.WatchUpdate for the server to read them.
+    from ui.workers import main as worker_main
+
+    sys.exit(worker_main(sys.argv[1:]))

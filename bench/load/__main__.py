@@ -62,19 +62,8 @@ from diffusion.training import Trainer
 from ui import controls
 
 query, seconds = sys.argv[1], float(sys.argv[2])
-params = dict(parse_qsl(query))
-values = dict(controls.preset_values(params.pop("preset", "reference")))
-for key, raw in params.items():
-    control = controls.CONTROLS.get(key)
-    if control is None:
-        continue
-    values[key] = raw.lower() in ("true", "1") if control.kind is bool else control.kind(raw)
-types = {"schedule": C.ScheduleConfig, "denoiser": C.DenoiserConfig, "train": C.TrainConfig, "sampler": C.SamplerConfig}
-sections = {}
-for key, control in controls.CONTROLS.items():
-    if control.section in types:
-        sections.setdefault(control.section, {})[control.field] = control.kind(values[key])
-experiment = C.ExperimentConfig(data=C.DataConfig(values["dataset"]), **{k: types[k](**v) for k, v in sections.items()})
+_, values, _ = controls.read_link({key: [raw] for key, raw in parse_qsl(query)})
+experiment = controls.experiment_from_values(values, C.DataConfig(values["dataset"]))
 trainer = Trainer(experiment)
 for _ in trainer.run(50):
     pass

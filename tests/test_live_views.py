@@ -1,0 +1,71 @@
+"""The live views of a run on the page (AppTest): samples of the current weights, their quality
+curve, and the loss by noise level against its floor, while training and once finished."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from diffusion.config import DataConfig, ScheduleConfig
+from diffusion.monitoring import loss_floor_by_bin
+from diffusion.datasets import make_dataset
+from diffusion.schedules import NoiseSchedule
+from tests.pages import fresh_caches, open_page, wait_finished  # noqa: F401
+from ui.workers import PREVIEW_POINTS
+
+pytestmark = pytest.mark.usefixtures("fresh_caches")
+
+
+def _decode(values):
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).astype(np.float64)
+    return np.asarray(values, dtype=np.float64)
+
+
+def chart(at, trace_name: str) -> dict:
+    for element in at.get("plotly_chart"):
+        spec = json.loads(element.proto.spec)
+        if any(trace.get("name") == trace_name for trace in spec["data"]):
+            return spec
+    raise AssertionError(f"no chart with a trace named {trace_name!r}")
+
+
+def trace(spec: dict, name: str) -> dict:
+    return next(t for t in spec["data"] if t.get("name") == name)
+
+
+def test_a_finished_run_shows_its_last_preview_its_quality_curve_and_its_loss_by_noise_level_with_the_exact_floor():
+    at = wait_finished(open_page())  # the reference Gaussian, T = 100
+    preview = chart(at, "preview samples")
+    assert len(_decode(trace(preview, "preview samples")["x"])) == PREVIEW_POINTS
+    assert preview["layout"]["title"]["text"].startswith("Live samples at step 150:")  # the final weights
+    quality = chart(at, "energy distance / floor")
+    steps = _decode(trace(quality, "energy distance / floor")["x"])
+    assert steps[-1] == 150 and np.all(np.diff(steps) > 0)
+    by_t = chart(at, "irreducible loss")
+    assert len(_decode(trace(by_t, "loss, last 200 steps")["y"])) == 20
+    expected = loss_floor_by_bin(make_dataset(DataConfig("gaussian")), NoiseSchedule.from_config(
+        ScheduleConfig(num_timesteps=100)), 20).values
+    np.testing.assert_allclose(_decode(trace(by_t, "irreducible loss")["y"]), expected, rtol=1e-6)  # float32
+    captions = " ".join(c.value for c in at.caption)
+    assert "irreducible loss of each bin (exact:" in captions
+    assert f"{PREVIEW_POINTS} points from the current weights" in captions
+
+
+def test_data_without_a_known_density_shows_the_loss_by_noise_level_without_a_floor_and_says_why():
+    at = wait_finished(open_page(dataset="moons"))
+    by_t = chart(at, "loss, last 200 steps")
+    assert [t.get("name") for t in by_t["data"]] == ["loss, last 200 steps"]
+    assert any("no floor is drawn: this data's density" in c.value for c in at.caption)
+    assert len(_decode(trace(chart(at, "preview samples"), "preview samples")["x"])) == PREVIEW_POINTS
+
+
+def test_uploaded_points_get_previews_too():
+    at = open_page(dataset="points")
+    rows = "\n".join(f"{np.cos(i / 9):.4f},{np.sin(i / 9):.4f}" for i in range(200))
+    at.file_uploader(key="points_file").upload("ring.csv", f"x,y\n{rows}\n".encode(), "text/csv").run()
+    wait_finished(at)
+    assert len(_decode(trace(chart(at, "preview samples"), "preview samples")["x"])) == PREVIEW_POINTS
