@@ -17,10 +17,10 @@ import torch
 
 from diffusion import improved, reference
 from diffusion.config import DataConfig, PointSet, SamplerConfig
+from diffusion.monitoring import LossByT
 from diffusion.training import Trainer
 from ui import jobs, workers
 from ui.jobs import RunRegistry, open_run
-from diffusion.monitoring import LossByT
 from ui.workers import WorkerPool, previewer_for
 
 

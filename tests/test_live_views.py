@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from diffusion.config import DataConfig, ScheduleConfig
-from diffusion.monitoring import loss_floor_by_bin
 from diffusion.datasets import make_dataset
+from diffusion.monitoring import loss_floor_by_bin
 from diffusion.schedules import NoiseSchedule
 from tests.pages import fresh_caches, open_page, wait_finished  # noqa: F401
 from ui.workers import PREVIEW_POINTS
