@@ -15,6 +15,7 @@ from ui import controls, panels
 st.set_page_config(page_title="DDPM Lab", page_icon="🌀", layout="wide")
 torch.set_num_threads(1)  # the MLP is tiny: extra threads only contend with the server
 
+panels.freeze_imports()
 controls.init_state_from_url()
 config, display = controls.sidebar()
 controls.write_url()

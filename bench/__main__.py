@@ -176,9 +176,10 @@ def memory() -> list[tuple]:
 
 
 def streaming_throughput(repeats: int) -> list[tuple]:
-    """Training while the page streams the loss vs headless. The page's side is simulated in this
-    process by what one fragment tick does on the server every 0.3 s: snapshot the job, build the
-    loss figure, serialise it as st.plotly_chart does."""
+    """Training while the page streams the loss vs headless. Training runs in a worker process, as
+    on the page, which also takes the live previews and keeps the loss by noise level; this process
+    plays the server and does what one fragment tick does every 0.3 s: snapshot the job, build the
+    loss, preview, quality and loss-by-t figures, serialise them as st.plotly_chart does."""
     import plotly.io
 
     from ui import charts
@@ -187,8 +188,10 @@ def streaming_throughput(repeats: int) -> list[tuple]:
 
     epochs = 10_000
     config = reference().replace(train={"epochs": epochs})
-    headless_seconds, streamed_seconds = [], []
-    pool = WorkerPool(1)  # the page trains in worker processes; this process plays the server
+    data = make_dataset(config.data).sample(1000, torch.Generator().manual_seed(1)).numpy()
+    ranges = charts.axis_range(data, pad=0.6)
+    headless_seconds, streamed_seconds, preview_ms, extra_bytes = [], [], [], []
+    pool = WorkerPool(1)
     for _ in range(repeats):
         with stopwatch(headless_seconds):
             Trainer(config).train()
@@ -198,15 +201,31 @@ def streaming_throughput(repeats: int) -> list[tuple]:
         while registry.finished(config.training) is None:
             snapshot = job.snapshot()
             plotly.io.to_json(charts.loss_figure(snapshot.losses, total_steps=snapshot.total_steps), validate=False)
+            extras = [charts.preview_figure(None if snapshot.preview is None else snapshot.preview.points, data,
+                                            ranges, "live")]
+            if len(snapshot.previews):
+                extras.append(charts.quality_figure(snapshot.previews, snapshot.total_steps))
+            if snapshot.loss_by_t is not None and snapshot.loss_by_t.step:
+                by_t = snapshot.loss_by_t
+                extras.append(charts.loss_by_t_figure(by_t.t_start, by_t.t_end, by_t.recent_loss, None, by_t.window))
+            if len(extras) == 3:
+                extra_bytes.append(sum(len(plotly.io.to_json(fig, validate=False)) for fig in extras))
             time.sleep(0.3)
             if job.status == "failed":
                 raise RuntimeError(job.error)
-        streamed_seconds.append(job.wall)  # the job's own wall time, start to last step
+        streamed_seconds.append(job.wall)  # the job's own wall time, start to last step, previews included
+        preview_ms += list(registry.finished(config.training).snapshot().previews[:, 3] * 1000)
         registry.close()
     pool.close()
     headless, streamed = epochs / statistics.median(headless_seconds), epochs / statistics.median(streamed_seconds)
-    return [("training while the loss streams (10,000 steps)", f"{headless:,.0f} steps/s headless",
-             f"{streamed:,.0f} steps/s", f"{streamed / headless:.0%} of headless", ">= 90%")]
+    return [
+        ("training while the loss and live previews stream (10,000 steps)", f"{headless:,.0f} steps/s headless",
+         f"{streamed:,.0f} steps/s", f"{streamed / headless:.0%} of headless", ">= 90%"),
+        ("one live preview (300 points, 30 DDIM steps, scored)", "", f"{statistics.median(preview_ms):.1f} ms",
+         f"{len(preview_ms) / repeats:.0f} previews a run", "<= 10% of training"),
+        ("extra bytes per poll (preview, quality, loss by t figures)", "",
+         f"{statistics.median(extra_bytes) / 1000:.1f} kB" if extra_bytes else "n/a", "", ""),
+    ]
 
 
 def page_costs() -> list[tuple]:
