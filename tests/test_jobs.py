@@ -286,3 +286,10 @@ def test_closing_a_pool_leaves_no_worker_process():
     for pid in pids:
         with pytest.raises(ProcessLookupError):  # reaped: not even a zombie is left
             os.kill(pid, 0)
+
+
+def test_pages_redraw_less_often_only_while_more_runs_want_a_worker_than_there_are():
+    assert jobs.poll_interval(1, 2) == jobs.POLL_SECONDS
+    assert jobs.poll_interval(2, 2) == jobs.POLL_SECONDS
+    assert jobs.poll_interval(4, 2) == pytest.approx(2 * jobs.POLL_SECONDS)  # each run gets half a worker
+    assert jobs.poll_interval(100, 2) == jobs.MAX_POLL_SECONDS  # but at least once a second

@@ -234,7 +234,7 @@ def quality_figure(previews: np.ndarray, total_steps: int) -> go.Figure:
     fig.add_hline(y=1.0, line=dict(color=FLOOR_COLOR, dash="dash", width=1.5),
                   annotation_text="noise floor (fresh data)", annotation_position="top right")
     fig.update_xaxes(range=[0, max(total_steps, 1)], title_text="optimizer step")
-    fig.update_yaxes(type="log", title_text="energy distance / floor")
+    fig.update_yaxes(type="log", dtick=1, title_text="energy distance / floor")  # a label per decade
     fig.update_layout(height=280, margin=dict(l=10, r=10, t=10, b=10), showlegend=False, uirevision="quality")
     return fig
 

@@ -474,6 +474,11 @@ class RunRegistry:
                     job.worker.send(("stop", job.id))
             self._queue.clear()
 
+    def active_count(self) -> int:
+        """Runs training or waiting to, over all sessions."""
+        with self._lock:
+            return sum(job.status in ("running", "queued") for job in self._by_id.values())
+
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"finished": len(self._finished), "jobs": len(self._jobs),
@@ -513,6 +518,18 @@ def open_run(runs: RunRegistry, owner: str, key: TrainingKey, *, loaded: Finishe
         if job.status == "paused" and job.resume_on_return:
             job.start()  # paused when the settings changed; coming back resumes it
     return RunChoice(job, None)
+
+
+POLL_SECONDS = 0.3  # how often a page showing an active run redraws it, when the workers keep up
+MAX_POLL_SECONDS = 1.0
+
+
+def poll_interval(active_runs: int, workers: int) -> float:
+    """Seconds between a page's redraws of its active run. While more runs want a worker than there
+    are workers, each advances proportionally slower, so its page redraws proportionally less often
+    (up to once a second): the server's work per second stays about the same however many pages
+    are open, and stays small beside the workers'."""
+    return min(MAX_POLL_SECONDS, POLL_SECONDS * max(1.0, active_runs / max(workers, 1)))
 
 
 _POOL: WorkerPool | None = None

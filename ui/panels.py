@@ -24,10 +24,9 @@ from diffusion.samplers import Trajectory
 from diffusion.schedules import NoiseSchedule
 from ui import charts, session
 from ui.controls import Display, LoadedModel, loaded_model, session_owner
-from ui.jobs import FinishedRun, RunRegistry, RunSnapshot, TrainingJob, open_run, shared_pool
+from ui.jobs import FinishedRun, RunRegistry, RunSnapshot, TrainingJob, open_run, poll_interval, shared_pool
 from ui.workers import PREVIEW_POINTS, PREVIEW_STEPS
 
-POLL_SECONDS = 0.3  # loss chart refresh while training
 PACE_SECONDS = 5.0  # with "watch short runs" on, a run lasts at least this long
 PLOT_CONFIG = {"displaylogo": False}
 FAR_FROM_NOISE = 0.01  # warn when abar_T is above this
@@ -172,8 +171,10 @@ def _loaded_run(loaded: LoadedModel | None) -> FinishedRun | None:
 def _live_training(key: TrainingKey, job: TrainingJob | None, finished: FinishedRun | None, floor: float | None,
                    binned_floor: BinnedFloor, display: Display):
     running = job is not None and job.snapshot().active
+    runs = registry()
+    every = poll_interval(runs.active_count(), runs.pool.size) if running else None
 
-    @st.fragment(run_every=POLL_SECONDS if running else None)
+    @st.fragment(run_every=every)
     def live():
         snapshot = job.snapshot() if job is not None else finished.snapshot()
         if job is not None:
