@@ -40,4 +40,6 @@ if sampled is not None:
         panels.reverse_panel(run, trajectory, config, display)
     with comparison_column:
         panels.results_panel(run, scores, config)
+    panels.field_panel(run, display)
+    panels.drift_panel(run, config, display)
     panels.downloads_panel(run, trajectory, config, display)

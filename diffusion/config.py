@@ -464,6 +464,18 @@ class SamplerConfig:
         0, key="sample_seed", label="Sampling seed", effect="resample", low=0, high=MAX_SEED,
         help="Fixes x_T and the noise.",
     )
+    clip_x0: bool = setting(
+        False, key="clip_x0", label="Clip predicted x₀ to [-1, 1]", effect="resample", widget="toggle",
+        help="Clamp the model's guess x̂₀ to [-1, 1] at every step, as diffusers' schedulers do by default "
+             "(clip_sample). Only right for data inside [-1, 1]: the reference data sits at (2, 2), and "
+             "clipping collapses its samples into a small cloud just under (1, 1).",
+    )
+    common_noise: bool = setting(
+        True, key="common_noise", label="Same noise for every run", effect="resample", widget="toggle",
+        help="On: every run sampled with the same seed and number of samples starts from the same x_T and "
+             "gets the same per-step noise, so two animations differ only by the model or the sampler "
+             "(DDPM and DDIM share x_T). Off: the noise also depends on the run, so two runs get different noise.",
+    )
 
     def __post_init__(self):
         _validate(self)

@@ -69,3 +69,30 @@ def test_uploaded_points_get_previews_too():
     at.file_uploader(key="points_file").upload("ring.csv", f"x,y\n{rows}\n".encode(), "text/csv").run()
     wait_finished(at)
     assert len(_decode(trace(chart(at, "preview samples"), "preview samples")["x"])) == PREVIEW_POINTS
+
+
+def test_the_field_view_has_every_noise_level_in_its_frames_and_names_its_ideal_denoiser():
+    at = wait_finished(open_page())
+    field = chart(at, "learned ε")
+    assert len(field["frames"]) == 20 and field["frames"][0]["name"] == "t = 0" and field["frames"][-1]["name"] == "t = 99"
+    assert [t.get("name") for t in field["data"]] == ["|learned − ideal|", "data at t", "learned ε", "ideal ε"]
+    assert any("The ideal denoiser here is exact (closed form for this Gaussian)" in c.value for c in at.caption)
+    errors = _decode(trace(chart(at, "mean error"), "mean error")["y"])
+    assert len(errors) == 20 and np.isfinite(errors).all()
+    at.radio(key="field").set_value("score").run()  # display only: the same run, drawn as a score
+    assert [t.get("name") for t in chart(at, "learned score")["data"]][2:] == ["learned score", "ideal score"]
+
+
+def test_the_field_of_a_shape_is_compared_with_the_empirical_ideal_of_a_sample():
+    at = wait_finished(open_page(dataset="moons"))
+    assert any("for this sample of 20,000 points, not the shape itself" in c.value for c in at.caption)
+
+
+def test_the_drift_view_compares_every_kept_frame_with_the_true_noised_data():
+    at = wait_finished(open_page())  # 5 frames kept: all compared
+    drift = chart(at, "drift")
+    times = _decode(trace(drift, "drift")["x"])
+    assert list(times) == [100, 75, 50, 25, 0]
+    assert [f["name"] for f in drift["frames"]] == ["t = 100", "t = 75", "t = 50", "t = 25", "t = 0"]
+    ratio = _decode(trace(drift, "drift")["y"])
+    assert ratio[0] > 10  # T = 100 leaves q(x_T) far from the N(0, I) the sampler starts from

@@ -66,17 +66,18 @@ class AnimationStyle:
     marker_size: int = 4
 
 
-def _play_controls(labels: list[str], frame_ms: int, prefix: str) -> dict:
+def _play_controls(labels: list[str], frame_ms: int, prefix: str, redraw: bool = False) -> dict:
+    """Play / pause buttons and a frame slider; ``redraw`` for frames that change a heat map."""
     play = dict(label="▶ Play", method="animate",
-                args=[None, {"frame": {"duration": frame_ms, "redraw": False}, "fromcurrent": True,
+                args=[None, {"frame": {"duration": frame_ms, "redraw": redraw}, "fromcurrent": True,
                              "transition": {"duration": 0}}])
     pause = dict(label="❚❚ Pause", method="animate",
-                 args=[[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
+                 args=[[None], {"frame": {"duration": 0, "redraw": redraw}, "mode": "immediate",
                                 "transition": {"duration": 0}}])
     menus = [dict(type="buttons", direction="left", showactive=False, x=0.0, y=-0.06, xanchor="left",
                   yanchor="top", pad=dict(t=28, r=10), buttons=[play, pause])]
     steps = [dict(method="animate", label=label,
-                  args=[[label], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
+                  args=[[label], {"frame": {"duration": 0, "redraw": redraw}, "mode": "immediate",
                                   "transition": {"duration": 0}}]) for label in labels]
     sliders = [dict(active=0, steps=steps, x=0.24, len=0.76, y=-0.06, yanchor="top", pad=dict(t=10, b=0),
                     currentvalue=dict(prefix=prefix, visible=True, xanchor="right", font=dict(size=13)),
@@ -153,6 +154,106 @@ def forward_figure(frames: np.ndarray, times: np.ndarray, data: np.ndarray, fram
     labels = [f"t = {int(t)}" for t in times]
     return animation_figure(frames, labels, data, title="Forward process: data x₀ → noise x_T",
                             style=AnimationStyle(frame_ms=frame_ms))
+
+
+# --- the field: learned against ideal ------------------------------------------------------------
+
+LEARNED_COLOR = SAMPLE_COLOR
+IDEAL_COLOR = "#111111"
+
+
+def _arrows(starts: np.ndarray, vectors: np.ndarray, scale: float, longest: float) -> dict:
+    """Line segments start -> start + scale * vector, none longer than ``longest`` (longer ones keep
+    their direction), separated by gaps: one trace for all arrows."""
+    steps = scale * vectors
+    length = np.linalg.norm(steps, axis=1, keepdims=True)
+    steps = np.where(length > longest, steps * longest / np.maximum(length, 1e-12), steps)
+    ends = starts + steps
+    gap = np.full_like(starts, np.nan)
+    return _xy(np.stack([starts, ends, gap], axis=1).reshape(-1, 2))
+
+
+def field_figure(times: np.ndarray, xs: np.ndarray, ys: np.ndarray, learned: np.ndarray, ideal: np.ndarray,
+                 noised_data: np.ndarray, *, quantity: str, frame_ms: int = PLAY_MS) -> go.Figure:
+    """At each t (a frame): a heat map of |learned - ideal| on the grid, the noised data q(x_t)
+    faint, the learned arrows and the ideal arrows. learned, ideal: (K, G, 2) on the grid points
+    (x fastest); noised_data: (K, n, 2). Arrows are scaled per t (they shrink or grow with t), the
+    same scale for both fields so their lengths compare; arrows longer than 1.5 grid cells are cut to
+    that length, keeping their direction."""
+    grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)  # (G, 2), x fastest
+    spacing = min(np.diff(xs).min(), np.diff(ys).min())
+    labels = [f"t = {int(t)}" for t in times]
+
+    def traces(k: int) -> list:
+        lengths = np.concatenate([np.linalg.norm(ideal[k], axis=1), np.linalg.norm(learned[k], axis=1)])
+        scale = 0.8 * spacing / (np.percentile(lengths, 75) or 1.0)
+        error = np.linalg.norm(learned[k] - ideal[k], axis=1).reshape(len(ys), len(xs))
+        return [
+            go.Heatmap(x=xs, y=ys, z=error.astype(np.float32), colorscale="Reds", zmin=0, name="|learned − ideal|",
+                       colorbar=dict(title=dict(text="|error|", side="right"), thickness=12), opacity=0.85),
+            go.Scatter(**_xy(noised_data[k]), mode="markers", name="data at t",
+                       marker=dict(size=3, color=DATA_COLOR, opacity=0.25)),
+            go.Scatter(**_arrows(grid, learned[k], scale, 1.5 * spacing), mode="lines", name=f"learned {quantity}",
+                       line=dict(color=LEARNED_COLOR, width=2.5)),
+            go.Scatter(**_arrows(grid, ideal[k], scale, 1.5 * spacing), mode="lines", name=f"ideal {quantity}",
+                       line=dict(color=IDEAL_COLOR, width=1.2)),
+        ]
+
+    fig = go.Figure(data=traces(0), frames=[go.Frame(data=traces(k), name=labels[k]) for k in range(len(times))])
+    fig.update_layout(
+        xaxis=dict(range=[xs[0] - spacing, xs[-1] + spacing], zeroline=False, constrain="domain"),
+        yaxis=dict(range=[ys[0] - spacing, ys[-1] + spacing], zeroline=False, scaleanchor="x", scaleratio=1),
+        height=560, margin=dict(l=10, r=10, t=30, b=120),
+        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+        **_play_controls(labels, frame_ms, prefix="", redraw=True),
+    )
+    return fig
+
+
+def field_error_figure(times: np.ndarray, error: np.ndarray, *, quantity: str) -> go.Figure:
+    """Mean |learned - ideal| over the noised data at each t: the bad t's stand out."""
+    fig = go.Figure(go.Scatter(x=times, y=error.astype(np.float32), mode="lines+markers", name="mean error",
+                               line=dict(color=FLOOR_COLOR, width=2), marker=dict(size=5)))
+    fig.update_xaxes(title_text="t (0 = data, T-1 = noise)")
+    fig.update_yaxes(title_text=f"mean |learned − ideal {quantity}|", rangemode="tozero")
+    fig.update_layout(height=240, margin=dict(l=10, r=10, t=10, b=10), showlegend=False)
+    return fig
+
+
+def drift_figure(times: np.ndarray, truth: np.ndarray, sampled: np.ndarray, ratio: np.ndarray,
+                 frame_ms: int = PLAY_MS) -> go.Figure:
+    """Forward against reverse at the same t: left, the true q(x_t) and the sampler's x_t overlaid
+    (a frame per kept t); right, their energy distance over its floor at every kept t, the current
+    one marked."""
+    labels = [f"t = {int(t)}" for t in times]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.1,
+                        subplot_titles=("q(x_t) (blue) and the sampler's x_t (orange)", "energy distance / floor"))
+    x_range, y_range = axis_range(truth[-1], sampled[-1], truth[0], sampled[0])
+
+    def moving(k: int) -> list[go.Scatter]:
+        return [
+            go.Scatter(**_xy(truth[k]), mode="markers", name="q(x_t)", marker=dict(size=3, color=DATA_COLOR, opacity=0.45)),
+            go.Scatter(**_xy(sampled[k]), mode="markers", name="sampler x_t",
+                       marker=dict(size=3, color=SAMPLE_COLOR, opacity=0.6)),
+            go.Scatter(x=[times[k]], y=[float(ratio[k])], mode="markers", name="now", xaxis="x2", yaxis="y2",
+                       marker=dict(size=11, color=SAMPLE_COLOR, line=dict(color="#000", width=1))),
+        ]
+
+    first = moving(0)
+    fig.add_trace(first[0], 1, 1)
+    fig.add_trace(first[1], 1, 1)
+    fig.add_trace(go.Scatter(x=times, y=ratio.astype(np.float32), mode="lines", name="drift",
+                             line=dict(color=SAMPLE_COLOR, width=2)), 1, 2)
+    fig.add_trace(first[2], 1, 2)
+    fig.add_hline(y=1.0, line=dict(color=FLOOR_COLOR, dash="dash", width=1.2), row=1, col=2)
+    fig.frames = [go.Frame(data=moving(k), traces=[0, 1, 3], name=labels[k]) for k in range(len(times))]
+    fig.update_xaxes(range=x_range, row=1, col=1)
+    fig.update_yaxes(range=y_range, scaleanchor="x", scaleratio=1, row=1, col=1)
+    fig.update_xaxes(title_text="t", autorange="reversed", row=1, col=2)
+    fig.update_yaxes(type="log", dtick=1, row=1, col=2)
+    fig.update_layout(height=480, margin=dict(l=10, r=10, t=40, b=120), showlegend=False,
+                      **_play_controls(labels, frame_ms, prefix=""))
+    return fig
 
 
 # --- training ------------------------------------------------------------------------------------

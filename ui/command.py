@@ -39,8 +39,10 @@ from pathlib import Path
 import torch
 
 from diffusion import checkpoints
+from diffusion.budget import BUDGET_COLUMNS, budget_rows
 from diffusion.config import PRESETS, SECTIONS, Declared, ExperimentConfig, declared, experiment_settings
 from diffusion.datasets import PointsError, load_points, make_dataset
+from diffusion.ideal import drift_curve, field_at, field_grid, ideal_denoiser
 from diffusion.metrics import evaluate
 from diffusion.monitoring import (
     LOSS_BY_T_COLUMNS,
@@ -53,7 +55,7 @@ from diffusion.monitoring import (
     preview_rows,
     preview_steps,
 )
-from diffusion.samplers import sample_model
+from diffusion.samplers import sample_model, training_salt
 from diffusion.schedules import NoiseSchedule
 from diffusion.training import Trainer, TrainingDiverged
 
@@ -71,10 +73,21 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _true_or_false(text: str) -> bool:
+    """A switch's value as links write it: true or false (or 1 or 0)."""
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected true or false; got {text!r}")
+    return text.lower() in ("true", "1")
+
+
 def _add_setting(group, d: Declared) -> None:
+    allowed = f" Allowed: {d.allowed()}."
+    if d.kind is bool:  # `--clip-x0` alone means true; `--common-noise false` turns a switch off
+        group.add_argument(d.flag, *d.setting.old_flags, dest=d.key, type=_true_or_false, nargs="?", const=True,
+                           metavar="true|false", help=d.setting.help + " Alone it means true." + allowed)
+        return
     kind = d.kind if d.kind in (int, float) else str
     extra = {"choices": d.choices} if d.choices is not None else {}
-    allowed = f" Allowed: {d.allowed()}."
     group.add_argument(d.flag, *d.setting.old_flags, dest=d.key, type=kind, metavar=d.key.upper(),
                        help=d.setting.help + allowed, **extra)
 
@@ -92,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-checkpoint", metavar="DIR", help="write model.safetensors + config.json")
     g.add_argument("--load-checkpoint", metavar="PATH", help="sample a saved model instead of training")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    g.add_argument("--budget", action="store_true", help=(
+        "also sample the model with DDPM (respaced below T) and DDIM at eta 0 and 1 at 5, 10, 20, 50, 100, "
+        "200, 500 and T steps (those up to T), each scored by its energy distance and floor: written to "
+        "budget.csv with --out, as \"budget\" with --json, else printed as a table"))
     g.add_argument("--out", metavar="DIR", help=(
         "write samples.csv, losses.csv, config.json, figure.html, loss_by_t.csv (the loss over the last "
         "20%% of training in 20 bins of t, beside its floor) and previews.csv (the page's 300-point "
@@ -226,7 +243,7 @@ def _json_row(row: dict) -> dict:
     return {k: None if v == "" or isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
 
 
-def _write_outputs(out: Path, config, losses, trajectory, dataset, watched: Watched) -> None:
+def _write_outputs(out: Path, config, losses, trajectory, dataset, watched: Watched, *, model, schedule) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "samples.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -243,10 +260,82 @@ def _write_outputs(out: Path, config, losses, trajectory, dataset, watched: Watc
             writer.writeheader()
             writer.writerows(rows)
     (out / "config.json").write_text(config.to_json())
+    _write_field_and_drift(out, config, model, schedule, trajectory, dataset)
     from ui import charts  # plotly lives with the dashboard's chart builders
 
     data = dataset.sample(len(trajectory.samples), torch.Generator().manual_seed(config.sampler.seed + 1))
     (out / "figure.html").write_text(charts.report_html(config, data.numpy(), trajectory, losses))
+
+
+FIELD_COLUMNS = ("t", "x", "y", "eps_x", "eps_y", "ideal_x", "ideal_y")
+DRIFT_COLUMNS = ("t", "energy_distance", "floor")
+
+
+def _write_field_and_drift(out: Path, config, model, schedule: NoiseSchedule, trajectory, dataset) -> None:
+    """field.csv: the learned eps_theta and the ideal eps* (``diffusion.ideal``: exact for a Gaussian
+    or mixture, else of a fixed 20,000-point sample or of the user's points) on a 21 x 21 grid
+    spanning the data (20,000 draws, seed 0) padded by its standard deviation, at t = 0, T/10, T/4,
+    T/2, 3T/4 and T - 1 (model indices, rounded down; repeats dropped when T < 10), rows x fastest.
+    drift.csv: at each kept frame time of the trajectory (T ... 0), the energy distance between the
+    sampler's x_t and as many points of the true q(x_t) (seed: the sampling seed + 1), and its floor."""
+    T = schedule.num_timesteps
+    times = dict.fromkeys([0, T // 10, T // 4, T // 2, 3 * T // 4, T - 1])  # ordered, no repeats
+    ideal = ideal_denoiser(dataset, schedule)
+    grid = field_grid(dataset.sample(20_000, torch.Generator().manual_seed(0)).numpy(), num=21, pad=1.0)
+    with open(out / "field.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(FIELD_COLUMNS)
+        for t in times:
+            frame = field_at(model, ideal, schedule, t, grid)
+            for (x, y), (ex, ey), (ix, iy) in zip(frame.points.tolist(), frame.learned.tolist(), frame.ideal.tolist(),
+                                              strict=True):
+                writer.writerow([t, x, y, ex, ey, ix, iy])
+    drift = drift_curve(trajectory, dataset, schedule, seed=config.sampler.seed + 1)
+    with open(out / "drift.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(DRIFT_COLUMNS)
+        writer.writerows(zip(drift.times.tolist(), drift.energy_distance.tolist(), drift.floor.tolist(), strict=True))
+
+
+def _budget(args: argparse.Namespace, model, schedule: NoiseSchedule, config: ExperimentConfig, dataset,
+            device: torch.device) -> list[dict] | None:
+    """With --budget, the budget's rows (``diffusion.budget``) for the sampler's sample count, seed,
+    DDPM variance and clipping, with a progress bar on a terminal: written to DIR/budget.csv with
+    --out, and returned (for --json, or ``_print_budget``). None without --budget."""
+    if not args.budget:
+        return None
+    show = not args.json and sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if show:
+            sys.stderr.write(f"\rbudget [{'#' * (30 * done // total)}{'.' * (30 - 30 * done // total)}] {done}/{total}")
+            sys.stderr.write("\n" if done == total else "")
+            sys.stderr.flush()
+
+    s = config.sampler
+    rows = [row.to_dict() for row in budget_rows(
+        model, schedule, dataset, num_samples=s.num_samples, seed=s.seed, variance=s.variance, clip_x0=s.clip_x0,
+        device=device, on_progress=progress)]
+    if args.out:
+        try:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            with open(Path(args.out) / "budget.csv", "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=BUDGET_COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+        except OSError as error:
+            raise UsageError(f"--out: {error}") from None
+    return rows
+
+
+def _print_budget(rows: list[dict]) -> None:
+    """The budget as a table (without --out or --json)."""
+    print(f"{'sampler':<8}{'eta':>5}{'steps':>7}{'calls':>7}{'seconds':>9}{'energy':>10}{'floor':>10}{'ratio':>7}")
+    for r in rows:
+        eta = "" if r["eta"] is None else f"{r['eta']:g}"
+        ratio = r["energy_distance"] / r["floor"] if r["floor"] > 0 else float("nan")
+        print(f"{r['sampler']:<8}{eta:>5}{r['steps']:>7}{r['model_calls']:>7}{r['seconds']:>9.3f}"
+              f"{r['energy_distance']:>10.5f}{r['floor']:>10.5f}{ratio:>7.2f}")
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -283,15 +372,16 @@ def run(argv: list[str] | None = None) -> int:
                 checkpoints.save(model, config, args.save_checkpoint)
             except OSError as error:
                 raise UsageError(f"--save-checkpoint: {error}") from None
-    trajectory = sample_model(model, schedule, config.sampler, device=device)
+    trajectory = sample_model(model, schedule, config.sampler, device=device, run_salt=training_salt(config.training))
     if not trajectory.finite:
         print("error: sampling produced NaN or inf; the model is unusable (try a lower learning rate)", file=sys.stderr)
         return 1
     dataset = make_dataset(config.data)
     metrics = evaluate(trajectory.samples, dataset).to_dict()
+    budget = _budget(args, model, schedule, config, dataset, device)
     if args.out:
         try:
-            _write_outputs(Path(args.out), config, losses, trajectory, dataset, watched)
+            _write_outputs(Path(args.out), config, losses, trajectory, dataset, watched, model=model, schedule=schedule)
         except OSError as error:
             raise UsageError(f"--out: {error}") from None
     if args.json:
@@ -304,6 +394,7 @@ def run(argv: list[str] | None = None) -> int:
             "metrics": metrics,
             "loss_by_t": [_json_row(row) for row in watched.loss_by_t],
             "previews": [_json_row(row) for row in watched.previews],
+            **({"budget": [_json_row(row) for row in budget]} if budget is not None else {}),
         }, indent=2))
         return 0
     print(f"Generated samples shape: {trajectory.samples.shape}")
@@ -312,6 +403,8 @@ def run(argv: list[str] | None = None) -> int:
     print(f"std  {metrics['std'][0]:.3f}, {metrics['std'][1]:.3f}   (data {metrics['data_std'][0]:.3f}, {metrics['data_std'][1]:.3f})")
     for name in ("energy_distance", "sliced_wasserstein", "mmd"):
         print(f"{name:<19} {metrics[name]:.5f}   floor {metrics[name + '_floor']:.5f}   ratio {metrics[name + '_ratio']:.2f}")
+    if budget is not None and not args.out:
+        _print_budget(budget)
     return 0
 
 

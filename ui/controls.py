@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import streamlit as st
 
@@ -33,6 +33,8 @@ from diffusion.datasets import PointsError, load_points
 from diffusion.denoiser import Denoiser
 from ui import session
 
+FieldQuantity = Literal["eps", "score"]
+
 
 @dataclass(frozen=True)
 class Display:
@@ -49,6 +51,10 @@ class Display:
                             help="The model's guess of the final point at each frame.")
     frame_ms: int = setting(80, key="frame_ms", label="Frame duration (ms)", effect="redraw", low=20, high=500,
                             widget="slider", step=10, help="Animation speed.")
+    field: FieldQuantity = setting("eps", key="field", label="Field arrows", effect="redraw", widget="radio",
+                                   labels={"eps": "noise ε", "score": "score ∇log q"},
+                                   help="What the field view draws: the predicted noise ε(x, t), or the score "
+                                        "−ε / √(1 − ᾱ_t) it stands for (the direction sampling moves points).")
     pace: bool = setting(True, key="pace", label="Watch short runs", effect="redraw", widget="toggle",
                          help="On: a run that would finish in under 5 seconds is paced to last 5, so its loss curve "
                               "can be watched as it streams (it waits, it doesn't compute more; results are "

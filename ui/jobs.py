@@ -36,7 +36,7 @@ from diffusion.datasets import Dataset, make_dataset
 from diffusion.denoiser import Denoiser
 from diffusion.metrics import Evaluation, evaluate
 from diffusion.monitoring import LossByTSnapshot, Preview
-from diffusion.samplers import Trajectory, sample_model
+from diffusion.samplers import Trajectory, sample_model, training_salt
 from diffusion.schedules import NoiseSchedule
 from diffusion.training import TrainerState
 from ui.workers import WatchUpdate, Worker, WorkerPool
@@ -145,7 +145,7 @@ class FinishedRun:
             if sampler in self._samplings:
                 self._samplings.move_to_end(sampler)
                 return self._samplings[sampler]
-            trajectory = sample_model(self.model, self.schedule, sampler)
+            trajectory = sample_model(self.model, self.schedule, sampler, run_salt=training_salt(self.key))
             usable = trajectory.finite and len(trajectory.samples) > 1
             scores = evaluate(trajectory.samples, self.dataset) if usable else None
             self._samplings[sampler] = (trajectory, scores)

@@ -7,6 +7,7 @@ by the configuration they show. A display-only change recomputes nothing.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gc
 import io
 
@@ -18,6 +19,15 @@ from diffusion import checkpoints
 from diffusion.config import DataConfig, ExperimentConfig, SamplerConfig, ScheduleConfig, TrainingKey
 from diffusion.datasets import GaussianMixture, make_dataset
 from diffusion.forward import forward_trajectory
+from diffusion.ideal import (
+    IdealDenoiser,
+    drift_curve,
+    field_at,
+    field_error_curve,
+    field_grid,
+    ideal_denoiser,
+    noised,
+)
 from diffusion.metrics import Evaluation
 from diffusion.monitoring import BinnedFloor, loss_floor_by_bin
 from diffusion.samplers import Trajectory
@@ -347,6 +357,94 @@ def results_panel(run: FinishedRun, scores: Evaluation, config: ExperimentConfig
         "× floor near 1 means as close as real data gets. "
         + (f"Trained in {run.train_seconds:.2f} s ({len(run.losses):,} steps), final loss {run.losses[-1]:.4f}."
            if len(run.losses) else "Loaded from a model file.")
+    )
+
+
+FIELD_TIMES = 20  # noise levels precomputed per run: the slider moves between them without the server
+FIELD_GRID = 15  # arrows per axis
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _ideal(data: DataConfig, schedule: ScheduleConfig) -> IdealDenoiser:
+    return ideal_denoiser(data, _schedule(schedule))
+
+
+@st.cache_resource(max_entries=8, show_spinner="Computing the learned and the ideal field at 20 noise levels…")
+def _field(_run: FinishedRun, key: TrainingKey, source: str, quantity: str, frame_ms: int):
+    """The field figure and its error curve, computed once per run: every frame is in the figure,
+    so moving its slider costs the server nothing."""
+    schedule, ideal = _schedule(key.schedule), _ideal(key.data, key.schedule)
+    T = schedule.num_timesteps
+    times = np.unique(np.linspace(0, T - 1, FIELD_TIMES).round().astype(int))
+    data = torch.from_numpy(_data_points(key.data, 1000, 11)).double()
+    noise = torch.randn(data.shape, generator=torch.Generator().manual_seed(12)).double()
+    grid = field_grid(np.concatenate([data.numpy(), noise.numpy()]), num=FIELD_GRID, pad=0.25)  # data and N(0, I)
+    frames = [field_at(_run.model, ideal, schedule, int(t), grid) for t in times]
+    if quantity == "score":
+        learned = np.stack([f.learned_score for f in frames])
+        wanted = np.stack([f.ideal_score for f in frames])
+    else:
+        learned, wanted = np.stack([f.learned for f in frames]), np.stack([f.ideal for f in frames])
+    shown = np.stack([noised(data[:300], schedule, int(t), noise[:300]).numpy() for t in times])
+    curve = field_error_curve(_run.model, ideal, schedule, data, times, seed=13)
+    if quantity == "score":
+        curve_error = curve.error / schedule.float64["sqrt_one_minus_alphas_cumprod"][times]
+    else:
+        curve_error = curve.error
+    label = "ε" if quantity == "eps" else "score"
+    return (charts.field_figure(times, grid[0], grid[1], learned, wanted, shown, quantity=label, frame_ms=frame_ms),
+            charts.field_error_figure(times, curve_error, quantity=label))
+
+
+def field_panel(run: FinishedRun, display: Display) -> None:
+    st.subheader("The learned field against the ideal one")
+    ideal = _ideal(run.key.data, run.key.schedule)
+    figure, error = _field(run, run.key, run.source, display.field, display.frame_ms)
+    st.plotly_chart(figure, config=PLOT_CONFIG, key="field_chart")
+    quantity = "noise ε(x, t)" if display.field == "eps" else "score −ε/√(1−ᾱ_t)"
+    st.caption(
+        f"At each noise level t (▶ or the slider): the network's {quantity} (orange) and the ideal one (black) on a "
+        f"grid, the red map their difference, the data noised to t faint behind. The ideal denoiser here is "
+        f"{ideal.description}. Look for the t's and the places where orange leaves black: that is where samples go "
+        "wrong."
+    )
+    st.plotly_chart(error, config=PLOT_CONFIG, key="field_error_chart")
+    st.caption("The mean difference between the learned and the ideal field over the noised data at each t: the "
+               "peaks are the noise levels the network has not learned.")
+
+
+DRIFT_FRAMES = 30  # kept frames compared (at most)
+DRIFT_POINTS = 400  # points drawn per set and frame
+
+
+@st.cache_resource(max_entries=8, show_spinner="Comparing each kept frame with the true noised data…")
+def _drift(_run: FinishedRun, key: TrainingKey, source: str, sampler: SamplerConfig, frame_ms: int):
+    trajectory, _ = _run.sampled(sampler)
+    schedule = _schedule(key.schedule)
+    keep = np.unique(np.linspace(0, len(trajectory.frames) - 1, min(DRIFT_FRAMES, len(trajectory.frames))).round()
+                     .astype(int))
+    kept = dataclasses.replace(trajectory, frames=trajectory.frames[keep], frame_times=trajectory.frame_times[keep],
+                               predicted_x0=trajectory.predicted_x0[keep])
+    curve = drift_curve(kept, key.data, schedule, seed=sampler.seed + 1)
+    data = torch.from_numpy(_data_points(key.data, DRIFT_POINTS, 21)).double()
+    noise = torch.randn(data.shape, generator=torch.Generator().manual_seed(22)).double()
+    truth = np.stack([data.numpy() if t == 0 else noised(data, schedule, int(t) - 1, noise).numpy()
+                      for t in kept.frame_times])
+    shown = kept.frames[:, :DRIFT_POINTS]
+    return charts.drift_figure(kept.frame_times, truth, shown, curve.ratio, frame_ms), curve
+
+
+def drift_panel(run: FinishedRun, config: ExperimentConfig, display: Display) -> None:
+    st.subheader("Forward against reverse: where sampling drifts")
+    figure, curve = _drift(run, run.key, run.source, config.sampler, display.frame_ms)
+    st.plotly_chart(figure, config=PLOT_CONFIG, key="drift_chart")
+    worst = int(np.argmax(curve.ratio[1:])) + 1 if len(curve.ratio) > 1 else 0
+    st.caption(
+        f"The true noised data q(x_t) and the sampler's x_t at the same t, for each kept frame (▶ or the slider), and "
+        f"their energy distance over its floor (1 = as alike as two draws of q(x_t)). The sampler starts from "
+        f"N(0, I), so at t = T the gap is only how far q(x_T) is from pure noise; where the curve climbs, errors in the "
+        f"field are adding up (here it peaks at t = {int(curve.times[worst])}, "
+        f"{curve.ratio[worst]:.1f} × floor)."
     )
 
 
