@@ -3,14 +3,15 @@
     streamlit run dashboard.py
 
 The page, top to bottom: the sidebar's settings; the noise schedule and the data being noised;
-training with its live loss; then, once trained, the reverse process animated, the results
-against the data, and downloads.
+training with its live loss, samples and loss by noise level; then, once trained, the reverse
+process animated, the results against the data, the sampling budget, the learned field against
+the ideal one, forward against reverse, downloads; and the session's runs to compare.
 """
 
 import streamlit as st
 import torch
 
-from ui import controls, panels
+from ui import compare, controls, panels
 
 st.set_page_config(page_title="DDPM Lab", page_icon="🌀", layout="wide")
 torch.set_num_threads(1)  # the MLP is tiny: extra threads only contend with the server
@@ -23,6 +24,7 @@ controls.write_url()
 panels.header()
 if config is None:
     st.info("Fix the setting marked in the sidebar to continue; your finished runs are kept.")
+    compare.history_panel()
     st.stop()
 
 schedule_column, data_column = st.columns(2)
@@ -31,15 +33,23 @@ with schedule_column:
 with data_column:
     panels.forward_panel(config, display)
 
-run = panels.training_panel(config, display)
+pinned = compare.baseline()
+base = pinned.sampled() if pinned is not None else None
+run = panels.training_panel(config, display, pinned.run.losses if pinned and pinned.run else None)
+compare.baseline_note(pinned)
 sampled = panels.sampling(run, config) if run is not None else None
 if sampled is not None:
     trajectory, scores = sampled
+    compare.remember(run, config, scores)
     animation_column, comparison_column = st.columns(2)
     with animation_column:
-        panels.reverse_panel(run, trajectory, config, display)
+        panels.reverse_panel(run, trajectory, config, display, base and (base[0], pinned.entry.key))
+        compare.noise_note(config)
     with comparison_column:
-        panels.results_panel(run, scores, config)
+        panels.results_panel(run, scores, config, base and (base[0], base[1], pinned.entry.key))
+        compare.clipping_note(config, scores)
+    compare.budget_panel(run, config)
     panels.field_panel(run, display)
     panels.drift_panel(run, config, display)
     panels.downloads_panel(run, trajectory, config, display)
+compare.history_panel()

@@ -41,3 +41,30 @@ def test_the_reverse_animation_has_one_frame_per_kept_state_and_fixed_axes():
     names = [trace.name for trace in fig.data]
     assert names == ["data", "x_t", "paths"]
     assert list(fig.frames[0].traces) == [1, 2]  # frames move the points and the paths, not the data
+
+
+def test_the_live_figures_built_without_validation_are_valid_plotly_figures():
+    """They skip plotly's validation for speed: each must pass it when it is run."""
+    import plotly.graph_objects as go
+
+    from diffusion.monitoring import LossByT
+
+    losses = np.linspace(1.0, 0.2, 3000)
+    by_t = LossByT(100, 20)
+    by_t.update(1, np.arange(100) % 100, np.linspace(0.1, 1.0, 100))
+    snap = by_t.snapshot()
+    previews = np.array([[10, 0.1, 0.01, 0.003], [20, 0.05, 0.01, 0.003]])
+    data = np.random.default_rng(0).normal(size=(50, 2))
+    figures = [
+        charts.loss_figure(losses, floor=0.17, log_y=True, total_steps=5000, baseline=losses[:1000]),
+        charts.preview_figure(data[:10], data, ([-3, 3], [-3, 3]), "Live samples"),
+        charts.quality_figure(previews, 100),
+        charts.loss_by_t_figure(snap.t_start, snap.t_end, snap.recent_loss, snap.recent_loss, snap.window),
+    ]
+    for fig in figures:
+        go.Figure(fig.to_dict())  # raises ValueError on any invalid property
+    loss = figures[0]
+    assert [t.name for t in loss.data] == ["loss (1 step in 2)", "smoothed (0.9)", "baseline (smoothed)",
+                                           "irreducible loss 0.170"]
+    assert loss.layout.yaxis.type == "log" and list(loss.data[3].y) == [0.17, 0.17]
+    assert len(loss.data[0].x) == 1500  # 3000 steps thinned to 1 in 2

@@ -17,6 +17,7 @@ DATA_COLOR = "#1f77b4"
 SAMPLE_COLOR = "#ff7f0e"
 X0_COLOR = "#2ca02c"
 FLOOR_COLOR = "#d62728"
+BASELINE_COLOR = "#7f7f7f"
 PLAY_MS = 80  # default frame duration of the animations
 
 
@@ -102,6 +103,7 @@ def animation_figure(
     style: AnimationStyle = AnimationStyle(),
     predicted_x0: np.ndarray | None = None,
     start_at_end: bool = False,
+    baseline: np.ndarray | None = None,
 ) -> go.Figure:
     """Animated scatter of ``frames`` (K, N, 2) over faint ``data``, with play / pause and a slider.
 
@@ -115,6 +117,9 @@ def animation_figure(
 
     def moving(k: int) -> list[go.Scatter]:
         traces = [go.Scatter(**_xy(frames[k]), mode="markers", marker=marker, name="x_t")]
+        if baseline is not None:  # the pinned run's frames, the same times (a click on the legend hides it)
+            traces.append(go.Scatter(**_xy(baseline[k]), mode="markers", name="baseline x_t",
+                                     marker=dict(size=style.marker_size, color=BASELINE_COLOR, opacity=0.35)))
         if predicted_x0 is not None:
             traces.append(go.Scatter(**_xy(predicted_x0[k]), mode="markers", name="predicted x₀",
                                      marker=dict(size=3, color=X0_COLOR, opacity=0.5)))
@@ -142,11 +147,15 @@ def animation_figure(
     return fig
 
 
-def reverse_figure(trajectory: Trajectory, data: np.ndarray, style: AnimationStyle = AnimationStyle()) -> go.Figure:
+def reverse_figure(trajectory: Trajectory, data: np.ndarray, style: AnimationStyle = AnimationStyle(),
+                   baseline: Trajectory | None = None) -> go.Figure:
+    """The reverse animation; a baseline trajectory with the same frame times moves beside it."""
     labels = [f"t = {int(t)}" for t in trajectory.frame_times]
+    same_times = baseline is not None and np.array_equal(baseline.frame_times, trajectory.frame_times)
     return animation_figure(
         trajectory.frames, labels, data, title="Reverse process: noise x_T → samples x₀", style=style,
         predicted_x0=trajectory.predicted_x0 if style.show_x0 else None,
+        baseline=baseline.frames if same_times else None,
     )
 
 
@@ -272,72 +281,90 @@ def smooth(values: np.ndarray, weight: float) -> np.ndarray:
 MAX_LOSS_POINTS = 2000  # drawn per curve; longer runs are thinned so a refresh stays cheap
 
 
+def _thinned(losses: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(steps, blocks of k steps, k): every step up to MAX_LOSS_POINTS, else blocks of k steps."""
+    stride = max(1, -(-len(losses) // MAX_LOSS_POINTS))
+    usable = len(losses) // stride * stride
+    return np.arange(stride, usable + 1, stride), losses[:usable].reshape(-1, stride), stride
+
+
+def _fast_figure(data: list[dict], layout: dict) -> go.Figure:
+    """A figure from plain dicts, without plotly's per-property validation: the live charts are
+    rebuilt at every refresh of every page, and validation cost more than everything else a refresh
+    does (a loss chart took 20-60 ms to build validated, measured). The dicts here are fixed
+    shapes covered by tests (tests/test_charts.py)."""
+    return go.Figure({"data": data, "layout": layout}, _validate=False)
+
+
+def _floor_trace(y: float, x_end: float, name: str) -> dict:
+    return {"type": "scatter", "x": [0, x_end], "y": [y, y], "mode": "lines", "name": name, "hoverinfo": "name",
+            "line": {"color": FLOOR_COLOR, "dash": "dash", "width": 1.5}}
+
+
 def loss_figure(
     losses: np.ndarray, *, smoothing: float = 0.9, log_y: bool = False, floor: float | None = None,
-    total_steps: int | None = None,
+    total_steps: int | None = None, baseline: np.ndarray | None = None,
 ) -> go.Figure:
-    """Loss per optimizer step, raw and smoothed, with the irreducible loss as a floor line.
+    """Loss per optimizer step, raw and smoothed, with the irreducible loss as a floor line and a
+    pinned baseline's smoothed loss, faint.
 
     Up to MAX_LOSS_POINTS steps every step is drawn. Beyond, the raw curve shows every k-th step
     and the smoothed one is the same moving average over means of k steps (weight ** k a block),
     so the cost of a refresh no longer grows with the run."""
     losses = np.asarray(losses, dtype=np.float64)
-    stride = max(1, -(-len(losses) // MAX_LOSS_POINTS))
-    usable = len(losses) // stride * stride
-    steps = np.arange(stride, usable + 1, stride)
-    blocks = losses[:usable].reshape(-1, stride)
+    steps, blocks, stride = _thinned(losses)
+    x_end = total_steps or max(len(losses), 1)
     raw_name = "loss" if stride == 1 else f"loss (1 step in {stride})"
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=steps, y=blocks[:, -1].astype(np.float32), mode="lines", name=raw_name,
-                             line=dict(color=DATA_COLOR, width=1), opacity=0.35))
-    if smoothing > 0 and usable:
-        smoothed = smooth(blocks.mean(axis=1), smoothing**stride)
-        fig.add_trace(go.Scatter(x=steps, y=smoothed.astype(np.float32), mode="lines",
-                                 name=f"smoothed ({smoothing:g})", line=dict(color=DATA_COLOR, width=2)))
+    data = [{"type": "scatter", "x": steps, "y": blocks[:, -1].astype(np.float32), "mode": "lines", "name": raw_name,
+             "line": {"color": DATA_COLOR, "width": 1}, "opacity": 0.35}]
+    if smoothing > 0 and len(steps):
+        data.append({"type": "scatter", "x": steps, "y": smooth(blocks.mean(axis=1), smoothing**stride).astype(np.float32),
+                     "mode": "lines", "name": f"smoothed ({smoothing:g})", "line": {"color": DATA_COLOR, "width": 2}})
+    if baseline is not None and len(baseline):
+        base_steps, base_blocks, base_stride = _thinned(np.asarray(baseline, dtype=np.float64))
+        data.append({"type": "scatter", "x": base_steps,
+                     "y": smooth(base_blocks.mean(axis=1), max(smoothing, 0.5) ** base_stride).astype(np.float32),
+                     "mode": "lines", "name": "baseline (smoothed)", "opacity": 0.7,
+                     "line": {"color": BASELINE_COLOR, "width": 2, "dash": "dot"}})
     if floor is not None:
-        fig.add_hline(y=floor, line=dict(color=FLOOR_COLOR, dash="dash", width=1.5),
-                      annotation_text=f"irreducible loss {floor:.3f}", annotation_position="top right")
-    fig.update_layout(
-        height=300, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="optimizer step", yaxis_title="MSE loss",
-        legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"),
-        uirevision="loss",  # keep the user's zoom while the curve grows
-    )
-    fig.update_xaxes(range=[0, total_steps or max(len(losses), 1)])
-    if log_y:
-        fig.update_yaxes(type="log")
-    return fig
+        data.append(_floor_trace(floor, x_end, f"irreducible loss {floor:.3f}"))
+    layout = {
+        "height": 300, "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+        "xaxis": {"title": {"text": "optimizer step"}, "range": [0, x_end]},
+        "yaxis": {"title": {"text": "MSE loss"}, **({"type": "log"} if log_y else {})},
+        "legend": {"orientation": "h", "y": 1.0, "x": 1, "xanchor": "right", "yanchor": "bottom"},
+        "uirevision": "loss",  # keep the user's zoom while the curve grows
+    }
+    return _fast_figure(data, layout)
 
 
 def preview_figure(points: np.ndarray | None, data: np.ndarray, ranges: tuple[list[float], list[float]],
                    label: str) -> go.Figure:
     """The live preview: samples of the current weights over the data (faint), on fixed axes."""
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(**_xy(data), mode="markers", name="data", hoverinfo="skip",
-                             marker=dict(size=4, color=DATA_COLOR, opacity=0.15)))
+    traces = [{"type": "scatter", **_xy(data), "mode": "markers", "name": "data", "hoverinfo": "skip",
+               "marker": {"size": 4, "color": DATA_COLOR, "opacity": 0.15}}]
     if points is not None:
-        fig.add_trace(go.Scatter(**_xy(points), mode="markers", name="preview samples",
-                                 marker=dict(size=4, color=SAMPLE_COLOR, opacity=0.7)))
+        traces.append({"type": "scatter", **_xy(points), "mode": "markers", "name": "preview samples",
+                       "marker": {"size": 4, "color": SAMPLE_COLOR, "opacity": 0.7}})
     x_range, y_range = ranges
-    fig.update_xaxes(range=x_range, title_text="x")
-    fig.update_yaxes(range=y_range, title_text="y", scaleanchor="x", scaleratio=1)
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), showlegend=False, uirevision="preview",
-                      title=dict(text=label, font=dict(size=13), x=0.02))
-    return fig
+    layout = {"height": 300, "margin": {"l": 10, "r": 10, "t": 30, "b": 10}, "showlegend": False,
+              "uirevision": "preview", "title": {"text": label, "font": {"size": 13}, "x": 0.02},
+              "xaxis": {"range": x_range, "title": {"text": "x"}},
+              "yaxis": {"range": y_range, "title": {"text": "y"}, "scaleanchor": "x", "scaleratio": 1}}
+    return _fast_figure(traces, layout)
 
 
 def quality_figure(previews: np.ndarray, total_steps: int) -> go.Figure:
     """Energy distance of each preview over its noise floor, against the optimizer step (log y):
     1 is as close to the data as a fresh draw of the data itself."""
     steps, ratio = previews[:, 0], previews[:, 1] / previews[:, 2]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=steps, y=ratio.astype(np.float32), mode="lines+markers", name="energy distance / floor",
-                             line=dict(color=SAMPLE_COLOR, width=2), marker=dict(size=5)))
-    fig.add_hline(y=1.0, line=dict(color=FLOOR_COLOR, dash="dash", width=1.5),
-                  annotation_text="noise floor (fresh data)", annotation_position="top right")
-    fig.update_xaxes(range=[0, max(total_steps, 1)], title_text="optimizer step")
-    fig.update_yaxes(type="log", dtick=1, title_text="energy distance / floor")  # a label per decade
-    fig.update_layout(height=280, margin=dict(l=10, r=10, t=10, b=10), showlegend=False, uirevision="quality")
-    return fig
+    data = [{"type": "scatter", "x": steps, "y": ratio.astype(np.float32), "mode": "lines+markers",
+             "name": "energy distance / floor", "line": {"color": SAMPLE_COLOR, "width": 2}, "marker": {"size": 5}},
+            _floor_trace(1.0, max(total_steps, 1), "noise floor (fresh data)")]
+    layout = {"height": 280, "margin": {"l": 10, "r": 10, "t": 10, "b": 10}, "showlegend": False,
+              "uirevision": "quality", "xaxis": {"range": [0, max(total_steps, 1)], "title": {"text": "optimizer step"}},
+              "yaxis": {"type": "log", "dtick": 1, "title": {"text": "energy distance / floor"}}}  # a label a decade
+    return _fast_figure(data, layout)
 
 
 def loss_by_t_figure(t_start: np.ndarray, t_end: np.ndarray, recent: np.ndarray, floor: np.ndarray | None,
@@ -346,36 +373,75 @@ def loss_by_t_figure(t_start: np.ndarray, t_end: np.ndarray, recent: np.ndarray,
     irreducible loss of each bin: the gap is what the network still gets wrong there."""
     centres = (t_start + t_end - 1) / 2
     width = t_end - t_start
-    fig = go.Figure()
-    fig.add_trace(go.Bar(x=centres, y=recent.astype(np.float32), width=width * 0.9, name=f"loss, last {window} steps",
-                         marker=dict(color=DATA_COLOR, opacity=0.6),
-                         customdata=np.stack([t_start, t_end - 1], 1),
-                         hovertemplate="t %{customdata[0]}-%{customdata[1]}: loss %{y:.4f}<extra></extra>"))
+    data = [{"type": "bar", "x": centres, "y": recent.astype(np.float32), "width": width * 0.9,
+             "name": f"loss, last {window} steps", "marker": {"color": DATA_COLOR, "opacity": 0.6},
+             "customdata": np.stack([t_start, t_end - 1], 1),
+             "hovertemplate": "t %{customdata[0]}-%{customdata[1]}: loss %{y:.4f}<extra></extra>"}]
     if floor is not None:
-        fig.add_trace(go.Scatter(x=centres, y=floor.astype(np.float32), mode="lines+markers", name="irreducible loss",
-                                 line=dict(color=FLOOR_COLOR, dash="dash", width=2), marker=dict(size=5)))
-    fig.update_xaxes(title_text="noise level t (0 = data, T-1 = noise)")
-    fig.update_yaxes(title_text="MSE loss", rangemode="tozero")
-    fig.update_layout(height=280, margin=dict(l=10, r=10, t=10, b=10), bargap=0, uirevision="loss_by_t",
-                      legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
-    return fig
+        data.append({"type": "scatter", "x": centres, "y": floor.astype(np.float32), "mode": "lines+markers",
+                     "name": "irreducible loss", "line": {"color": FLOOR_COLOR, "dash": "dash", "width": 2},
+                     "marker": {"size": 5}})
+    layout = {"height": 280, "margin": {"l": 10, "r": 10, "t": 10, "b": 10}, "bargap": 0, "uirevision": "loss_by_t",
+              "xaxis": {"title": {"text": "noise level t (0 = data, T-1 = noise)"}},
+              "yaxis": {"title": {"text": "MSE loss"}, "rangemode": "tozero"},
+              "legend": {"orientation": "h", "y": 1.0, "x": 1, "xanchor": "right", "yanchor": "bottom"}}
+    return _fast_figure(data, layout)
 
 
 # --- results -------------------------------------------------------------------------------------
 
 
-def comparison_figure(data: np.ndarray, samples: np.ndarray) -> go.Figure:
-    """Original vs generated, side by side on the same axes (the reference script's figure)."""
+def comparison_figure(data: np.ndarray, samples: np.ndarray, baseline: np.ndarray | None = None) -> go.Figure:
+    """Original vs generated, side by side on the same axes (the reference script's figure); a
+    pinned baseline's samples faint under the generated ones."""
     x_range, y_range = axis_range(data, samples)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Original data", "Generated samples"),
                         shared_xaxes=True, shared_yaxes=True, horizontal_spacing=0.04)
     fig.add_trace(go.Scatter(**_xy(data), mode="markers", name="Original data",
                              marker=dict(size=4, color=DATA_COLOR, opacity=0.5)), 1, 1)
+    if baseline is not None:
+        fig.add_trace(go.Scatter(**_xy(baseline), mode="markers", name="baseline samples",
+                                 marker=dict(size=4, color=BASELINE_COLOR, opacity=0.3)), 1, 2)
     fig.add_trace(go.Scatter(**_xy(samples), mode="markers", name="Generated samples",
                              marker=dict(size=4, color=SAMPLE_COLOR, opacity=0.5)), 1, 2)
     fig.update_xaxes(range=x_range, title_text="x")
     fig.update_yaxes(range=y_range, title_text="y", col=1)
     fig.update_layout(height=380, showlegend=False, margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+FAMILY_COLORS = {"DDPM": SAMPLE_COLOR, "DDIM η=0": DATA_COLOR, "DDIM η=1": X0_COLOR}
+
+
+def sampler_family(sampler: str, eta: float | None) -> str:
+    return "DDPM" if sampler == "ddpm" else f"DDIM η={eta:g}"
+
+
+def budget_figure(rows: list, current: tuple[str, int] | None) -> go.Figure:
+    """Energy distance over floor against the number of model calls (log x), a line per sampler
+    family; the current sampler setting is ringed."""
+    fig = go.Figure()
+    for family in FAMILY_COLORS:
+        mine = [r for r in rows if sampler_family(r.sampler, r.eta) == family]
+        if not mine:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[r.model_calls for r in mine], y=[r.ratio for r in mine], mode="lines+markers", name=family,
+            line=dict(color=FAMILY_COLORS[family], width=2), marker=dict(size=7),
+            customdata=[[r.steps, r.seconds] for r in mine],
+            hovertemplate=family + ": %{customdata[0]} steps, %{x} model calls, %{customdata[1]:.2f} s, "
+                          "%{y:.2f} × floor<extra></extra>"))
+    if current is not None:
+        now = [r for r in rows if (sampler_family(r.sampler, r.eta), r.steps) == current]
+        if now:
+            fig.add_trace(go.Scatter(x=[now[0].model_calls], y=[now[0].ratio], mode="markers", name="your setting",
+                                     marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(color="#000", width=2))))
+    fig.add_hline(y=1.0, line=dict(color=FLOOR_COLOR, dash="dash", width=1.2),
+                  annotation_text="noise floor", annotation_position="bottom right")
+    fig.update_xaxes(type="log", title_text="model calls (sampling steps)")
+    fig.update_yaxes(type="log", dtick=1, title_text="energy distance / floor")
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=10, b=10),
+                      legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
     return fig
 
 

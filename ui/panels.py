@@ -107,15 +107,17 @@ def _forward_figure(data: DataConfig, schedule: ScheduleConfig, frame_ms: int):
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _reverse_figure(_run: FinishedRun, key: TrainingKey, source: str, sampler: SamplerConfig,
-                    style: charts.AnimationStyle):
+                    style: charts.AnimationStyle, _baseline: Trajectory | None = None, baseline_id: tuple | None = None):
     trajectory, _ = _run.sampled(sampler)
-    return charts.reverse_figure(trajectory, _data_points(key.data, 1000, 1), style)
+    return charts.reverse_figure(trajectory, _data_points(key.data, 1000, 1), style, baseline=_baseline)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _comparison_figure(_run: FinishedRun, key: TrainingKey, source: str, sampler: SamplerConfig):
+def _comparison_figure(_run: FinishedRun, key: TrainingKey, source: str, sampler: SamplerConfig,
+                       _baseline: np.ndarray | None = None, baseline_id: tuple | None = None):
     trajectory, _ = _run.sampled(sampler)
-    return charts.comparison_figure(_data_points(key.data, len(trajectory.samples), 2), trajectory.samples)
+    return charts.comparison_figure(_data_points(key.data, len(trajectory.samples), 2), trajectory.samples,
+                                    baseline=_baseline)
 
 
 # --- panels ------------------------------------------------------------------------------------
@@ -152,7 +154,8 @@ def forward_panel(config: ExperimentConfig, display: Display) -> None:
     st.caption("600 data points noised step by step by q(x_t | x_{t-1}); press ▶ to watch them become N(0, I).")
 
 
-def training_panel(config: ExperimentConfig, display: Display) -> FinishedRun | None:
+def training_panel(config: ExperimentConfig, display: Display, baseline_losses: np.ndarray | None = None
+                   ) -> FinishedRun | None:
     """Start / pause / step / reset, progress and the live loss curve. Returns the finished run."""
     st.subheader("Training")
     key = config.training
@@ -161,7 +164,8 @@ def training_panel(config: ExperimentConfig, display: Display) -> FinishedRun | 
                       pace_seconds=PACE_SECONDS if display.pace else 0.0,
                       is_watched=session.activity_probe(session.session_id()))
     floor = loss_floor(config.data, config.schedule)
-    _live_training(key, choice.job, choice.finished, floor, binned_loss_floor(config.data, config.schedule), display)
+    _live_training(key, choice.job, choice.finished, floor, binned_loss_floor(config.data, config.schedule), display,
+                   baseline_losses)
     return choice.finished
 
 
@@ -179,7 +183,7 @@ def _loaded_run(loaded: LoadedModel | None) -> FinishedRun | None:
 
 
 def _live_training(key: TrainingKey, job: TrainingJob | None, finished: FinishedRun | None, floor: float | None,
-                   binned_floor: BinnedFloor, display: Display):
+                   binned_floor: BinnedFloor, display: Display, baseline_losses: np.ndarray | None):
     running = job is not None and job.snapshot().active
     runs = registry()
     every = poll_interval(runs.active_count(), runs.pool.size) if running else None
@@ -197,7 +201,7 @@ def _live_training(key: TrainingKey, job: TrainingJob | None, finished: Finished
         with loss_column:
             st.plotly_chart(
                 charts.loss_figure(snapshot.losses, smoothing=display.smoothing, log_y=display.log_y, floor=floor,
-                                   total_steps=snapshot.total_steps),
+                                   total_steps=snapshot.total_steps, baseline=baseline_losses),
                 config=PLOT_CONFIG, key="loss_chart",
             )
             if floor is not None:
@@ -318,11 +322,15 @@ def _animation_style(display: Display) -> charts.AnimationStyle:
     return charts.AnimationStyle(trails=display.trails, show_x0=display.show_x0, frame_ms=display.frame_ms)
 
 
-def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentConfig, display: Display) -> None:
+def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentConfig, display: Display,
+                  baseline: tuple | None = None) -> None:
+    """``baseline``: (its trajectory, an id for caching) when a baseline is pinned and kept."""
     st.subheader("Reverse process: from noise to data")
     sampler = config.sampler
     style = _animation_style(display)
-    st.plotly_chart(_reverse_figure(run, run.key, run.source, sampler, style), config=PLOT_CONFIG, key="reverse_chart")
+    base, base_id = baseline if baseline is not None else (None, None)
+    st.plotly_chart(_reverse_figure(run, run.key, run.source, sampler, style, base, base_id), config=PLOT_CONFIG,
+                    key="reverse_chart")
     steps = sampler.sample_steps if sampler.kind == "ddim" else config.schedule.num_timesteps
     st.caption(
         f"{len(trajectory.samples):,} points, {steps:,} {sampler.kind.upper()} steps, "
@@ -331,9 +339,14 @@ def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentCo
     )
 
 
-def results_panel(run: FinishedRun, scores: Evaluation, config: ExperimentConfig) -> None:
+def results_panel(run: FinishedRun, scores: Evaluation, config: ExperimentConfig,
+                  baseline: tuple | None = None) -> None:
+    """``baseline``: (its trajectory, its scores, an id for caching) when a baseline is pinned."""
     st.subheader("Results")
-    st.plotly_chart(_comparison_figure(run, run.key, run.source, config.sampler), config=PLOT_CONFIG)
+    base_samples = None if baseline is None else baseline[0].samples
+    base_id = None if baseline is None else baseline[2]
+    st.plotly_chart(_comparison_figure(run, run.key, run.source, config.sampler, base_samples, base_id),
+                    config=PLOT_CONFIG)
     rows = [
         ("Energy distance", scores.energy_distance),
         ("Sliced Wasserstein-2", scores.sliced_wasserstein),
@@ -341,15 +354,18 @@ def results_panel(run: FinishedRun, scores: Evaluation, config: ExperimentConfig
         ("Mean error", scores.mean_error),
         ("Std error", scores.std_error),
     ]
-    st.dataframe(
-        {
-            "metric": [name for name, _ in rows],
-            "value": [f"{c.value:.4g}" for _, c in rows],
-            "noise floor": [f"{c.floor:.4g}" for _, c in rows],
-            "× floor": [f"{c.ratio:.2f}" for _, c in rows],
-        },
-        hide_index=True, width="stretch",
-    )
+    table = {
+        "metric": [name for name, _ in rows],
+        "value": [f"{c.value:.4g}" for _, c in rows],
+        "noise floor": [f"{c.floor:.4g}" for _, c in rows],
+        "× floor": [f"{c.ratio:.2f}" for _, c in rows],
+    }
+    if baseline is not None and baseline[1] is not None:
+        base_scores = baseline[1]
+        base_rows = [base_scores.energy_distance, base_scores.sliced_wasserstein, base_scores.mmd,
+                     base_scores.mean_error, base_scores.std_error]
+        table["baseline × floor"] = [f"{c.ratio:.2f}" for c in base_rows]
+    st.dataframe(table, hide_index=True, width="stretch")
     st.caption(
         f"Generated mean ({scores.mean[0]:.3f}, {scores.mean[1]:.3f}), std ({scores.std[0]:.3f}, {scores.std[1]:.3f}); "
         f"data mean ({scores.data_mean[0]:.3f}, {scores.data_mean[1]:.3f}), std ({scores.data_std[0]:.3f}, "

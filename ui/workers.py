@@ -68,7 +68,7 @@ def receive(conn: Connection) -> tuple:
 
 CHUNK_STEPS = 25  # optimizer steps between looks at the socket (pause / stop)
 PROGRESS_EVERY_S = 0.1  # at most this often a progress message (a chunk is a few ms)
-WORKER_NICE = 5  # below the server: the page stays responsive while workers train
+WORKER_NICE = 19  # the lowest priority: pages and the server come first, training takes the rest of the CPU
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -1,0 +1,115 @@
+"""Comparing runs on the page (AppTest): the history of the session's runs, a pinned baseline
+drawn beside the current run (and what happens when it has been dropped from the store), the
+sampling budget, the same noise for every run, and clipping shown failing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.pages import fresh_caches, open_page, wait_finished  # noqa: F401
+from tests.test_live_views import _decode, chart, trace
+from ui import history, panels
+
+pytestmark = pytest.mark.usefixtures("fresh_caches")
+
+
+def history_rows(at) -> dict:
+    table = next(df for df in at.dataframe if "run" in df.value.columns)
+    return table.value.to_dict(orient="list")
+
+
+def two_runs():
+    """The reference job, then the improved preset, both short, in one session."""
+    at = wait_finished(open_page())
+    at.selectbox(key="preset").set_value("improved").run()
+    for key, value in {"T": 100, "epochs": 150}.items():  # the FAST settings the preset reset
+        at.number_input(key=key).set_value(value).run()
+    at.select_slider(key="samples").set_value(200).run()
+    at.slider(key="frames").set_value(5).run()
+    return wait_finished(at)
+
+
+def test_the_history_lists_the_runs_by_the_settings_that_differ_and_brings_one_back():
+    at = two_runs()
+    rows = history_rows(at)
+    assert rows["run"] == ["#1", "#2"]
+    assert rows["hidden"] == ["64", "128"] and rows["lr"] == ["0.001", "0.003"]
+    assert "T" not in rows and "epochs" not in rows  # the same in both: not shown
+    assert all(float(r) > 0 for r in rows["energy distance / floor"])
+    at.selectbox(key="history_pick").set_value(0).run()
+    at.button(key="history_show").click().run()
+    assert at.session_state["hidden"] == 64 and at.session_state["lr"] == 0.001
+    assert "**Finished**" in at.get("progress")[0].proto.text  # from the store, not retrained
+
+
+def test_a_pinned_baseline_is_drawn_beside_the_current_run():
+    at = two_runs()
+    at.selectbox(key="history_pick").set_value(0).run()
+    at.button(key="history_pin").click().run()
+    assert history_rows(at)["baseline"] == ["📌", ""]
+    loss = chart(at, "baseline (smoothed)")
+    assert len(_decode(trace(loss, "baseline (smoothed)")["y"])) == 150
+    results = chart(at, "baseline samples")
+    assert len(_decode(trace(results, "baseline samples")["x"])) == 200
+    reverse = chart(at, "baseline x_t")
+    assert len(reverse["frames"]) == 5
+    metrics = next(df for df in at.dataframe if "metric" in df.value.columns).value
+    assert "baseline × floor" in metrics.columns
+    assert any(c.value.startswith("📌 Baseline pinned") for c in at.caption)
+
+
+def test_a_baseline_dropped_from_the_store_is_named_not_an_error():
+    at = two_runs()
+    at.selectbox(key="history_pick").set_value(0).run()
+    at.button(key="history_pin").click().run()
+    baseline_key = at.session_state["_baseline"].config.training
+    panels.registry()._finished.pop(baseline_key)  # evicted: 16 newer runs since
+    at.run()
+    assert not at.exception
+    assert any("The pinned baseline is no longer kept" in i.value for i in at.info)
+    with pytest.raises(AssertionError):
+        chart(at, "baseline samples")
+
+
+def test_the_budget_is_computed_on_request_and_matches_the_run_at_its_own_setting():
+    at = wait_finished(open_page())
+    assert [b for b in at.button if b.key == "budget_compute"]  # nothing computed before the click
+    at.button(key="budget_compute").click().run()
+    budget = chart(at, "DDPM")
+    assert [t.get("name") for t in budget["data"]][:3] == ["DDPM", "DDIM η=0", "DDIM η=1"]
+    assert list(_decode(trace(budget, "DDPM")["x"])) == [5, 10, 20, 50, 100]  # T = 100: steps above T dropped
+    table = next(df for df in at.dataframe if "model calls" in df.value.columns).value
+    ddpm_at_T = table[(table["sampler"] == "DDPM") & (table["steps"] == 100)]["energy distance / floor"].iloc[0]
+    metrics = next(df for df in at.dataframe if "metric" in df.value.columns).value
+    assert ddpm_at_T == metrics[metrics["metric"] == "Energy distance"]["× floor"].iloc[0]  # the same samples
+    at.run()  # kept for this run: no button, the chart again
+    assert chart(at, "DDPM") and not [b for b in at.button if b.key == "budget_compute"]
+
+
+def test_the_same_noise_line_follows_the_toggle():
+    at = wait_finished(open_page())
+    assert any(c.value.startswith("Same noise for every run: any run sampled with sampling seed 0") for c in at.caption)
+    at.toggle(key="common_noise").set_value(False).run()
+    assert any(c.value.startswith("Each run draws its own sampling noise") for c in at.caption)
+
+
+def test_clipping_on_the_gaussian_at_2_2_collapses_the_samples_and_says_why():
+    at = wait_finished(open_page())
+    at.toggle(key="clip_x0").set_value(True).run()
+    (warning,) = [w.value for w in at.warning if w.value.startswith("Clipping x̂₀ to [-1, 1]")]
+    assert "samples collapse" in warning
+    samples = _decode(trace(chart(at, "Generated samples"), "Generated samples")["x"])
+    assert samples.max() <= 1.0 + 1e-5  # every sample inside the square, though the data sits at (2, 2)
+
+
+def test_history_record_keeps_the_last_of_each_run_and_caps_the_length():
+    from diffusion import reference
+
+    entries = ()
+    for seed in range(history.MAX_ENTRIES + 5):
+        entries = history.record(entries, history.HistoryEntry(reference().replace(train={"seed": seed}),
+                                                               "trained", 0.2, 5.0, 1.0))
+    assert len(entries) == history.MAX_ENTRIES and entries[-1].config.train.seed == history.MAX_ENTRIES + 4
+    again = history.record(entries, history.HistoryEntry(entries[0].config, "trained", 0.1, 2.0, 1.0))
+    assert len(again) == history.MAX_ENTRIES and again[-1].final_loss == 0.1
+    assert history.differing(again[-2:]) == ["seed"]

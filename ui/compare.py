@@ -1,0 +1,208 @@
+"""The page's comparison views: the session's run history, a pinned baseline drawn beside the
+current run, the same noise for every run, the sampling budget, and clipping shown failing.
+
+What to remember and how the table reads is decided in ``ui/history.py`` (no Streamlit); these
+functions draw it and keep the session's choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+from diffusion.budget import BudgetRow, budget_plan, iter_budget
+from diffusion.config import MAX_SAMPLE_WORK, ExperimentConfig
+from diffusion.metrics import Evaluation
+from diffusion.samplers import Trajectory
+from ui import charts, history
+from ui.controls import config_values
+from ui.history import HistoryEntry
+from ui.jobs import FinishedRun
+from ui.panels import PLOT_CONFIG, _data_points, registry
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The pinned run: its history entry and, while it is still kept, the run itself."""
+
+    entry: HistoryEntry
+    run: FinishedRun | None  # None: dropped from the store of finished runs since it was pinned
+
+    def sampled(self) -> tuple[Trajectory, Evaluation | None] | None:
+        return None if self.run is None else self.run.sampled(self.entry.config.sampler)
+
+
+def _history() -> tuple[HistoryEntry, ...]:
+    return st.session_state.get("_history", ())
+
+
+def baseline() -> Baseline | None:
+    """The session's pinned run, looked up in the store (or the session's own model file)."""
+    entry: HistoryEntry | None = st.session_state.get("_baseline")
+    if entry is None:
+        return None
+    if entry.source == "trained":
+        return Baseline(entry, registry().finished(entry.config.training))
+    loaded = st.session_state.get("_loaded_run")
+    return Baseline(entry, loaded if loaded is not None and loaded.source == entry.source else None)
+
+
+def remember(run: FinishedRun, config: ExperimentConfig, scores: Evaluation) -> None:
+    """Add the run on screen to the session's history."""
+    entry = HistoryEntry(config, run.source, float(run.losses[-1]) if len(run.losses) else None,
+                         scores.energy_distance.ratio, run.train_seconds)
+    st.session_state["_history"] = history.record(_history(), entry)
+
+
+def _selected() -> HistoryEntry | None:
+    pick, entries = st.session_state.get("history_pick"), _history()
+    return entries[pick] if pick is not None and pick < len(entries) else None
+
+
+def _show_selected() -> None:
+    """Callback: bring the selected run back (its settings, so the page shows it from the store)."""
+    entry = _selected()
+    if entry is None:
+        return
+    st.session_state.update(config_values(entry.config))
+    if entry.config.data.points is not None:
+        st.session_state["_points"] = entry.config.data
+
+
+def _pin_selected() -> None:
+    entry = _selected()
+    if entry is not None:
+        st.session_state["_baseline"] = entry
+
+
+def _unpin() -> None:
+    st.session_state.pop("_baseline", None)
+
+
+def history_panel() -> None:
+    entries = _history()
+    st.subheader("Your runs")
+    if not entries:
+        st.caption("Each run you finish in this session is listed here, to bring back or to pin as a baseline.")
+        return
+    pinned: HistoryEntry | None = st.session_state.get("_baseline")
+    columns = history.table(entries, pinned)
+    st.dataframe({"run": [f"#{i + 1}" for i in range(len(entries))], **columns}, hide_index=True, width="stretch")
+    if st.session_state.get("history_pick") is not None and st.session_state["history_pick"] >= len(entries):
+        del st.session_state["history_pick"]
+    pick, show, pin, unpin = st.columns([1, 1, 1, 1])
+    pick.selectbox("Run", list(range(len(entries))), index=len(entries) - 1, key="history_pick",
+                   format_func=lambda i: f"#{i + 1}", label_visibility="collapsed")
+    chosen = _selected() is not None
+    show.button("Show this run", key="history_show", on_click=_show_selected, disabled=not chosen, width="stretch",
+                help="Its settings go back into the sidebar; a finished run comes from the store at once.")
+    pin.button("📌 Pin as baseline", key="history_pin", on_click=_pin_selected, disabled=not chosen, width="stretch",
+               help="Draw this run faintly beside the current one: its loss, its samples, its metrics.")
+    unpin.button("Unpin the baseline", key="history_unpin", on_click=_unpin, disabled=pinned is None,
+                 width="stretch")
+    st.caption("The runs you finished in this session and the settings that tell them apart (pick a run to show "
+               "it again or pin it). Compare the energy distance over its floor: 1 is as close as fresh data.")
+
+
+def baseline_note(pinned: Baseline | None) -> None:
+    """One line about the pinned baseline, or why it can't be drawn."""
+    if pinned is None:
+        return
+    differing = [key for key in history.differing((pinned.entry, *_history()[-1:]))] if _history() else []
+    if pinned.run is None:
+        st.info("The pinned baseline is no longer kept (the server holds the 16 most recently used finished runs), "
+                "so it isn't drawn. Show it again from the table to retrain it, or pin another run.")
+    else:
+        st.caption("📌 Baseline pinned: drawn in grey on the loss, the samples and the reverse animation "
+                   + (f"(it differs in {', '.join(differing)})." if differing else "."))
+
+
+def noise_note(config: ExperimentConfig) -> None:
+    """One line: what 'same noise' means for the animations, and what it can't make equal."""
+    sampler = config.sampler
+    if sampler.common_noise:
+        text = (f"Same noise for every run: any run sampled with sampling seed {sampler.seed} and "
+                f"{sampler.num_samples:,} points starts from the same x_T and gets the same noise at each step, "
+                "so two animations differ only by the model or the sampler.")
+    else:
+        text = "Each run draws its own sampling noise (Same noise for every run is off in Sampling)."
+    st.caption(text + " Training batches come from the same random stream as the initial weights (as in the seed "
+               "script), so changing the width or depth changes the batches too.")
+
+
+# --- the sampling budget -------------------------------------------------------------------------------------
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _budget_memo(key, source: str, num_samples: int, seed: int, variance: str, clip_x0: bool) -> dict:
+    return {}  # filled once computed; kept per run and sampler family settings
+
+
+def _budget_work(run: FinishedRun, config: ExperimentConfig) -> float:
+    calls = sum(steps for _, _, steps in budget_plan(run.key.schedule.num_timesteps))
+    return calls * config.sampler.num_samples * run.key.denoiser.parameter_count
+
+
+def budget_panel(run: FinishedRun, config: ExperimentConfig) -> None:
+    st.subheader("Sampling budget")
+    sampler = config.sampler
+    memo = _budget_memo(run.key, run.source, sampler.num_samples, sampler.seed, sampler.variance, sampler.clip_x0)
+    work = _budget_work(run, config)
+    if "rows" not in memo:
+        if work > 3 * MAX_SAMPLE_WORK:
+            st.caption(f"The budget of this model needs {work:.1e} multiply-adds, more than this page allows "
+                       f"({3 * MAX_SAMPLE_WORK:.0e}); use fewer samples or a smaller model.")
+            return
+        if not st.button("Compute the sampling budget", key="budget_compute",
+                         help="DDPM and DDIM (η = 0 and 1) at 5 to T steps, each scored against the data; a few "
+                              "seconds. Training in other tabs goes on meanwhile (it runs in worker processes)."):
+            st.caption("How good are the samples with fewer sampling steps? One click samples this run with DDPM "
+                       "and DDIM at 5, 10, 20, 50, 100, 200, 500 and T steps and scores each.")
+            return
+        bar = st.progress(0.0, text="Sampling at each budget…")
+        rows: list[BudgetRow] = []
+        total = len(budget_plan(run.key.schedule.num_timesteps))
+        for row in iter_budget(run.model, run.schedule, run.dataset, num_samples=sampler.num_samples,
+                               seed=sampler.seed, variance=sampler.variance, clip_x0=sampler.clip_x0):
+            rows.append(row)
+            bar.progress(min(len(rows) / total, 1.0),
+                         text=f"{charts.sampler_family(row.sampler, row.eta)} with {row.steps} steps: "
+                              f"{row.ratio:.2f} × floor")
+        bar.empty()
+        memo["rows"] = rows
+    rows = memo["rows"]
+    current = (charts.sampler_family(sampler.kind, None if sampler.kind == "ddpm" else sampler.eta),
+               sampler.sample_steps if sampler.kind == "ddim" else run.key.schedule.num_timesteps)
+    st.plotly_chart(charts.budget_figure(rows, current), config=PLOT_CONFIG, key="budget_chart")
+    st.dataframe({
+        "sampler": [charts.sampler_family(r.sampler, r.eta) for r in rows],
+        "steps": [r.steps for r in rows],
+        "model calls": [r.model_calls for r in rows],
+        "seconds": [f"{r.seconds:.2f}" for r in rows],
+        "energy distance / floor": [f"{r.ratio:.2f}" for r in rows],
+    }, hide_index=True, width="stretch", height=240)
+    best = min(rows, key=lambda r: (r.ratio if np.isfinite(r.ratio) else np.inf, r.model_calls))
+    st.caption(f"Energy distance over its floor against the model calls a sampler spends ({sampler.num_samples:,} "
+               f"points, sampling seed {sampler.seed}; your setting ringed). Where a line flattens, more steps stop "
+               f"paying. Best here: {charts.sampler_family(best.sampler, best.eta)} with {best.steps} steps, "
+               f"{best.ratio:.2f} × floor.")
+
+
+def clipping_note(config: ExperimentConfig, scores: Evaluation) -> None:
+    """Say why clipping x0 to [-1, 1] breaks this data, when it is on."""
+    if not config.sampler.clip_x0:
+        return
+    data = _data_points(config.data, 2000, 1)
+    low, high = data.min(axis=0), data.max(axis=0)
+    outside = float(np.mean(np.abs(data) > 1))
+    if outside == 0:
+        st.caption("Clipping x̂₀ to [-1, 1]: this data lies inside that square, so clipping changes little.")
+        return
+    st.warning(
+        f"Clipping x̂₀ to [-1, 1] (what common libraries do by default) assumes the data lies in that square. This "
+        f"data spans x {low[0]:.2f} to {high[0]:.2f}, y {low[1]:.2f} to {high[1]:.2f} ({outside:.0%} of the "
+        f"coordinates outside), so every prediction of x₀ is pulled into the square and the samples collapse "
+        f"toward its edge: energy distance {scores.energy_distance.ratio:.1f} × floor. Turn it off in Sampling."
+    )
