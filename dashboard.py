@@ -35,6 +35,8 @@ with data_column:
 
 pinned = compare.baseline()
 base = pinned.sampled() if pinned is not None else None
+if base is not None:  # drawn in the baseline's own units
+    base = (panels.in_user_units(pinned.entry.config.data, base[0]), base[1])
 run = panels.training_panel(config, display, pinned.run.losses if pinned and pinned.run else None)
 compare.baseline_note(pinned)
 sampled = panels.sampling(run, config) if run is not None else None

@@ -245,13 +245,27 @@ DATASET_LABELS = {
 
 @dataclass(frozen=True)
 class PointSet:
-    """A user's own 2-D points: hashed and compared by content digest, never by identity."""
+    """A user's own 2-D points: hashed and compared by content digest, never by identity.
+
+    ``array`` holds them as the model trains on them, standardised; ``offset`` and ``scale`` take
+    them back to the user's own units: user = array * scale + offset (``to_user``)."""
 
     digest: str
-    array: np.ndarray = field(compare=False, repr=False)  # (N, 2) float32, read-only
+    array: np.ndarray = field(compare=False, repr=False)  # (N, 2) float32, read-only, standardised
+    offset: tuple[float, float] = (0.0, 0.0)  # the points' mean, in the user's units
+    scale: float = 1.0  # their overall standard deviation, in the user's units
+
+    def to_user(self, points: np.ndarray) -> np.ndarray:
+        """Points from the model's (standardised) units to the user's: x * scale + offset."""
+        return np.asarray(points, dtype=np.float64) * self.scale + np.asarray(self.offset)
+
+    def from_user(self, points: np.ndarray) -> np.ndarray:
+        return (np.asarray(points, dtype=np.float64) - np.asarray(self.offset)) / self.scale
 
     @classmethod
-    def from_array(cls, points: np.ndarray) -> PointSet:
+    def from_array(cls, points: np.ndarray, offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0) -> PointSet:
+        if not (np.isfinite(offset).all() and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"points offset must be finite and scale positive; got {offset}, {scale}")
         array = np.ascontiguousarray(points, dtype=np.float32)
         if array.ndim != 2 or array.shape[1] != 2:
             raise ValueError(f"points must have shape (N, 2); got {array.shape}")
@@ -260,7 +274,8 @@ class PointSet:
         if not np.isfinite(array).all():
             raise ValueError("points must all be finite numbers (no NaN or inf)")
         array.flags.writeable = False
-        return cls(hashlib.sha256(array.tobytes()).hexdigest()[:16], array)
+        offset = (float(offset[0]), float(offset[1]))
+        return cls(hashlib.sha256(array.tobytes()).hexdigest()[:16], array, offset, float(scale))
 
     def __len__(self) -> int:
         return len(self.array)
@@ -288,6 +303,10 @@ class DataConfig:
     def is_fixed(self) -> bool:
         """A fixed point set (an epoch is one pass) rather than a distribution drawn fresh."""
         return self.name == "points"
+
+    def to_user(self, points: np.ndarray) -> np.ndarray:
+        """Points from the model's units to the user's (the same for the synthetic sets)."""
+        return np.asarray(points) if self.points is None else self.points.to_user(points)
 
 
 @dataclass(frozen=True)
@@ -585,7 +604,8 @@ class ExperimentConfig:
         for name in SECTIONS:
             section = dataclasses.asdict(getattr(self, name)) if name != "data" else {
                 "name": self.data.name,
-                **({"points_digest": self.data.points.digest, "num_points": len(self.data.points)}
+                **({"points_digest": self.data.points.digest, "num_points": len(self.data.points),
+                    "points_offset": list(self.data.points.offset), "points_scale": self.data.points.scale}
                    if self.data.points is not None else {}),
             }
             out[name] = section
@@ -613,7 +633,10 @@ class ExperimentConfig:
             if name == "data":
                 values.pop("points_digest", None)
                 values.pop("num_points", None)
-                if values.get("name") == "points":
+                offset, scale = values.pop("points_offset", None), values.pop("points_scale", None)
+                if values.get("name") == "points":  # files written before the units travelled: (0, 0), 1
+                    if points is not None and offset is not None:
+                        points = PointSet.from_array(points.array, tuple(offset), float(scale))
                     values["points"] = points
             _check_fields(name, values)
             built[name] = section_cls(**values)

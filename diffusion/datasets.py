@@ -169,10 +169,17 @@ def make_dataset(config: DataConfig) -> Dataset:
 
 
 def parse_points_csv(data: bytes | str, *, standardize: bool = True) -> np.ndarray:
-    """Read a CSV with a header row naming columns x and y (others are ignored).
+    """The points of a CSV file, (N, 2) float32: standardised (mean 0, overall std 1), or as written."""
+    points = _read_points(data)
+    if standardize:
+        return points_in_user_units(points).array.copy()
+    return points.astype(np.float32)
 
-    Returns (N, 2) float32. With ``standardize`` the points are shifted to mean 0 and scaled so
-    their overall standard deviation is 1, the scale the noise schedules are made for.
+
+def _read_points(data: bytes | str) -> np.ndarray:
+    """Read a CSV with a header row naming columns x and y (others are ignored): (N, 2) float64
+    in the file's units. Standardised (``points_in_user_units``) the points have mean 0 and overall
+    standard deviation 1, the scale the noise schedules are made for.
     Raises PointsError with a message that says what is wrong and what is allowed."""
     if isinstance(data, bytes):
         try:
@@ -215,15 +222,24 @@ def parse_points_csv(data: bytes | str, *, standardize: bool = True) -> np.ndarr
         raise PointsError(f"line {line_numbers[int(np.argmax(bad))]} holds NaN or inf; every x,y must be a finite number")
     if np.abs(points).max() > 1e15:
         raise PointsError("values beyond 1e15 in size cannot be used; rescale the data")
-    if standardize:
-        points = points - points.mean(axis=0)
-        scale = points.std()
-        if scale < 1e-12:
-            raise PointsError("all points are identical; the data needs some spread") from None
-        points = points / scale
-    return points.astype(np.float32)
+    return points  # (N, 2) float64, as written
 
 
 def load_points(data: bytes | str, *, standardize: bool = True) -> DataConfig:
-    """The data config for a user's CSV file."""
-    return DataConfig("points", PointSet.from_array(parse_points_csv(data, standardize=standardize)))
+    """The data config for a user's CSV file: the model trains on the points standardised (mean 0,
+    overall std 1); the point set keeps their mean and std, so outputs go back to the file's units."""
+    raw = _read_points(data)
+    if not standardize:
+        return DataConfig("points", PointSet.from_array(raw))
+    return DataConfig("points", points_in_user_units(raw))
+
+
+def points_in_user_units(points: np.ndarray) -> PointSet:
+    """A point set from points in the user's own units: standardised, with the way back kept."""
+    points = np.asarray(points, dtype=np.float64)
+    offset = points.mean(axis=0)
+    centred = points - offset
+    scale = float(centred.std())
+    if scale < 1e-12:
+        raise PointsError("all points are identical; the data needs some spread")
+    return PointSet.from_array(centred / scale, (float(offset[0]), float(offset[1])), scale)

@@ -45,7 +45,9 @@ def test_the_default_page_trains_the_reference_job_and_shows_every_panel():
     assert not at.exception
     titles = [s.value for s in at.subheader]
     assert titles == ["Noise schedule", "Data and forward process", "Training",
-                      "Reverse process: from noise to data", "Results", "Downloads"]
+                      "Reverse process: from noise to data", "Results", "Sampling budget",
+                      "The learned field against the ideal one", "Forward against reverse: where sampling drifts",
+                      "Downloads", "Your runs"]
     assert len(reverse_spec(at)["frames"]) == 60
     assert "epoch 1,000 / 1,000" in status(at)
     labels = [button.proto.label for button in at.get("download_button")]

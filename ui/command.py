@@ -22,12 +22,20 @@ Previews never change the trained weights, so the samples are those of a run wit
 time is not in train_seconds. Without --out or --json neither is computed. With
 --load-checkpoint nothing is trained: both files hold just their header and both lists are empty,
 as losses.csv holds just its header.
+
+``--out`` also writes field.csv (the learned and the ideal noise on a 21 x 21 grid at six noise
+levels) and drift.csv (the sampler's x_t against the true q(x_t) at each kept frame), and with
+``--budget`` budget.csv (energy distance over floor for DDPM and DDIM at 5 to T steps).
+With ``--points FILE`` every position written (samples.csv, figure.html, field.csv's x and y) is in
+the file's own units; the model trains on the points standardised, and the metrics, losses and
+noise vectors are in those standardised units.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -245,10 +253,11 @@ def _json_row(row: dict) -> dict:
 
 def _write_outputs(out: Path, config, losses, trajectory, dataset, watched: Watched, *, model, schedule) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    user = config.data.to_user  # samples, figure and field positions in the points' own units (--points)
     with open(out / "samples.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["x", "y"])
-        writer.writerows(trajectory.samples.tolist())
+        writer.writerows(user(trajectory.samples).tolist())
     with open(out / "losses.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", "loss"])
@@ -264,7 +273,8 @@ def _write_outputs(out: Path, config, losses, trajectory, dataset, watched: Watc
     from ui import charts  # plotly lives with the dashboard's chart builders
 
     data = dataset.sample(len(trajectory.samples), torch.Generator().manual_seed(config.sampler.seed + 1))
-    (out / "figure.html").write_text(charts.report_html(config, data.numpy(), trajectory, losses))
+    shown = dataclasses.replace(trajectory, frames=user(trajectory.frames), predicted_x0=user(trajectory.predicted_x0))
+    (out / "figure.html").write_text(charts.report_html(config, user(data.numpy()), shown, losses))
 
 
 FIELD_COLUMNS = ("t", "x", "y", "eps_x", "eps_y", "ideal_x", "ideal_y")
@@ -287,7 +297,8 @@ def _write_field_and_drift(out: Path, config, model, schedule: NoiseSchedule, tr
         writer.writerow(FIELD_COLUMNS)
         for t in times:
             frame = field_at(model, ideal, schedule, t, grid)
-            for (x, y), (ex, ey), (ix, iy) in zip(frame.points.tolist(), frame.learned.tolist(), frame.ideal.tolist(),
+            positions = config.data.to_user(frame.points)  # eps stays in the model's (unitless) noise
+            for (x, y), (ex, ey), (ix, iy) in zip(positions.tolist(), frame.learned.tolist(), frame.ideal.tolist(),
                                               strict=True):
                 writer.writerow([t, x, y, ex, ey, ix, iy])
     drift = drift_curve(trajectory, dataset, schedule, seed=config.sampler.seed + 1)

@@ -200,9 +200,10 @@ def clipping_note(config: ExperimentConfig, scores: Evaluation) -> None:
     if outside == 0:
         st.caption("Clipping x̂₀ to [-1, 1]: this data lies inside that square, so clipping changes little.")
         return
+    units = " (in the units the model trains in)" if config.data.points is not None else ""
     st.warning(
         f"Clipping x̂₀ to [-1, 1] (what common libraries do by default) assumes the data lies in that square. This "
-        f"data spans x {low[0]:.2f} to {high[0]:.2f}, y {low[1]:.2f} to {high[1]:.2f} ({outside:.0%} of the "
+        f"data{units} spans x {low[0]:.2f} to {high[0]:.2f}, y {low[1]:.2f} to {high[1]:.2f} ({outside:.0%} of the "
         f"coordinates outside), so every prediction of x₀ is pulled into the square and the samples collapse "
         f"toward its edge: energy distance {scores.energy_distance.ratio:.1f} × floor. Turn it off in Sampling."
     )

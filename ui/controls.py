@@ -65,6 +65,9 @@ SETTINGS: dict[str, Declared] = {d.key: d for d in (*experiment_settings(), *dec
 OLD_KEYS = {old: d.key for d in SETTINGS.values() for old in d.setting.old_keys}  # links made before a rename
 _BY_PATH = {d.path: d for d in SETTINGS.values()}
 SHOWN_LINK_CHARACTERS = 40  # a link value is echoed at most this long in a warning
+# Display settings drawn beside the view they change, inside its fragment: changing one reruns only
+# that view, not the page (a full rerun redraws a dozen charts). The link still carries them.
+BESIDE_THEIR_VIEW = ("log_y", "smoothing")
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,16 @@ def _label_of(d: Declared) -> Callable[[Any], str]:
     return lambda v: labels.get(v, str(v))
 
 
+def view_controls(keys: tuple[str, ...]) -> None:
+    """Draw display settings beside their view (inside its fragment) and keep the link current,
+    since a fragment's rerun doesn't reach the page's ``write_url``."""
+    get = _state_getter()
+    for column, key in zip(st.columns(len(keys)), keys, strict=True):
+        with column:
+            widget(SETTINGS[key], get)
+    write_url()
+
+
 def widget(d: Declared, get: Callable[[str], Any]) -> None:
     """Draw the widget ``d`` declares, its range narrowed where it is tied to another setting
     (the value is moved into that range first), disabled where it does not apply."""
@@ -326,7 +339,8 @@ def sidebar() -> tuple[ExperimentConfig | None, Display]:
             title, expanded = SECTION_TITLES[section]
             with st.expander(title, expanded=expanded):
                 for d in declared(cls):
-                    widget(d, get)
+                    if d.key not in BESIDE_THEIR_VIEW:
+                        widget(d, get)
         with st.expander("Load a trained model", expanded=False):
             _model_uploader()
         config = _experiment(data)

@@ -33,7 +33,7 @@ from diffusion.monitoring import BinnedFloor, loss_floor_by_bin
 from diffusion.samplers import Trajectory
 from diffusion.schedules import NoiseSchedule
 from ui import charts, session
-from ui.controls import Display, LoadedModel, loaded_model, session_owner
+from ui.controls import BESIDE_THEIR_VIEW, Display, LoadedModel, loaded_model, session_owner, view_controls
 from ui.jobs import FinishedRun, RunRegistry, RunSnapshot, TrainingJob, open_run, poll_interval, shared_pool
 from ui.workers import PREVIEW_POINTS, PREVIEW_STEPS
 
@@ -92,32 +92,43 @@ def binned_loss_floor(data: DataConfig, schedule: ScheduleConfig) -> BinnedFloor
     return loss_floor_by_bin(make_dataset(data), _schedule(schedule), 20)
 
 
+# Everything drawn or downloaded is in the user's units: the model's (standardised) units for the
+# synthetic sets, the file's units for a user's point set (DataConfig.to_user). Metrics are not.
+
+
+def in_user_units(data: DataConfig, trajectory: Trajectory) -> Trajectory:
+    return dataclasses.replace(trajectory, frames=data.to_user(trajectory.frames).astype(np.float32),
+                               predicted_x0=data.to_user(trajectory.predicted_x0).astype(np.float32))
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def _preview_axes(data: DataConfig) -> tuple[list[float], list[float]]:
     """Fixed axes for the live previews: the data's range, padded so early, wide previews show."""
-    return charts.axis_range(_data_points(data, 1000, 1), pad=0.6)
+    return charts.axis_range(data.to_user(_data_points(data, 1000, 1)), pad=0.6)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _forward_figure(data: DataConfig, schedule: ScheduleConfig, frame_ms: int):
     points = torch.from_numpy(_data_points(data, 600, 7))
     frames, times = forward_trajectory(_schedule(schedule), points, 40, torch.Generator().manual_seed(8))
-    return charts.forward_figure(frames.numpy(), times, points.numpy(), frame_ms)
+    return charts.forward_figure(data.to_user(frames.numpy()), times, data.to_user(points.numpy()), frame_ms)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _reverse_figure(_run: FinishedRun, key: TrainingKey, source: str, sampler: SamplerConfig,
                     style: charts.AnimationStyle, _baseline: Trajectory | None = None, baseline_id: tuple | None = None):
+    """``_baseline``: the pinned run's trajectory, already in its own user units."""
     trajectory, _ = _run.sampled(sampler)
-    return charts.reverse_figure(trajectory, _data_points(key.data, 1000, 1), style, baseline=_baseline)
+    return charts.reverse_figure(in_user_units(key.data, trajectory), key.data.to_user(_data_points(key.data, 1000, 1)),
+                                 style, baseline=_baseline)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _comparison_figure(_run: FinishedRun, key: TrainingKey, source: str, sampler: SamplerConfig,
                        _baseline: np.ndarray | None = None, baseline_id: tuple | None = None):
     trajectory, _ = _run.sampled(sampler)
-    return charts.comparison_figure(_data_points(key.data, len(trajectory.samples), 2), trajectory.samples,
-                                    baseline=_baseline)
+    data = key.data.to_user(_data_points(key.data, len(trajectory.samples), 2))
+    return charts.comparison_figure(data, key.data.to_user(trajectory.samples), baseline=_baseline)
 
 
 # --- panels ------------------------------------------------------------------------------------
@@ -199,8 +210,10 @@ def _live_training(key: TrainingKey, job: TrainingJob | None, finished: Finished
         _progress(snapshot)
         loss_column, preview_column = st.columns([3, 2])
         with loss_column:
+            view_controls(BESIDE_THEIR_VIEW)  # display only: changing them reruns this view alone
             st.plotly_chart(
-                charts.loss_figure(snapshot.losses, smoothing=display.smoothing, log_y=display.log_y, floor=floor,
+                charts.loss_figure(snapshot.losses, smoothing=st.session_state["smoothing"],
+                                   log_y=st.session_state["log_y"], floor=floor,
                                    total_steps=snapshot.total_steps, baseline=baseline_losses),
                 config=PLOT_CONFIG, key="loss_chart",
             )
@@ -222,7 +235,8 @@ def _live_samples(key: TrainingKey, snapshot: RunSnapshot) -> None:
     preview = snapshot.preview
     label = "Live samples: none yet" if preview is None else (
         f"Live samples at step {preview.step:,}: energy distance {preview.ratio:.2f} × floor")
-    st.plotly_chart(charts.preview_figure(None if preview is None else preview.points, _data_points(key.data, 1000, 1),
+    points = None if preview is None else key.data.to_user(preview.points)
+    st.plotly_chart(charts.preview_figure(points, key.data.to_user(_data_points(key.data, 1000, 1)),
                                           _preview_axes(key.data), label), config=PLOT_CONFIG, key="preview_chart")
     st.caption(f"{PREVIEW_POINTS} points from the current weights (the weight average when EMA is on), by "
                f"{min(PREVIEW_STEPS, key.schedule.num_timesteps)}-step DDIM from the same x_T every time, so they "
@@ -366,11 +380,17 @@ def results_panel(run: FinishedRun, scores: Evaluation, config: ExperimentConfig
                      base_scores.mean_error, base_scores.std_error]
         table["baseline × floor"] = [f"{c.ratio:.2f}" for c in base_rows]
     st.dataframe(table, hide_index=True, width="stretch")
+    scale = config.data.points.scale if config.data.points is not None else 1.0
+    mean, data_mean = config.data.to_user(np.array(scores.mean)), config.data.to_user(np.array(scores.data_mean))
+    std, data_std = np.array(scores.std) * scale, np.array(scores.data_std) * scale
     st.caption(
-        f"Generated mean ({scores.mean[0]:.3f}, {scores.mean[1]:.3f}), std ({scores.std[0]:.3f}, {scores.std[1]:.3f}); "
-        f"data mean ({scores.data_mean[0]:.3f}, {scores.data_mean[1]:.3f}), std ({scores.data_std[0]:.3f}, "
-        f"{scores.data_std[1]:.3f}). The noise floor is the same statistic between two fresh draws of the data: "
+        f"Generated mean ({mean[0]:.3f}, {mean[1]:.3f}), std ({std[0]:.3f}, {std[1]:.3f}); "
+        f"data mean ({data_mean[0]:.3f}, {data_mean[1]:.3f}), std ({data_std[0]:.3f}, {data_std[1]:.3f}). "
+        "The noise floor is the same statistic between two fresh draws of the data: "
         "× floor near 1 means as close as real data gets. "
+        + (f"Your points are drawn in their own units; the metrics are computed in the units the model trains in "
+           f"(minus their mean, divided by {config.data.points.scale:.4g}), which leaves the × floor ratios unchanged. "
+           if config.data.points is not None else "")
         + (f"Trained in {run.train_seconds:.2f} s ({len(run.losses):,} steps), final loss {run.losses[-1]:.4f}."
            if len(run.losses) else "Loaded from a model file.")
     )
@@ -408,7 +428,10 @@ def _field(_run: FinishedRun, key: TrainingKey, source: str, quantity: str, fram
     else:
         curve_error = curve.error
     label = "ε" if quantity == "eps" else "score"
-    return (charts.field_figure(times, grid[0], grid[1], learned, wanted, shown, quantity=label, frame_ms=frame_ms),
+    user = key.data.to_user  # positions in the user's units; the arrows are scaled per t anyway
+    xs, ys = user(np.stack([grid[0], np.full_like(grid[0], grid[1][0])], 1))[:, 0], \
+        user(np.stack([np.full_like(grid[1], grid[0][0]), grid[1]], 1))[:, 1]
+    return (charts.field_figure(times, xs, ys, learned, wanted, user(shown), quantity=label, frame_ms=frame_ms),
             charts.field_error_figure(times, curve_error, quantity=label))
 
 
@@ -447,7 +470,8 @@ def _drift(_run: FinishedRun, key: TrainingKey, source: str, sampler: SamplerCon
     truth = np.stack([data.numpy() if t == 0 else noised(data, schedule, int(t) - 1, noise).numpy()
                       for t in kept.frame_times])
     shown = kept.frames[:, :DRIFT_POINTS]
-    return charts.drift_figure(kept.frame_times, truth, shown, curve.ratio, frame_ms), curve
+    user = key.data.to_user
+    return charts.drift_figure(kept.frame_times, user(truth), user(shown), curve.ratio, frame_ms), curve
 
 
 def drift_panel(run: FinishedRun, config: ExperimentConfig, display: Display) -> None:
@@ -467,7 +491,8 @@ def drift_panel(run: FinishedRun, config: ExperimentConfig, display: Display) ->
 def downloads_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentConfig, display: Display) -> None:
     st.subheader("Downloads")
     samples, model, animation = st.columns(3)
-    samples.download_button("Samples (CSV)", data=lambda: _samples_csv(trajectory.samples), file_name="samples.csv",
+    samples.download_button("Samples (CSV)", data=lambda: _samples_csv(config.data.to_user(trajectory.samples)),
+                            file_name="samples.csv",
                             mime="text/csv", key="download_samples", width="stretch", on_click="ignore")
     model.download_button("Model (safetensors + config)", data=lambda: checkpoints.to_bytes(run.model, config),
                           file_name="model.safetensors", mime="application/octet-stream", key="download_model", on_click="ignore",

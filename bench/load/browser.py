@@ -3,7 +3,8 @@
 Elements are found by what they say, not where they sit, so the page's layout may change:
 - the loss chart is the visible Plotly chart whose y-axis title mentions 'loss';
 - the finished state is a visible text matching 'Finished ... step N';
-- the toggle is the sidebar's 'Log-scale loss', inside the expander titled 'Display'.
+- the toggle is 'Log-scale loss': beside the loss chart (a rerun of that view alone), or in the
+  sidebar's 'Display' expander in versions of the page that kept it there.
 
 Knowing that a rerun has finished (../../shared/browser-testing.md): the page's websocket frames
 are decoded (``ForwardMsg``), full script runs that finished are counted and
@@ -74,6 +75,7 @@ class Runs:
 
     def __init__(self) -> None:
         self.finished = 0
+        self.fragments = 0  # fragment runs that finished
         self.running = False
         self.frames = 0
         self.exceptions: list[str] = []
@@ -96,6 +98,7 @@ class Runs:
             self.running = msg.session_status_changed.script_is_running
         elif kind == "script_finished":
             self.finished += msg.script_finished in _FULL_RUN_DONE
+            self.fragments += msg.script_finished == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY
         elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element" \
                 and msg.delta.new_element.WhichOneof("type") == "exception":
             self.exceptions.append(msg.delta.new_element.exception.message[:300])
@@ -137,9 +140,16 @@ class PageTimer:
             page.wait_for_timeout(POLL_MS)
         return True
 
-    def _settle(self, page: Page, runs: Runs, since: int, timeout_s: float) -> bool:
+    def _settle(self, page: Page, runs: Runs, since: int, timeout_s: float, fragments_since: int | None = None) -> bool:
+        """Wait for a full run after ``since`` (or a full or fragment run, with ``fragments_since``)."""
         deadline = time.monotonic() + timeout_s
-        if not self._poll(page, lambda: runs.finished > since and not runs.running, timeout_s):
+
+        def done() -> bool:
+            if fragments_since is not None and runs.fragments > fragments_since:
+                return not runs.running
+            return runs.finished > since and not runs.running
+
+        if not self._poll(page, done, timeout_s):
             return False
         try:
             page.wait_for_function(_IDLE_JS, timeout=max(1.0, deadline - time.monotonic()) * 1000, polling=POLL_MS)
@@ -182,22 +192,22 @@ class PageTimer:
             return out
         page, runs = kept
         try:
-            sidebar = page.get_by_test_id("stSidebar")
             # the toggle's label, as a user sees and clicks it (its input is visually hidden)
-            toggle = sidebar.get_by_text("Log-scale loss", exact=True)
+            toggle = page.get_by_text("Log-scale loss", exact=True).first
             if not toggle.is_visible():
+                sidebar = page.get_by_test_id("stSidebar")
                 sidebar.get_by_text("Display", exact=True).click(timeout=timeout_s * 1000)
                 toggle.wait_for(state="visible", timeout=timeout_s * 1000)
             for _ in range(times):
                 current = page.evaluate(_AXIS_TYPE_JS)
                 wanted = "linear" if current == "log" else "log"
-                since = runs.finished
+                since, fragments_since = runs.finished, runs.fragments
                 started = time.monotonic()
                 toggle.click(timeout=timeout_s * 1000)
                 handle = page.wait_for_function(_AXIS_IS_JS, arg=wanted, timeout=timeout_s * 1000, polling=POLL_MS)
                 clicked = page.evaluate("() => window.__benchClickAt")
                 out["visible_s"].append(round((handle.json_value() - clicked) / 1000, 3))
-                if not self._settle(page, runs, since, timeout_s):
+                if not self._settle(page, runs, since, timeout_s, fragments_since):
                     out["error"] = f"the rerun after a flip did not settle within {timeout_s:.0f} s"
                     break
                 out["settled_s"].append(round(time.monotonic() - started, 3))
