@@ -256,7 +256,8 @@ def test_round_trip_with_points_needs_the_points_back():
     points = _points(100)
     config = reference().replace(data=DataConfig("points", points))
     raw = json.loads(config.to_json())
-    assert raw["data"] == {"name": "points", "points_digest": points.digest, "num_points": 100}
+    assert raw["data"] == {"name": "points", "points_digest": points.digest, "num_points": 100,
+                           "points_offset": [0.0, 0.0], "points_scale": 1.0}
     assert ExperimentConfig.from_dict(raw, points=points) == config
     with pytest.raises(ValueError, match=r"data\.points"):
         ExperimentConfig.from_dict(raw)

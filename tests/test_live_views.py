@@ -96,3 +96,9 @@ def test_the_drift_view_compares_every_kept_frame_with_the_true_noised_data():
     assert [f["name"] for f in drift["frames"]] == ["t = 100", "t = 75", "t = 50", "t = 25", "t = 0"]
     ratio = _decode(trace(drift, "drift")["y"])
     assert ratio[0] > 10  # T = 100 leaves q(x_T) far from the N(0, I) the sampler starts from
+
+
+def test_a_schedule_shorter_than_the_bins_gets_a_bin_per_step():
+    at = wait_finished(open_page(T="7"))
+    by_t = chart(at, "irreducible loss")
+    assert len(_decode(trace(by_t, "loss, last 200 steps")["y"])) == 7

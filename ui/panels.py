@@ -35,7 +35,7 @@ from diffusion.schedules import NoiseSchedule
 from ui import charts, session
 from ui.controls import BESIDE_THEIR_VIEW, Display, LoadedModel, loaded_model, session_owner, view_controls
 from ui.jobs import FinishedRun, RunRegistry, RunSnapshot, TrainingJob, open_run, poll_interval, shared_pool
-from ui.workers import PREVIEW_POINTS, PREVIEW_STEPS
+from ui.workers import PREVIEW_POINTS, PREVIEW_STEPS, loss_bins
 
 PACE_SECONDS = 5.0  # with "watch short runs" on, a run lasts at least this long
 PLOT_CONFIG = {"displaylogo": False}
@@ -88,8 +88,8 @@ def loss_floor(data: DataConfig, schedule: ScheduleConfig) -> float | None:
 
 @st.cache_data(max_entries=32, show_spinner="Computing the loss floor per noise level…")
 def binned_loss_floor(data: DataConfig, schedule: ScheduleConfig) -> BinnedFloor:
-    """The irreducible loss in each of the 20 noise-level bins (exact, numerical, or unknown)."""
-    return loss_floor_by_bin(make_dataset(data), _schedule(schedule), 20)
+    """The irreducible loss in each noise-level bin (20, or T if fewer): exact, numerical, or unknown."""
+    return loss_floor_by_bin(make_dataset(data), _schedule(schedule), loss_bins(schedule.num_timesteps))
 
 
 # Everything drawn or downloaded is in the user's units: the model's (standardised) units for the

@@ -82,6 +82,13 @@ def pace_wait(pace_seconds: float, step: int, total_steps: int, wall: float) -> 
     return max(0.0, pace_seconds * step / total_steps - wall)
 
 
+LOSS_BINS = 20  # noise-level bins of the loss by t (fewer when T is smaller)
+
+
+def loss_bins(num_timesteps: int) -> int:
+    return min(LOSS_BINS, num_timesteps)
+
+
 PREVIEW_EVERY_S = 0.3  # a live preview this often (wall time) while a run trains
 PREVIEW_MAX_SHARE = 0.1  # ... but previews never take more than this share of the training time
 PREVIEW_POINTS = 300
@@ -114,7 +121,8 @@ class Watch:
     def __init__(self, key, trainer, watch_state: dict | None, clock: Callable[[], float] = time.monotonic):
         self.trainer = trainer
         self.loss_by_t = (LossByT.from_state_dict(watch_state) if watch_state is not None
-                          else LossByT.for_run(key.schedule.num_timesteps, key.total_steps))
+                          else LossByT.for_run(key.schedule.num_timesteps, key.total_steps,
+                                               loss_bins(key.schedule.num_timesteps)))
         self.previewer = previewer_for(key)
         self.clock = clock
         self.last_preview_at = -math.inf

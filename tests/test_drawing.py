@@ -1,0 +1,197 @@
+"""A drawing (the canvas's fabric.js JSON) to points: spacing, jitter, determinism, refusals, CSV."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffusion.config import MAX_POINTS
+from diffusion.datasets import load_points, points_in_user_units
+from diffusion.drawing import (
+    CANVAS_SIZE,
+    DOT_LENGTH,
+    JITTER_CLIP,
+    STARTERS,
+    DrawingError,
+    EmptyDrawingError,
+    points_from_canvas,
+    to_csv,
+)
+
+SIZE = (200, 200)  # 1 drawing unit = 100 px
+
+
+def _path(*commands, origin="center", left=None, top=None, stroke_width=3) -> dict:
+    """A 'Path' object as the canvas's freedraw writes it (fabric 7: origin at the centre of the
+    bounding box, stroke included), placed where its commands say."""
+    xs = [v for c in commands for v in c[1::2]]
+    ys = [v for c in commands for v in c[2::2]]
+    width, height = max(xs) - min(xs), max(ys) - min(ys)
+    if origin == "center":
+        left, top = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+    return {"type": "Path", "originX": origin, "originY": origin, "left": left, "top": top, "width": width,
+            "height": height, "stroke": "black", "strokeWidth": stroke_width, "scaleX": 1, "scaleY": 1,
+            "angle": 0, "path": [list(c) for c in commands]}
+
+
+def _dot(x: float, y: float, radius: float = 3, stroke_width: float = 3) -> dict:
+    """A 'Circle' as the canvas's point mode writes it: origin left/centre, so its centre is at
+    left + radius + strokeWidth / 2."""
+    return {"type": "Circle", "originX": "left", "originY": "center", "left": x - radius - stroke_width / 2, "top": y,
+            "radius": radius, "width": 2 * radius, "height": 2 * radius, "stroke": "black",
+            "strokeWidth": stroke_width, "scaleX": 1, "scaleY": 1, "angle": 0}
+
+
+def _drawing(*objects) -> dict:
+    return {"version": "7.4.0", "objects": list(objects)}
+
+
+# a horizontal stroke from (-0.5, 0.5) to (0.5, 0.5) in drawing units: length 1
+STRAIGHT = _drawing(_path(("M", 50, 50), ("L", 150, 50)))
+
+
+def test_points_on_a_straight_stroke_are_evenly_spaced_at_length_over_count():
+    points = points_from_canvas(STRAIGHT, count=50, jitter=0.0, seed=0, size=SIZE)
+    assert points.shape == (50, 2)
+    np.testing.assert_allclose(points[:, 1], 0.5, atol=1e-12)  # canvas y = 50 is above the centre: y up
+    gaps = np.diff(points[:, 0])
+    np.testing.assert_allclose(gaps, 1.0 / 50, rtol=1e-9)
+    np.testing.assert_allclose([points[0, 0], points[-1, 0]], [-0.5 + 0.01, 0.5 - 0.01], atol=1e-12)
+
+
+def test_a_curved_stroke_is_sampled_by_arc_length():
+    # a quadratic arc: evenly spaced in arc length means equal chords between neighbours
+    drawing = _drawing(_path(("M", 20, 150), ("Q", 100, 0, 180, 150)))
+    points = points_from_canvas(drawing, count=200, jitter=0.0, seed=0, size=SIZE)
+    chords = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    assert chords.std() / chords.mean() < 1e-3, (chords.min(), chords.max())
+
+
+def test_each_stroke_gets_points_in_proportion_to_its_length():
+    long = _path(("M", 0, 20), ("L", 150, 20))  # 1.5 units
+    short = _path(("M", 0, 180), ("L", 50, 180))  # 0.5 units
+    points = points_from_canvas(_drawing(long, short), count=400, jitter=0.0, seed=0, size=SIZE)
+    assert (points[:, 1] > 0).sum() == 300 and (points[:, 1] < 0).sum() == 100
+
+
+def test_a_moved_stroke_is_placed_where_it_was_moved():
+    # fabric keeps the commands as drawn; left/top (here the bounding box's top-left corner, stroke
+    # included) say where the stroke is now: 30 px right and 20 px down of where it was drawn.
+    moved = _path(("M", 50, 50), ("L", 150, 50), origin="left", left=50 - 1.5 + 30, top=50 - 1.5 + 20)
+    points = points_from_canvas(_drawing(moved), count=10, jitter=0.0, seed=0, size=SIZE)
+    np.testing.assert_allclose(points[:, 1], 0.3, atol=1e-9)
+    np.testing.assert_allclose([points[:, 0].min(), points[:, 0].max()], [-0.2 + 0.05, 0.8 - 0.05], atol=1e-9)
+
+
+@pytest.mark.parametrize("jitter", [0.01, 0.05])
+def test_jitter_keeps_every_point_within_three_jitters_of_the_stroke(jitter):
+    clean = points_from_canvas(STRAIGHT, count=5000, jitter=0.0, seed=3, size=SIZE)
+    noisy = points_from_canvas(STRAIGHT, count=5000, jitter=jitter, seed=3, size=SIZE)
+    offset = noisy - clean
+    assert np.abs(offset).max() <= JITTER_CLIP * jitter + 1e-12
+    assert np.abs(offset[:, 1] / jitter).max() > 2.5  # the clip is reached, not a tiny noise
+    # Gaussian clipped at 3 std: the std shrinks by under 1.5 %; 5000 draws give ~1 % error per axis
+    np.testing.assert_allclose(offset.std(axis=0), jitter, rtol=0.05)
+
+
+def test_same_seed_same_bits_other_seed_other_points():
+    a = points_from_canvas(STARTERS["heart"], count=1000, jitter=0.02, seed=7)
+    b = points_from_canvas(STARTERS["heart"], count=1000, jitter=0.02, seed=7)
+    c = points_from_canvas(STARTERS["heart"], count=1000, jitter=0.02, seed=8)
+    assert a.tobytes() == b.tobytes()
+    assert not np.allclose(a, c)
+
+
+@pytest.mark.parametrize("count", [2, 3, 999, 1000, 5000])
+def test_count_is_the_number_of_points(count):
+    assert points_from_canvas(STARTERS["smiley"], count=count, jitter=0.01, seed=0).shape == (count, 2)
+
+
+def test_point_mode_dots_become_equal_blobs_at_their_centres():
+    drawing = _drawing(_dot(50, 50), _dot(150, 150))  # (-0.5, 0.5) and (0.5, -0.5)
+    points = points_from_canvas(drawing, count=400, jitter=0.02, seed=0, size=SIZE)
+    first = np.linalg.norm(points - [-0.5, 0.5], axis=1) <= JITTER_CLIP * 0.02 * np.sqrt(2)
+    second = np.linalg.norm(points - [0.5, -0.5], axis=1) <= JITTER_CLIP * 0.02 * np.sqrt(2)
+    assert first.sum() == 200 and second.sum() == 200
+    np.testing.assert_allclose(points[first].mean(0), [-0.5, 0.5], atol=0.005)
+
+
+def test_a_dot_weighs_as_much_as_a_stroke_of_dot_length():
+    stroke = _path(("M", 0, 20), ("L", 100 * DOT_LENGTH * 3, 20))  # three dots' worth
+    points = points_from_canvas(_drawing(stroke, _dot(100, 150)), count=400, jitter=0.0, seed=0, size=SIZE)
+    assert (points[:, 1] < 0).sum() == 100
+
+
+def test_a_click_in_stroke_mode_is_a_dot():
+    # fabric writes a click without moving as a path of ~0 length (its two points 1/500 of the width apart)
+    click = _path(("M", 99.997, 100), ("L", 100.003, 100))
+    points = points_from_canvas(_drawing(click, _dot(150, 100)), count=100, jitter=0.0, seed=0, size=SIZE)
+    assert sorted({tuple(np.round(p, 6)) for p in points}) == [(0.0, 0.0), (0.5, 0.0)]
+
+
+def test_a_non_square_canvas_keeps_the_aspect_ratio():
+    # 400 x 200: half the longer side (200 px) is one unit; the right edge is x = 1, the top y = 0.5
+    drawing = _drawing(_path(("M", 200, 0), ("L", 400, 0)))
+    points = points_from_canvas(drawing, count=4, jitter=0.0, seed=0, size=(400, 200))
+    np.testing.assert_allclose(points, [[0.125, 0.5], [0.375, 0.5], [0.625, 0.5], [0.875, 0.5]], atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(STARTERS))
+def test_starters_convert_and_fill_the_canvas(name):
+    drawing = STARTERS[name]
+    assert all(obj["type"] == "Path" for obj in drawing["objects"])  # loads into the canvas as drawn
+    points = points_from_canvas(drawing, count=2000, jitter=0.0, seed=0, size=CANVAS_SIZE)
+    assert np.abs(points).max() < 0.9
+    assert np.ptp(points, axis=0).min() > 1.0  # spread over most of the canvas, both ways
+    points_in_user_units(points)  # usable as data
+
+
+def test_empty_drawing_is_refused_with_what_to_do():
+    for empty in (None, {}, {"objects": []}, _drawing({"type": "Path", "path": []})):
+        with pytest.raises(EmptyDrawingError, match="the drawing is empty: draw a stroke or a few points"):
+            points_from_canvas(empty, count=100, jitter=0.01, seed=0)
+
+
+def test_single_point_is_refused_as_having_no_spread():
+    with pytest.raises(DrawingError, match="the drawing is a single point, so the data would have no spread"):
+        points_from_canvas(_drawing(_dot(80, 80)), count=100, jitter=0.01, seed=0)
+
+
+def test_zero_length_stroke_is_refused_as_having_no_spread():
+    with pytest.raises(DrawingError, match=r"the stroke has zero length \(a click without moving\), so the data "
+                                           "would have no spread; draw a longer stroke"):
+        points_from_canvas(_drawing(_path(("M", 80, 80), ("L", 80, 80))), count=100, jitter=0.01, seed=0)
+
+
+def test_everything_at_one_spot_is_refused():
+    with pytest.raises(DrawingError, match="everything drawn is at one spot"):
+        points_from_canvas(_drawing(_dot(80, 80), _dot(80.2, 80)), count=100, jitter=0.01, seed=0)
+
+
+@pytest.mark.parametrize("count", [0, 1, MAX_POINTS + 1, 2.5, True])
+def test_count_outside_the_range_is_refused(count):
+    with pytest.raises(DrawingError, match=f"the number of points must be a whole number from 2 to {MAX_POINTS:,}"):
+        points_from_canvas(STRAIGHT, count=count, jitter=0.01, seed=0, size=SIZE)
+
+
+@pytest.mark.parametrize("jitter", [-0.1, float("nan"), float("inf")])
+def test_bad_jitter_is_refused(jitter):
+    with pytest.raises(DrawingError, match="the jitter must be a finite number >= 0"):
+        points_from_canvas(STRAIGHT, count=10, jitter=jitter, seed=0, size=SIZE)
+
+
+def test_shapes_it_cannot_read_are_named():
+    rect = {"type": "Rect", "left": 10, "top": 10, "width": 50, "height": 50}
+    with pytest.raises(DrawingError, match="holds a 'Rect' shape, which can't be turned into points"):
+        points_from_canvas(_drawing(rect, _dot(80, 80)), count=10, jitter=0.01, seed=0)
+
+
+def test_csv_round_trip_through_load_points_gives_the_same_data():
+    points = points_from_canvas(STARTERS["letter A"], count=777, jitter=0.02, seed=1)
+    text = to_csv(points)
+    assert text.splitlines()[0] == "x,y" and len(text.splitlines()) == 778
+    np.testing.assert_array_equal(load_points(text, standardize=False).points.array, points.astype(np.float32))
+    loaded = load_points(text.encode())
+    drawn = points_in_user_units(points)
+    assert loaded.points == drawn  # same digest, offset and scale: the same cached run
+    np.testing.assert_allclose(loaded.points.to_user(loaded.points.array), points, atol=1e-6)
