@@ -187,6 +187,8 @@ def init_state_from_url() -> None:
     st.session_state["preset"] = preset
     st.session_state.update(values)
     st.session_state["_url_problems"] = problems
+    if params.get("points", [""])[-1] == "drawn":  # a link to drawn points opens the canvas (empty: they can't travel)
+        st.session_state["points_source_choice"] = "Draw"
 
 
 def write_url() -> None:
@@ -198,8 +200,8 @@ def write_url() -> None:
         value = st.session_state.get(key, default)
         if value != default:
             wanted[key] = str(value).lower() if isinstance(value, bool) else str(value)
-    if st.session_state.get("dataset") == "points":
-        wanted["points"] = "uploaded"  # the file itself can't travel in a link
+    if st.session_state.get("dataset") == "points":  # the points themselves can't travel in a link
+        wanted["points"] = st.session_state.get("_points_source", "uploaded")
     if st.query_params.to_dict() != wanted:
         st.query_params.from_dict(wanted)
 
@@ -236,6 +238,7 @@ def _read_points() -> None:
     try:
         st.session_state["_points"] = _points_from_bytes(upload.getvalue())
         st.session_state["_points_name"] = upload.name
+        st.session_state["_points_source"] = "uploaded"
     except PointsError as error:
         st.session_state["_points_error"] = f"{upload.name}: {error}"
         st.session_state.pop("_points", None)
@@ -300,6 +303,11 @@ def _data_section() -> DataConfig | None:
     widget(d, _state_getter())
     if st.session_state["dataset"] != "points":
         return DataConfig(st.session_state["dataset"])
+    if st.radio("Source", ["Upload a CSV", "Draw"], horizontal=True, key="points_source_choice",
+                help="Your own points: from a CSV file, or drawn with the mouse.") == "Draw":
+        from ui.drawing import drawing_section
+
+        return drawing_section()
     st.file_uploader(
         "Your points (CSV with columns x,y)", type=["csv", "txt"], key="points_file", on_change=_read_points,
         help=f"A header row naming columns x and y, then one point per row; up to {MAX_POINTS:,} points. "

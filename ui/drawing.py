@@ -43,15 +43,16 @@ def _state(key_prefix: str) -> dict:
     state = st.session_state
     state.setdefault(f"{key_prefix}_generation", 0)
     state.setdefault(f"{key_prefix}_initial", None)
-    state.setdefault(f"{key_prefix}_count", COUNT_RANGE[2])
-    state.setdefault(f"{key_prefix}_jitter", JITTER_RANGE[2])
-    state.setdefault(f"{key_prefix}_tool", "freedraw")
+    # Streamlit forgets a widget's value while it isn't drawn (the section hidden behind the upload):
+    # writing each value back before its widget is drawn keeps it.
+    for name, default in (("count", COUNT_RANGE[2]), ("jitter", JITTER_RANGE[2]), ("tool", "freedraw")):
+        state[f"{key_prefix}_{name}"] = state.get(f"{key_prefix}_{name}", default)
     return state
 
 
 def _load(key_prefix: str, drawing: dict | None) -> None:
     """Callback: remount the canvas showing ``drawing`` (None: an empty canvas)."""
-    st.session_state[f"{key_prefix}_initial"] = drawing
+    st.session_state[f"{key_prefix}_initial"] = st.session_state[f"{key_prefix}_last"] = drawing
     st.session_state[f"{key_prefix}_generation"] += 1
 
 

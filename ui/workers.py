@@ -104,7 +104,7 @@ class WatchUpdate:
     loss_by_t: LossByTSnapshot
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=64)  # a few kB each; a worker takes turns with many runs
 def previewer_for(key) -> Previewer:
     """One previewer per training configuration: the same x_T and noise for every preview of a
     run, whichever worker takes it (seeded with the run's training seed)."""
