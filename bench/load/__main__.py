@@ -303,8 +303,9 @@ def run_phase(n: int, index: int, args, port: int, server: subprocess.Popen, tim
             clients = Clients(port, phase.queries, duration_s=args.seconds + READY_TIMEOUT_S + 900)
             client_tree = procstat.ProcessTree(clients.process.pid, "clients")
             started = time.monotonic()
-            ready = clients.wait(lambda: sum(label == "Training" for label in clients.last_labels().values()) == n,
-                                 READY_TIMEOUT_S)
+            # 'Waiting': queued for a worker (more runs than workers); it trains in its turn
+            ready = clients.wait(lambda: sum(label in ("Training", "Waiting") for label in
+                                             clients.last_labels().values()) == n, READY_TIMEOUT_S)
             phase.ready_s = round(time.monotonic() - started, 2)
             if not ready:
                 phase.errors.append(f"only {len(clients.last_labels())} of {n} pages showed training within "
