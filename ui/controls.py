@@ -335,6 +335,8 @@ SECTION_TITLES = {"schedule": ("Noise schedule", True), "denoiser": ("Model", Fa
 def sidebar() -> tuple[ExperimentConfig | None, Display]:
     """Draw the sidebar; return the experiment it describes (None if it can't run) and display."""
     get = _state_getter()
+    for key in BESIDE_THEIR_VIEW:  # drawn only when their view is: keep their values meanwhile
+        st.session_state[key] = st.session_state.get(key, SETTINGS[key].default)
     with st.sidebar:
         st.selectbox("Preset", list(PRESETS), key="preset", on_change=_apply_preset,
                      help="reference: the seed script's job exactly. improved: better defaults at the same "
