@@ -427,6 +427,7 @@ class RunRegistry:
                     self._by_id.pop(job.id, None)
                 else:
                     job.status = "paused"
+                    self._evict(job.owner)  # it counts against its owner's cap of paused runs now
             job.changed.notify_all()
             self._dispatch()
 
