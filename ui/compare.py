@@ -110,7 +110,7 @@ def baseline_note(pinned: Baseline | None) -> None:
     """One line about the pinned baseline, or why it can't be drawn."""
     if pinned is None:
         return
-    differing = [key for key in history.differing((pinned.entry, *_history()[-1:]))] if _history() else []
+    differing = history.differing((pinned.entry, *_history()[-1:])) if _history() else []
     if pinned.run is None:
         st.info("The pinned baseline is no longer kept (the server holds the 16 most recently used finished runs), "
                 "so it isn't drawn. Show it again from the table to retrain it, or pin another run.")
