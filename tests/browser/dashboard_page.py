@@ -92,6 +92,7 @@ class ScriptRuns:
 
     started: int = 0  # full script runs started
     finished: int = 0  # full script runs that ran to the end (not fragment runs, not cut short)
+    last_finished: int = 0  # the number of the last full run that ran to the end (see ``started``)
     running: bool = False  # a script or fragment run is in progress
     in_fragment: bool = False
     records: list[Record] = field(default_factory=list)
@@ -121,7 +122,9 @@ class ScriptRuns:
         elif kind == "session_status_changed":
             self.running = message.session_status_changed.script_is_running
         elif kind == "script_finished":
-            self.finished += message.script_finished in _FULL_RUN_DONE
+            if message.script_finished in _FULL_RUN_DONE:
+                self.finished += 1
+                self.last_finished = self.started
         elif kind == "delta" and message.delta.WhichOneof("type") == "new_element":
             element = message.delta.new_element
             if element.WhichOneof("type") == "progress":
@@ -210,9 +213,12 @@ class DashboardPage:
     def act(self, action: Callable[[], object], timeout_ms: float = 60_000) -> Mark:
         """Do ``action`` and wait for the rerun it causes. Returns a mark of the websocket history
         from just before it (see ``ScriptRuns.after``)."""
-        mark, since = self.runs.mark(), self.runs.finished
+        mark = self.runs.mark()
         action()
-        self.settle(since, timeout_ms)
+        # a run that started before the action (a fragment asking for a page rerun) may end after
+        # it: only a full run started after the mark answers the action
+        self._poll(lambda: self.runs.last_finished > mark.started, timeout_ms, "a script run started after the action to finish")
+        self.settle(None, timeout_ms)
         return mark
 
     def open(self, url: str | None = None, timeout_ms: float = 90_000) -> None:
@@ -233,11 +239,14 @@ class DashboardPage:
         return {key: values[-1] for key, values in parse_qs(urlsplit(self.page.url).query).items()}
 
     def expect_query(self, wanted: dict[str, str], timeout_ms: float = 10_000) -> None:
-        """Wait for the address bar to carry exactly ``wanted``."""
+        """Wait for the address bar to carry exactly ``wanted``, then for the run that wrote it to
+        end: the page writes the query near the start of a run, so what the run draws after it
+        (the progress bar, the charts) may still be on its way when the URL changes."""
         try:
             self._poll(lambda: self.query() == wanted, timeout_ms, f"the URL's query to be {wanted}")
         except AssertionError:
             assert self.query() == wanted, self.page.url
+        self.settle()
 
     # --- training ----------------------------------------------------------------------------------
     @property
