@@ -14,6 +14,9 @@ Its variance is ``variance`` (sigma^2 = beta' or beta-tilde'). DDIM at eta 1 on 
 respaced DDPM with the posterior variance (Song et al.), so the two DDPM variances differ from it
 only where beta' and beta-tilde' differ.
 
+Flow matching's budget has the ODE solvers instead (``FLOW_FAMILIES``): Euler (S calls) and Heun
+(2S - 1 calls), at S = 1, 2, 5, 10, ... so its rows share the axis of model calls with DDPM's.
+
 Every row samples with a generator seeded with ``seed``: all rows start from the same x_T (common
 random numbers), and a row is exactly ``samplers.sample`` with the row's config and that seed.
 The rows come as a pair, like the samplers: ``iter_budget`` yields each row as it completes (a
@@ -36,7 +39,15 @@ from .samplers import EpsFn, sample
 from .schedules import NoiseSchedule
 
 DEFAULT_STEPS = (5, 10, 20, 50, 100, 200, 500)  # and T
+FLOW_STEPS = (1, 2, 5, 10, 20, 50, 100, 200, 500)  # and T
 DEFAULT_FAMILIES: tuple[tuple[SamplerKind, float | None], ...] = (("ddpm", None), ("ddim", 0.0), ("ddim", 1.0))
+_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "euler": "Euler", "heun": "Heun"}
+FLOW_FAMILIES: tuple[tuple[SamplerKind, float | None], ...] = (("euler", None), ("heun", None))
+
+
+def families_of(schedule: NoiseSchedule) -> tuple[tuple[SamplerKind, float | None], ...]:
+    """The samplers a schedule's objective can run: DDPM and DDIM, or the flow ODE solvers."""
+    return FLOW_FAMILIES if schedule.is_flow else DEFAULT_FAMILIES
 BUDGET_COLUMNS = ("sampler", "eta", "steps", "model_calls", "seconds", "energy_distance", "floor")
 
 
@@ -86,11 +97,11 @@ def energy_scorer(
     return score
 
 
-def budget_steps(num_timesteps: int, steps: Iterable[int] | None = None) -> tuple[int, ...]:
+def budget_steps(num_timesteps: int, steps: Iterable[int] | None = None, *, flow: bool = False) -> tuple[int, ...]:
     """The step counts to try, ascending, without repeats or any above T (default: 5, 10, 20, 50,
-    100, 200, 500 and T)."""
+    100, 200, 500 and T; for flow matching also 1 and 2)."""
     T = int(num_timesteps)
-    wanted = (*DEFAULT_STEPS, T) if steps is None else tuple(steps)
+    wanted = (*(FLOW_STEPS if flow else DEFAULT_STEPS), T) if steps is None else tuple(steps)
     for s in wanted:
         if isinstance(s, bool) or not isinstance(s, int) or s < 1:
             raise ValueError(f"steps must be whole numbers of at least 1; got {s!r}")
@@ -103,16 +114,22 @@ def budget_plan(
     families: Iterable[tuple[SamplerKind, float | None]] = DEFAULT_FAMILIES,
 ) -> list[tuple[SamplerKind, float | None, int]]:
     """(sampler, eta, steps) of every row, in the order ``iter_budget`` computes them: family by
-    family, fewest steps first."""
+    family, fewest steps first. The families are all DDPM's (ddpm, ddim) or all flow matching's
+    (euler, heun)."""
     plan = []
+    families = tuple(families)
+    kinds = {kind for kind, _ in families}
+    unknown = kinds - {"ddpm", "ddim", "euler", "heun"}
+    if unknown:
+        raise ValueError(f"sampler must be 'ddpm' or 'ddim' (DDPM), or 'euler' or 'heun' (flow matching); got {sorted(unknown)[0]!r}")
+    if kinds - {"ddpm", "ddim"} and kinds - {"euler", "heun"}:
+        raise ValueError(f"samplers must be ddpm and ddim, or euler and heun (flow matching), not both; got {sorted(kinds)}")
     for kind, eta in families:
-        if kind not in ("ddpm", "ddim"):
-            raise ValueError(f"sampler must be 'ddpm' or 'ddim'; got {kind!r}")
-        if kind == "ddpm" and eta is not None:
-            raise ValueError(f"DDPM takes no eta (use None); got {eta!r}")
+        if kind in ("ddpm", "euler", "heun") and eta is not None:
+            raise ValueError(f"{_NAMES[kind]} takes no eta (use None); got {eta!r}")
         if kind == "ddim" and (eta is None or not 0 <= eta <= 1):
             raise ValueError(f"DDIM's eta must be in [0, 1]; got {eta!r}")
-        plan += [(kind, eta, s) for s in budget_steps(num_timesteps, steps)]
+        plan += [(kind, eta, s) for s in budget_steps(num_timesteps, steps, flow=kind in ("euler", "heun"))]
     return plan
 
 
@@ -134,13 +151,18 @@ def iter_budget(
     num_samples: int = 1000,
     seed: int = 0,
     steps: Iterable[int] | None = None,
-    families: Iterable[tuple[SamplerKind, float | None]] = DEFAULT_FAMILIES,
+    families: Iterable[tuple[SamplerKind, float | None]] | None = None,
     variance: Variance = "beta",
     clip_x0: bool = False,
     device: torch.device | str = "cpu",
 ) -> Iterator[BudgetRow]:
     """Yield the budget's rows as they complete, in ``budget_plan`` order. ``model`` is a trained
-    ``Denoiser`` or an eps function (x, t) -> eps."""
+    ``Denoiser`` or its function (x, t) -> eps (or velocity). ``families`` default to the schedule's
+    objective's (``families_of``)."""
+    families = families_of(schedule) if families is None else tuple(families)
+    if {kind for kind, _ in families} & {"euler", "heun"} and not schedule.is_flow or \
+            {kind for kind, _ in families} & {"ddpm", "ddim"} and schedule.is_flow:
+        raise ValueError(f"the samplers {[k for k, _ in families]} do not fit the {schedule.config.objective} objective")
     plan = budget_plan(schedule.num_timesteps, steps, families)
     score = energy_scorer(dataset, num_samples)
     if hasattr(model, "at_fixed_times"):
@@ -150,7 +172,7 @@ def iter_budget(
         eps_fn = model
     calls = 0
 
-    def counted(x: torch.Tensor, t: int) -> torch.Tensor:
+    def counted(x: torch.Tensor, t: int | float) -> torch.Tensor:
         nonlocal calls
         calls += 1
         return eps_fn(x, t)
@@ -177,14 +199,14 @@ def budget_rows(
     num_samples: int = 1000,
     seed: int = 0,
     steps: Iterable[int] | None = None,
-    families: Iterable[tuple[SamplerKind, float | None]] = DEFAULT_FAMILIES,
+    families: Iterable[tuple[SamplerKind, float | None]] | None = None,
     variance: Variance = "beta",
     clip_x0: bool = False,
     device: torch.device | str = "cpu",
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[BudgetRow]:
     """Every row of the budget; ``on_progress(done, total)`` after each."""
-    families = tuple(families)
+    families = families_of(schedule) if families is None else tuple(families)
     steps = None if steps is None else tuple(steps)
     total = len(budget_plan(schedule.num_timesteps, steps, families))
     rows = []

@@ -37,7 +37,9 @@ ScheduleKind = Literal["linear", "quadratic", "cosine", "sigmoid"]
 Activation = Literal["relu", "silu", "gelu", "tanh"]
 TimeEmbedding = Literal["scalar", "sinusoidal"]
 LRSchedule = Literal["constant", "cosine"]
-SamplerKind = Literal["ddpm", "ddim"]
+SamplerKind = Literal["ddpm", "ddim", "euler", "heun"]
+Objective = Literal["ddpm", "flow"]
+Coupling = Literal["independent", "ot"]
 Variance = Literal["beta", "posterior"]
 Effect = Literal["retrain", "resample", "redraw"]
 Widget = Literal["number", "slider", "select_slider", "select", "radio", "toggle"]
@@ -99,7 +101,11 @@ class Setting:
     old_flags: tuple[str, ...] = ()  # flags that still work
     old_keys: tuple[str, ...] = ()  # link keys that still work
     tied: Callable[[Callable[[str], Any]], tuple[float, float, str]] | None = None
-    applies: tuple[str, tuple[str, ...]] | None = None  # (sibling field, values where it applies)
+    # when the field matters: (field, values where it applies), or several such pairs (all must
+    # hold); a field is a sibling's name or a "section.field" path
+    applies: tuple | None = None
+    # the choices allowed given other settings, and why (e.g. the samplers of an objective)
+    narrowed: Callable[[Callable[[str], Any]], tuple[tuple, str]] | None = None
 
 
 def setting(default: Any, **declaration: Any) -> Any:
@@ -185,11 +191,18 @@ class Declared:
         return self.setting.tied(get)
 
     def applies_in(self, get: Callable[[str], Any]) -> bool:
-        """Whether the field matters given its section's other values (e.g. DDIM's eta)."""
-        if self.setting.applies is None:
+        """Whether the field matters given the other settings (e.g. DDIM's eta)."""
+        applies = self.setting.applies
+        if applies is None:
             return True
-        sibling, values = self.setting.applies
-        return get(f"{self.section}.{sibling}") in values
+        conditions = (applies,) if isinstance(applies[0], str) else applies
+        return all(get(name if "." in name else f"{self.section}.{name}") in values for name, values in conditions)
+
+    def choices_in(self, get: Callable[[str], Any]) -> tuple[tuple, str]:
+        """(the choices allowed given the other settings, why): all of them unless narrowed."""
+        if self.setting.narrowed is None:
+            return self.choices, ""
+        return self.setting.narrowed(get)
 
 
 def _num(value: float) -> str:
@@ -221,7 +234,11 @@ def _validate(section: Any) -> None:
 
 
 def _in_range(d: Declared, value: Any, get: Callable[[str], Any]) -> None:
-    """The tied range of ``d`` (only where it applies)."""
+    """The tied range (or narrowed choices) of ``d`` (only where it applies)."""
+    if d.setting.narrowed is not None:
+        choices, why = d.choices_in(get)
+        if value not in choices:
+            raise ValueError(f"{d.path} must be one of {', '.join(choices)} ({why}); got {value!r}")
     if d.setting.tied is None or not d.applies_in(get):
         return
     low, high, why = d.bounds(get)
@@ -309,29 +326,45 @@ class DataConfig:
         return np.asarray(points) if self.points is None else self.points.to_user(points)
 
 
+_BETAS_APPLY = (("kind", ("linear", "quadratic", "sigmoid")), ("objective", ("ddpm",)))
+
+
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """The noise schedule beta_1..beta_T. ``cosine`` ignores beta_start/beta_end."""
+    """What the network learns and the noising path it learns it on.
+
+    ddpm: the noise schedule beta_1..beta_T (``cosine`` ignores beta_start/beta_end) and the
+    network predicting the noise eps. flow: the straight path x_t = (1 - t) x_0 + t eps with t in
+    [0, 1] and the network predicting the velocity eps - x_0; the betas do not apply, and T only
+    sets how finely the views divide [0, 1] (training draws t continuously)."""
 
     section = "schedule"
+    objective: Objective = setting(
+        "ddpm", key="objective", label="Objective", effect="retrain", widget="radio",
+        labels={"ddpm": "DDPM (predict the noise)", "flow": "Flow matching (predict the velocity)"},
+        help="ddpm: noise x_0 by the beta schedule and learn the noise eps (Ho et al. 2020). flow: move x_0 "
+             "along the straight line to eps, x_t = (1 - t) x_0 + t eps, and learn the velocity eps - x_0 "
+             "(Lipman et al. 2023, Liu et al. 2023); sampled by an ODE solver (Euler or Heun).",
+    )
     kind: ScheduleKind = setting(
-        "linear", key="schedule", label="Schedule", effect="retrain", widget="select",
+        "linear", key="schedule", label="Schedule", effect="retrain", widget="select", applies=("objective", ("ddpm",)),
         help="How β_t grows with t: linear (the reference), quadratic (linear in √β), cosine (Nichol & "
-             "Dhariwal; ignores β start/end), sigmoid.",
+             "Dhariwal; ignores β start/end), sigmoid. DDPM only: flow matching's path has no betas.",
     )
     num_timesteps: int = setting(
         1000, key="T", label="Diffusion steps T", effect="retrain", low=1, high=MAX_TIMESTEPS, step=10,
         flag="--timesteps", old_flags=("--steps",),
-        help=f"Number of noising steps T, 1 to {MAX_TIMESTEPS}.",
+        help=f"Number of noising steps T, 1 to {MAX_TIMESTEPS}. For flow matching, training draws t "
+             "continuously and T only sets how finely the views (loss by noise level, field slider) divide [0, 1].",
     )
     beta_start: float = setting(
         1e-4, key="beta_start", label="β start", effect="retrain", low=MIN_BETA, high=MAX_BETA, step=1e-4,
-        format="%.2e", applies=("kind", ("linear", "quadratic", "sigmoid")),
+        format="%.2e", applies=_BETAS_APPLY,
         help="β_1, the first step's noise variance.",
     )
     beta_end: float = setting(
         0.02, key="beta_end", label="β end", effect="retrain", low=MIN_BETA, high=MAX_BETA, step=1e-3,
-        format="%.2e", applies=("kind", ("linear", "quadratic", "sigmoid")),
+        format="%.2e", applies=_BETAS_APPLY,
         tied=lambda get: (get("schedule.beta_start"), MAX_BETA, "at least beta_start"),
         help="β_T, the last step's noise variance; at least β start, below 1.",
     )
@@ -339,6 +372,8 @@ class ScheduleConfig:
     def __post_init__(self):
         _validate(self)
         _in_range(_field(ScheduleConfig, "beta_end"), self.beta_end, _getter(schedule=self))
+        if self.objective == "flow":
+            return
         log_abar_T = float(np.log1p(-self.betas()).sum())
         if log_abar_T < math.log(MIN_ALPHA_BAR):
             raise ValueError(
@@ -346,8 +381,12 @@ class ScheduleConfig:
                 f"below {MIN_ALPHA_BAR:g}, which the samplers cannot divide by. Use fewer steps or smaller betas."
             )
 
+    @property
+    def is_flow(self) -> bool:
+        return self.objective == "flow"
+
     def betas(self) -> np.ndarray:
-        """beta_1..beta_T in float64, shape (T,)."""
+        """beta_1..beta_T in float64, shape (T,) (DDPM's; flow matching has none)."""
         T = self.num_timesteps
         if self.kind == "linear":  # Ho et al. 2020
             return np.linspace(self.beta_start, self.beta_end, T, dtype=np.float64)
@@ -438,20 +477,47 @@ class TrainConfig:
         42, key="seed", label="Seed", effect="retrain", low=0, high=MAX_SEED,
         help="Fixes the initial weights and the batches.",
     )
+    coupling: Coupling = setting(
+        "independent", key="coupling", label="Pairs of data and noise", effect="retrain", widget="radio",
+        labels={"independent": "independent", "ot": "optimal transport"}, applies=("schedule.objective", ("flow",)),
+        help="Flow matching only. independent: each point is paired with a fresh noise draw. optimal transport: "
+             "within each batch the noise draws are reassigned to the points so that the total squared distance "
+             "is least (an exact assignment, Tong et al. 2024), which straightens the paths the model learns.",
+    )
 
     def __post_init__(self):
         _validate(self)
 
 
+SAMPLERS_OF = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun")}
+MAX_ODE_STEPS = 1000
+
+
+def model_calls(kind: SamplerKind, steps: int) -> int:
+    """Network evaluations of a sampler taking ``steps`` steps: Heun's second evaluation is skipped
+    on its last step (to t = 0), so 2 steps - 1; every other sampler, one per step."""
+    return 2 * steps - 1 if kind == "heun" else steps
+
+
+def _sample_steps_range(get: Callable[[str], Any]) -> tuple[float, float, str]:
+    if get("sampler.kind") in ("euler", "heun"):
+        return 1, MAX_ODE_STEPS, f"at most {MAX_ODE_STEPS} for an ODE solver"
+    return 1, get("schedule.num_timesteps"), "at most schedule.num_timesteps for DDIM"
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
-    """How to run the reverse process. ``sample_steps`` applies to DDIM (respaced evenly over T)."""
+    """How to run the reverse process. ``sample_steps`` applies to DDIM (respaced evenly over T)
+    and to flow matching's ODE solvers (Euler, Heun: evenly spaced from t = 1 to 0)."""
 
     section = "sampler"
     kind: SamplerKind = setting(
         "ddpm", key="sampler", label="Sampler", effect="resample", widget="select",
-        labels={"ddpm": "DDPM (ancestral)", "ddim": "DDIM"},
-        help="DDPM runs all T steps; DDIM skips evenly through them.",
+        labels={"ddpm": "DDPM (ancestral)", "ddim": "DDIM", "euler": "Euler (ODE)", "heun": "Heun (ODE)"},
+        narrowed=lambda get: (SAMPLERS_OF[get("schedule.objective")], f"the samplers of the {get('schedule.objective')} objective"),
+        help="DDPM objective: DDPM runs all T steps; DDIM skips evenly through them. Flow objective: Euler "
+             "takes N straight steps along the learned velocity from t = 1 to 0 (one model call each); Heun "
+             "corrects each with a second call (2N - 1 calls), far more accurate per call on curved paths.",
     )
     variance: Variance = setting(
         "beta", key="variance", label="DDPM variance σ²_t", effect="resample", widget="radio",
@@ -459,10 +525,10 @@ class SamplerConfig:
         help="beta: σ²=β_t (the reference). posterior: σ²=β̃_t, the true posterior's.",
     )
     sample_steps: int = setting(
-        50, key="sample_steps", label="DDIM steps", effect="resample", low=1, high=MAX_TIMESTEPS, widget="slider",
-        old_keys=("ddim_steps",), applies=("kind", ("ddim",)),
-        tied=lambda get: (1, get("schedule.num_timesteps"), "at most schedule.num_timesteps for DDIM"),
-        help="Steps of DDIM, evenly spaced over the T trained ones; at most T.",
+        50, key="sample_steps", label="Sampling steps", effect="resample", low=1, high=MAX_TIMESTEPS, widget="slider",
+        old_keys=("ddim_steps",), applies=("kind", ("ddim", "euler", "heun")), tied=_sample_steps_range,
+        help=f"Steps of DDIM, evenly spaced over the T trained ones (at most T); or of the ODE solver, evenly "
+             f"spaced from t = 1 to 0 (at most {MAX_ODE_STEPS}).",
     )
     eta: float = setting(
         0.0, key="eta", label="DDIM η", effect="resample", low=0.0, high=1.0, widget="slider", step=0.1,
@@ -485,6 +551,7 @@ class SamplerConfig:
     )
     clip_x0: bool = setting(
         False, key="clip_x0", label="Clip predicted x₀ to [-1, 1]", effect="resample", widget="toggle",
+        applies=("kind", ("ddpm", "ddim")),
         help="Clamp the model's guess x̂₀ to [-1, 1] at every step, as diffusers' schedulers do by default "
              "(clip_sample). Only right for data inside [-1, 1]: the reference data sits at (2, 2), and "
              "clipping collapses its samples into a small cloud just under (1, 1).",
@@ -567,8 +634,9 @@ class ExperimentConfig:
 
     def __post_init__(self):
         _ = self.training  # building the TrainingKey checks the step and work caps
+        _in_range(_field(SamplerConfig, "kind"), self.sampler.kind, self.get)
         _in_range(_field(SamplerConfig, "sample_steps"), self.sampler.sample_steps, self.get)
-        steps = self.sampler.sample_steps if self.sampler.kind == "ddim" else self.schedule.num_timesteps
+        steps = self.schedule.num_timesteps if self.sampler.kind == "ddpm" else model_calls(self.sampler.kind, self.sampler.sample_steps)
         work = steps * self.sampler.num_samples * self.denoiser.parameter_count
         if work > MAX_SAMPLE_WORK:
             raise ValueError(

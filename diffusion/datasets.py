@@ -50,47 +50,81 @@ class GaussianMixture:
         return np.sqrt(second - self.mean**2)
 
     def _component_terms(self, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule):
-        """Per component: log-responsibility and E[eps | x_t, k], in float64. Shapes (B, K[, 2])."""
-        abar = torch.tensor(schedule.float64["alphas_cumprod"])[t.cpu()].to(x_t.device)[:, None]
+        """Per component k, at x_t = a x_0 + s eps (a, s: the schedule's signal and sigma at level
+        t): the log-responsibility log p(k | x_t), E[eps | x_t, k] and E[x_0 | x_t, k], in float64.
+        Shapes (B, K), (B, K, 2), (B, K, 2). With var_k = a^2 s_k^2 + s^2:
+            E[eps | x_t, k] = s (x_t - a mu_k) / var_k,   E[x_0 | x_t, k] = mu_k + a s_k^2 (x_t - a mu_k) / var_k."""
+        t = t.cpu()
+        a = torch.tensor(schedule.float64["signal"])[t].to(x_t.device)[:, None]  # (B, 1)
+        s = torch.tensor(schedule.float64["sigma"])[t].to(x_t.device)[:, None]
+        return self._terms_on_path(x_t, a, s)
+
+    def _terms_on_path(self, x_t: torch.Tensor, a: torch.Tensor, s: torch.Tensor):
         x = x_t.double()
+        a, s = a.double(), s.double()
         means = torch.tensor(self.means, dtype=torch.float64, device=x.device)  # (K, 2)
-        var = abar * torch.tensor(self.stds, dtype=torch.float64, device=x.device) ** 2 + 1 - abar
-        centred = x[:, None, :] - abar.sqrt()[:, :, None] * means  # (B, K, 2)
+        s2_k = torch.tensor(self.stds, dtype=torch.float64, device=x.device) ** 2  # (K,)
+        var = a**2 * s2_k + s**2  # (B, K)
+        centred = x[:, None, :] - a[:, :, None] * means  # (B, K, 2)
         log_w = torch.log(torch.tensor(self.weights, dtype=torch.float64, device=x.device))
-        # log N(x_t; sqrt(abar) mu_k, var_k I) in 2-D, up to the shared constant
+        # log N(x_t; a mu_k, var_k I) in 2-D, up to the shared constant
         log_r = log_w - (centred**2).sum(-1) / (2 * var) - torch.log(var)
         log_r = log_r - torch.logsumexp(log_r, dim=1, keepdim=True)
-        eps_k = (1 - abar).sqrt()[:, :, None] * centred / var[:, :, None]
-        return log_r, eps_k
+        eps_k = s[:, :, None] * centred / var[:, :, None]
+        x0_k = means + (a * s2_k / var)[:, :, None] * centred
+        return log_r, eps_k, x0_k
+
+    def target_terms(self, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule):
+        """Per component k, the conditional mean and per-coordinate variance of the network's target
+        (eps for DDPM, the velocity v = eps - x_0 for flow matching) given x_t: (log r (B, K),
+        mean (B, K, 2), variance (B, K)). Within a component x_0 is Gaussian given x_t with
+        variance s_k^2 s^2 / var_k; eps = (x_t - a x_0) / s, so Var(eps | x_t, k) = a^2 s_k^2 / var_k;
+        on flow matching's path (a + s = 1) v = (x_t - x_0) / s, so Var(v | x_t, k) = s_k^2 / var_k."""
+        log_r, eps_k, x0_k = self._component_terms(x_t, t, schedule)
+        t = t.cpu()
+        a = torch.tensor(schedule.float64["signal"])[t].to(x_t.device)[:, None]
+        s = torch.tensor(schedule.float64["sigma"])[t].to(x_t.device)[:, None]
+        s2_k = torch.tensor(self.stds, dtype=torch.float64, device=x_t.device) ** 2
+        var = a**2 * s2_k + s**2
+        if schedule.is_flow:
+            return log_r, eps_k - x0_k, s2_k / var
+        return log_r, eps_k, a**2 * s2_k / var
 
     def optimal_eps(self, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
-        """eps*(x_t, t) = E[eps | x_t]: per component sqrt(1-abar)(x_t - sqrt(abar) mu_k) /
-        (abar s_k^2 + 1 - abar), weighted by the posterior over components. x_t (B, 2), t (B,)."""
+        """eps*(x_t, t) = E[eps | x_t]: per component s (x_t - a mu_k) / (a^2 s_k^2 + s^2) (DDPM:
+        a = sqrt(abar), s = sqrt(1 - abar)), weighted by the posterior over components. x_t (B, 2), t (B,)."""
         t = torch.as_tensor(t, dtype=torch.long).expand(len(x_t))
-        log_r, eps_k = self._component_terms(x_t, t, schedule)
+        log_r, eps_k, _ = self._component_terms(x_t, t, schedule)
         return (log_r.exp()[:, :, None] * eps_k).sum(1).to(x_t.dtype)
+
+    def optimal_target(self, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+        """The ideal prediction E[target | x_t]: eps* for DDPM, v* = E[eps - x_0 | x_t] for flow matching."""
+        t = torch.as_tensor(t, dtype=torch.long).expand(len(x_t))
+        log_r, mean_k, _ = self.target_terms(x_t, t, schedule)
+        return (log_r.exp()[:, :, None] * mean_k).sum(1).to(x_t.dtype)
 
     def irreducible_loss(
         self, schedule: NoiseSchedule, *, n: int = 4096, generator: torch.Generator | None = None
     ) -> np.ndarray:
-        """Per-dimension E||eps - eps*||^2 / 2 at each t, shape (T,): the floor of the loss.
+        """Per-dimension E||target - target*||^2 / 2 at each level t, shape (T,): the floor of the
+        loss (target: eps for DDPM, v for flow matching).
 
-        One Gaussian: abar s^2 / (abar s^2 + 1 - abar) exactly. A mixture has no closed form:
-        Monte Carlo with ``n`` draws per t (the same x_0 and eps at every t)."""
-        abar = schedule.float64["alphas_cumprod"]
+        One Gaussian, exactly: a^2 s0^2 / (a^2 s0^2 + s^2) for eps (DDPM: abar s0^2 / (abar s0^2 + 1 - abar)),
+        s0^2 / (a^2 s0^2 + s^2) for v. A mixture has no closed form: Monte Carlo with ``n`` draws per t
+        (the same x_0 and eps at every t)."""
+        a, s = schedule.float64["signal"], schedule.float64["sigma"]
         if len(self.means) == 1:
             s2 = self.stds[0] ** 2
-            return abar * s2 / (abar * s2 + 1 - abar)
+            return (1.0 if schedule.is_flow else a**2) * s2 / (a**2 * s2 + s**2)
         generator = generator or torch.Generator().manual_seed(0)
         x0 = self.sample(n, generator).double()
         eps = torch.randn(n, 2, generator=generator, dtype=torch.float64)
-        out = np.empty(len(abar))
-        for t in range(len(abar)):
-            x_t = math.sqrt(abar[t]) * x0 + math.sqrt(1 - abar[t]) * eps
-            t_vec = torch.full((n,), t, dtype=torch.long)
-            log_r, eps_k = self._component_terms(x_t, t_vec, schedule)
-            eps_star = (log_r.exp()[:, :, None] * eps_k).sum(1)
-            out[t] = float(((eps - eps_star) ** 2).mean())
+        target = eps - x0 if schedule.is_flow else eps
+        out = np.empty(len(a))
+        for t in range(len(a)):
+            x_t = a[t] * x0 + s[t] * eps
+            best = self.optimal_target(x_t, torch.full((n,), t, dtype=torch.long), schedule)
+            out[t] = float(((target - best) ** 2).mean())
         return out
 
     def mean_pairwise_distance(self) -> float | None:

@@ -1,4 +1,6 @@
-"""The noise predictor eps_theta(x_t, t): a small MLP on [x_t, time features]."""
+"""The network: a small MLP on [x_t, time features] that predicts the noise eps (DDPM) or the
+velocity eps - x_0 (flow matching). Its time input is a continuous time s in [0, 1]: s = t / T
+for DDPM's index t, tau itself for flow matching (``time_features``)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import DenoiserConfig
+from .config import DenoiserConfig, Objective
 
 _ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -28,23 +30,38 @@ _BACKWARD = {
 }
 
 
-def time_features(config: DenoiserConfig, num_timesteps: int) -> torch.Tensor:
-    """Table of time features for t = 0..T-1, shape (T, F).
+def features_at(config: DenoiserConfig, s: torch.Tensor) -> torch.Tensor:
+    """Time features of continuous times s in [0, 1], shape (len(s), F).
 
-    scalar:      t / T (the reference), F = 1.
-    sinusoidal:  [sin(w_k t), cos(w_k t)] with w_k = 1000^(-k / (F/2)) * (1000 / T), so the
+    scalar:      s (the reference's t / T), F = 1.
+    sinusoidal:  [sin(1000 s w_k), cos(1000 s w_k)] with w_k = 1000^(-k / (F/2)), so the
                  frequencies cover the same range whatever T is (Vaswani et al. 2017)."""
-    t = torch.arange(num_timesteps, dtype=torch.float32)
+    s = torch.as_tensor(s, dtype=torch.float64).reshape(-1)
     if config.time_embedding == "scalar":
-        return (t / num_timesteps)[:, None]
+        return s.float()[:, None]
     half = config.embedding_dim // 2
     freqs = torch.exp(-math.log(1000.0) * torch.arange(half, dtype=torch.float64) / half)
-    angles = (t.double()[:, None] * 1000.0 / num_timesteps) * freqs[None, :]  # (T, F/2)
+    angles = (s[:, None] * 1000.0) * freqs[None, :]  # (N, F/2)
     return torch.cat([angles.sin(), angles.cos()], dim=1).float()
 
 
+def grid_times(num_timesteps: int, objective: Objective = "ddpm") -> torch.Tensor:
+    """The model times of the T levels, float64 (T,): t / T for DDPM's index t = 0..T-1; for flow
+    matching tau_k = (k + 1) / T, so level T - 1 is pure noise (tau = 1) as DDPM's last index is."""
+    k = torch.arange(num_timesteps, dtype=torch.float64)
+    return (k + (objective == "flow")) / num_timesteps
+
+
+def time_features(config: DenoiserConfig, num_timesteps: int, objective: Objective = "ddpm") -> torch.Tensor:
+    """Table of time features for the levels t = 0..T-1 (``grid_times``), shape (T, F)."""
+    return features_at(config, grid_times(num_timesteps, objective))
+
+
 class Denoiser(nn.Module):
-    """MLP: [x (2), features(t) (F)] -> hidden x depth -> eps (2).
+    """MLP: [x (2), features(t) (F)] -> hidden x depth -> eps or velocity (2).
+
+    ``t`` is a level index (long, a look-up in the table of ``time_features``) or a continuous
+    time in [0, 1] (floating point, features computed: flow matching's tau).
 
     Weights are initialised like ``nn.Linear`` (Kaiming-uniform, a = sqrt(5)) but from the given
     generator, so a seed fixes them without touching torch's global RNG.
@@ -52,11 +69,13 @@ class Denoiser(nn.Module):
     ``forward`` is the definition, for autograd and for any batch; two fast paths give the same
     numbers: ``losses_and_grads`` (a training step) and ``at_fixed_times`` (a sampler step)."""
 
-    def __init__(self, config: DenoiserConfig, num_timesteps: int, generator: torch.Generator, data_dim: int = 2):
+    def __init__(self, config: DenoiserConfig, num_timesteps: int, generator: torch.Generator, data_dim: int = 2,
+                 objective: Objective = "ddpm"):
         super().__init__()
         self.config = config
         self.num_timesteps = num_timesteps
-        self.register_buffer("time_table", time_features(config, num_timesteps), persistent=False)
+        self.objective = objective
+        self.register_buffer("time_table", time_features(config, num_timesteps, objective), persistent=False)
         widths = [data_dim + self.time_table.shape[1]] + [config.hidden] * config.depth + [data_dim]
         layers: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
@@ -70,9 +89,15 @@ class Denoiser(nn.Module):
         self.net = nn.Sequential(*layers)
         self._linears = [m for m in self.net if isinstance(m, nn.Linear)]  # a view, not registered twice
 
+    def features(self, t: torch.Tensor) -> torch.Tensor:
+        """Time features (B, F) of t (B,): long levels from the table, floating times computed."""
+        if t.is_floating_point():
+            return features_at(self.config, t).to(self.time_table.device)
+        return self.time_table[t]
+
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x (B, 2), t (B,) long in [0, T) -> predicted noise (B, 2)."""
-        return self.net(torch.cat([x, self.time_table[t]], dim=1))  # (B, 2 + F)
+        """x (B, 2), t (B,) long in [0, T) or floating in [0, 1] -> prediction (B, 2)."""
+        return self.net(torch.cat([x, self.features(t)], dim=1))  # (B, 2 + F)
 
     def mse_and_grads(
         self, x: torch.Tensor, t: torch.Tensor, target: torch.Tensor
@@ -100,7 +125,7 @@ class Denoiser(nn.Module):
         It reproduces autograd's gradients of ``forward``: the same kernels in the same order,
         bit for bit on CPU for all four activations."""
         activation = _FUNCTIONS[self.config.activation]
-        h = torch.cat([x, self.time_table[t]], dim=1)  # (B, 2 + F)
+        h = torch.cat([x, self.features(t)], dim=1)  # (B, 2 + F)
         inputs, pre_activations = [], []  # h_{l-1} and z_l, what the backward pass needs
         for i, layer in enumerate(self._linears):
             inputs.append(h)
@@ -124,8 +149,9 @@ class Denoiser(nn.Module):
         return loss, sample_losses, grads
 
     @torch.no_grad()
-    def at_fixed_times(self) -> Callable[[torch.Tensor, int], torch.Tensor]:
-        """eps_theta(x, t) for a batch that shares one t (what a sampler needs), inference only.
+    def at_fixed_times(self) -> Callable[[torch.Tensor, int | float], torch.Tensor]:
+        """The prediction at (x, t) for a batch that shares one t (what a sampler needs), inference
+        only. t is a level index (int) or, for flow matching's solvers, a time in [0, 1] (float).
 
         The time features are folded into the first layer's bias once for every t:
         W [x; f(t)] + b = W_x x + (W_f f(t) + b), so a step costs no concatenation. The weights
@@ -141,9 +167,17 @@ class Denoiser(nn.Module):
         layers = [(layer.weight.clone().T, layer.bias.clone()) for layer in rest]  # (in, out), (out,)
         *hidden, (weight_out, bias_out) = layers
         activation = _IN_PLACE[self.config.activation]
+        weight_f, first_bias = first.weight[:, data_dim:].T.clone(), first.bias.clone()
+        at_time: dict[float, torch.Tensor] = {}  # first-layer bias at continuous times, as asked
 
-        def eps(x: torch.Tensor, t: int) -> torch.Tensor:
-            h = activation(torch.addmm(bias[t], x, weight_x))  # (N, hidden)
+        def eps(x: torch.Tensor, t: int | float) -> torch.Tensor:
+            if isinstance(t, float):
+                if t not in at_time:
+                    at_time[t] = torch.addmm(first_bias, features_at(self.config, [t]).to(weight_f.device), weight_f)[0]
+                b0 = at_time[t]
+            else:
+                b0 = bias[t]
+            h = activation(torch.addmm(b0, x, weight_x))  # (N, hidden)
             for weight, b in hidden:
                 h = activation(torch.addmm(b, h, weight))
             return torch.addmm(bias_out, h, weight_out)  # (N, 2)

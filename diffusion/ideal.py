@@ -20,6 +20,12 @@ Two forms:
              the softmax is nearly one-hot, so eps* points from x straight at the nearest sample
              point (a model that matched it exactly would only reproduce the sample).
 
+Any path x_t = a x_0 + s eps works the same way (a, s: the schedule's ``signal`` and ``sigma``;
+DDPM a = sqrt(abar_t), s = sqrt(1 - abar_t)): the weights become softmax_i(-|x - a x0_i|^2 / (2 s^2)),
+eps* = (x - a E[x0 | x]) / s. Flow matching (a = 1 - t, s = t) learns the velocity, whose ideal is
+    v*(x, t) = E[eps - x_0 | x_t = x] = eps*(x, t) - E[x_0 | x_t = x],
+so ``IdealDenoiser.predict`` (what the field view draws) is eps* for DDPM and v* for flow matching.
+
 Times: eps and the field use the model index t = 0..T-1 (abar_t = alphas_cumprod[t]); a sampler
 ``Trajectory`` labels its frames with k = T..0, where frame k (k >= 1) is the state before the
 model step at index k - 1, so q(x_k) has abar = alphas_cumprod[k - 1], and frame 0 is the data.
@@ -59,21 +65,34 @@ def _check_t(schedule: NoiseSchedule, t: int) -> int:
 
 
 def empirical_eps(x: torch.Tensor, points: torch.Tensor, alpha_bar: float, *, chunk: int = CHUNK_WEIGHTS) -> torch.Tensor:
-    """eps*(x) for the empirical distribution of ``points`` at signal level abar, in float64.
-
-    x (N, 2), points (M, 2) -> (N, 2) float64. The logits drop the row constant |x|^2 / (2(1-abar)),
-    which the softmax ignores:  l_i = (sqrt(abar) x . x0_i - abar |x0_i|^2 / 2) / (1 - abar),
-    then the row maximum is subtracted before exp, so a nearly one-hot softmax (t = 0, 1 - abar
-    down to 1e-8) neither overflows nor loses the nearest point. One matmul against [x0_i, 1]
-    gives the numerator and the normaliser together. Rows are done ``chunk // M`` at a time.
-    Weights below e^-700 relative to the largest are raised to it: at most M e^-700 of the mass."""
+    """eps*(x) for the empirical distribution of ``points`` at signal level abar (DDPM's path), in
+    float64: (x - sqrt(abar) E[x0 | x]) / sqrt(1 - abar) (``empirical_posterior_mean``)."""
     a = float(alpha_bar)
     if not 0.0 < a < 1.0:
         raise ValueError(f"alpha_bar must be in (0, 1); got {a}")
     x = x.double()
+    mean = empirical_posterior_mean(x, points, math.sqrt(a), math.sqrt(1 - a), chunk=chunk)
+    return (x - math.sqrt(a) * mean) / math.sqrt(1 - a)
+
+
+def empirical_posterior_mean(x: torch.Tensor, points: torch.Tensor, signal: float, sigma: float, *,
+                             chunk: int = CHUNK_WEIGHTS) -> torch.Tensor:
+    """E[x0 | x_t = x] for the empirical distribution of ``points`` on the path x_t = a x0 + s eps
+    (a = ``signal`` >= 0, s = ``sigma`` > 0), in float64.
+
+    x (N, 2), points (M, 2) -> (N, 2) float64. The logits drop the row constant |x|^2 / (2 s^2),
+    which the softmax ignores:  l_i = (a x . x0_i - a^2 |x0_i|^2 / 2) / s^2,
+    then the row maximum is subtracted before exp, so a nearly one-hot softmax (t = 0, 1 - abar
+    down to 1e-8) neither overflows nor loses the nearest point. One matmul against [x0_i, 1]
+    gives the numerator and the normaliser together. Rows are done ``chunk // M`` at a time.
+    Weights below e^-700 relative to the largest are raised to it: at most M e^-700 of the mass."""
+    a, s = float(signal), float(sigma)
+    if not (a >= 0.0 and s > 0.0):
+        raise ValueError(f"signal must be at least 0 and sigma above 0; got {a}, {s}")
+    x = x.double()
     x0 = points.to(device=x.device, dtype=torch.float64)  # (M, 2)
-    B = (math.sqrt(a) / (1 - a)) * x0.T.contiguous()  # (2, M)
-    c = (-a / (2 * (1 - a))) * (x0**2).sum(1)  # (M,)
+    B = (a / s**2) * x0.T.contiguous()  # (2, M)
+    c = (-(a**2) / (2 * s**2)) * (x0**2).sum(1)  # (M,)
     ones = torch.ones(len(x0), 1, dtype=torch.float64, device=x.device)
     x0_and_one = torch.cat([x0, ones], 1)  # (M, 3)
     rows = max(1, chunk // len(x0))
@@ -84,13 +103,14 @@ def empirical_eps(x: torch.Tensor, points: torch.Tensor, alpha_bar: float, *, ch
         # exp below -708 underflows through a slow path (10x slower); e^-700 ~ 1e-304 is nil anyway
         logits.clamp_(min=-700.0).exp_()  # unnormalised weights, the largest is 1
         torch.mm(logits, x0_and_one, out=sums[start : start + rows])
-    x0_mean = sums[:, :2] / sums[:, 2:]  # E[x0 | x_t = x], (N, 2)
-    return (x - math.sqrt(a) * x0_mean) / math.sqrt(1 - a)
+    return sums[:, :2] / sums[:, 2:]  # E[x0 | x_t = x], (N, 2)
 
 
 @dataclass(frozen=True, eq=False)
 class IdealDenoiser:
-    """eps*(x, t) = E[eps | x_t = x] for one dataset and schedule. Callable as a sampler's ``EpsFn``.
+    """eps*(x, t) = E[eps | x_t = x] for one dataset and schedule, and the ideal prediction of its
+    objective (``predict``: eps* or flow matching's v*). Callable as a sampler's model function:
+    at a level index t, or, for flow matching's solvers, at a continuous time t in [0, 1] (a float).
 
     kind:        'exact' (closed form, Gaussian or mixture) or 'empirical' (of ``points``).
     description: one line for the page saying which it is and, if empirical, what that means."""
@@ -101,20 +121,47 @@ class IdealDenoiser:
     mixture: GaussianMixture | None = None
     points: torch.Tensor | None = None  # (M, 2) float64, the empirical form's sample
 
-    def eps(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        """eps*(x, t) at model index t, x (N, 2) -> (N, 2) in x's dtype (float64 inside)."""
+    def path(self, t: int | float) -> tuple[float, float]:
+        """(a, s) of x_t = a x0 + s eps: at level index t (int), or at flow matching's time t (float)."""
+        if isinstance(t, float) and self.schedule.is_flow:
+            if not 0.0 < t <= 1.0:
+                raise ValueError(f"t must be in (0, 1] (flow matching's time); got {t!r}")
+            return 1.0 - t, t
         t = _check_t(self.schedule, t)
-        x = torch.as_tensor(x)
+        return float(self.schedule.float64["signal"][t]), float(self.schedule.float64["sigma"][t])
+
+    def _eps_and_mean(self, x: torch.Tensor, t: int | float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(eps*, E[x0 | x_t = x]) in float64."""
+        a, s = self.path(t)
+        x = torch.as_tensor(x).double()
         if self.mixture is not None:
-            return self.mixture.optimal_eps(x.double(), torch.tensor(t), self.schedule).to(x.dtype)
-        abar = float(self.schedule.float64["alphas_cumprod"][t])
-        return empirical_eps(x, self.points, abar).to(x.dtype)
+            n = len(x)
+            log_r, eps_k, x0_k = self.mixture._terms_on_path(
+                x, torch.full((n, 1), a, dtype=torch.float64), torch.full((n, 1), s, dtype=torch.float64))
+            r = log_r.exp()[:, :, None]
+            return (r * eps_k).sum(1), (r * x0_k).sum(1)
+        mean = empirical_posterior_mean(x, self.points, a, s)
+        return (x - a * mean) / s, mean
 
-    __call__ = eps
+    def eps(self, x: torch.Tensor, t: int | float) -> torch.Tensor:
+        """eps*(x, t), x (N, 2) -> (N, 2) in x's dtype (float64 inside)."""
+        return self._eps_and_mean(x, t)[0].to(torch.as_tensor(x).dtype)
 
-    def score(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        """grad log q(x_t) at x = -eps*(x, t) / sqrt(1 - abar_t)."""
-        return -self.eps(x, t) / float(self.schedule.float64["sqrt_one_minus_alphas_cumprod"][_check_t(self.schedule, t)])
+    def posterior_mean(self, x: torch.Tensor, t: int | float) -> torch.Tensor:
+        """E[x0 | x_t = x], (N, 2) in x's dtype."""
+        return self._eps_and_mean(x, t)[1].to(torch.as_tensor(x).dtype)
+
+    def predict(self, x: torch.Tensor, t: int | float) -> torch.Tensor:
+        """What a perfect network of this objective outputs: eps* (DDPM) or v* = eps* - E[x0 | x]
+        (flow matching). (N, 2) in x's dtype."""
+        eps, mean = self._eps_and_mean(x, t)
+        return (eps - mean if self.schedule.is_flow else eps).to(torch.as_tensor(x).dtype)
+
+    __call__ = predict
+
+    def score(self, x: torch.Tensor, t: int | float) -> torch.Tensor:
+        """grad log q(x_t) at x = -eps*(x, t) / s."""
+        return -self.eps(x, t) / self.path(t)[1]
 
 
 def ideal_denoiser(
@@ -144,10 +191,11 @@ def ideal_denoiser(
 
 
 def noised(x0: torch.Tensor, schedule: NoiseSchedule, t: int, noise: torch.Tensor) -> torch.Tensor:
-    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise at model index t (eq. 4), float64. (N, 2)."""
+    """x_t = a x0 + s noise at model index t, float64, (N, 2): DDPM's eq. 4, sqrt(abar_t) x0 +
+    sqrt(1 - abar_t) noise; flow matching's (1 - t) x0 + t noise at t = (index + 1) / T."""
     t = _check_t(schedule, t)
     table = schedule.float64
-    return float(table["sqrt_alphas_cumprod"][t]) * x0.double() + float(table["sqrt_one_minus_alphas_cumprod"][t]) * noise.double()
+    return float(table["signal"][t]) * x0.double() + float(table["sigma"][t]) * noise.double()
 
 
 def field_grid(points, num: int = 21, pad: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -183,47 +231,55 @@ def _learned(eps_fn: EpsFn, device: torch.device, x: torch.Tensor, t: int) -> to
 
 @dataclass(frozen=True)
 class FieldFrame:
-    """The learned and the ideal eps at one t on a grid: points[iy * len(xs) + ix] = (xs[ix], ys[iy])."""
+    """The learned and the ideal prediction (eps, or flow matching's velocity) at one t on a grid:
+    points[iy * len(xs) + ix] = (xs[ix], ys[iy])."""
 
     t: int  # model index
     xs: np.ndarray  # (nx,)
     ys: np.ndarray  # (ny,)
     points: np.ndarray  # (G, 2), G = nx * ny
-    learned: np.ndarray  # (G, 2) eps_theta
-    ideal: np.ndarray  # (G, 2) eps*
-    error: np.ndarray  # (G,) |eps_theta - eps*|
-    sigma: float  # sqrt(1 - abar_t): score = -eps / sigma
+    learned: np.ndarray  # (G, 2) eps_theta (flow: v_theta)
+    ideal: np.ndarray  # (G, 2) eps* (flow: v*)
+    error: np.ndarray  # (G,) |learned - ideal|
+    sigma: float  # s of the path at t (DDPM sqrt(1 - abar_t)): score = -eps / sigma
+    signal: float = 1.0  # a of the path at t
+    flow: bool = False  # learned and ideal are velocities v; eps = x + a v (a + s = 1)
+
+    def _eps(self, prediction: np.ndarray) -> np.ndarray:
+        return self.points + self.signal * prediction if self.flow else prediction
 
     @property
     def learned_score(self) -> np.ndarray:  # (G, 2)
-        return -self.learned / self.sigma
+        return -self._eps(self.learned) / self.sigma
 
     @property
     def ideal_score(self) -> np.ndarray:  # (G, 2)
-        return -self.ideal / self.sigma
+        return -self._eps(self.ideal) / self.sigma
 
 
 def field_at(
     model: Denoiser | EpsFn, ideal: IdealDenoiser, schedule: NoiseSchedule, t: int,
     grid: tuple[np.ndarray, np.ndarray],
 ) -> FieldFrame:
-    """eps_theta and eps* at model index t on the grid (xs, ys) (``field_grid``)."""
+    """The learned and the ideal prediction at model index t on the grid (xs, ys) (``field_grid``):
+    eps_theta and eps*, or for flow matching v_theta and v*."""
     t = _check_t(schedule, t)
     xs, ys = (np.asarray(axis, dtype=np.float64) for axis in grid)
     points = torch.from_numpy(grid_points(xs, ys))  # (G, 2)
     eps_fn, device = _as_eps_fn(model)
     learned = _learned(eps_fn, device, points, t)
-    ideal_eps = ideal.eps(points, t)
+    ideal_eps = ideal.predict(points, t)
     return FieldFrame(
         t=t, xs=xs, ys=ys, points=points.numpy(), learned=learned.numpy(), ideal=ideal_eps.numpy(),
-        error=(learned - ideal_eps).norm(dim=1).numpy(),
-        sigma=float(schedule.float64["sqrt_one_minus_alphas_cumprod"][t]),
+        error=(learned - ideal_eps).norm(dim=1).numpy(), sigma=float(schedule.float64["sigma"][t]),
+        signal=float(schedule.float64["signal"][t]), flow=schedule.is_flow,
     )
 
 
 @dataclass(frozen=True)
 class ErrorCurve:
-    """mean |eps_theta - eps*| over the noised data q(x_t) at each t: where the model is off."""
+    """mean |learned - ideal| (eps, or flow matching's v) over the noised data q(x_t) at each t:
+    where the model is off."""
 
     times: np.ndarray  # (K,) model indices
     error: np.ndarray  # (K,)
@@ -243,7 +299,7 @@ def field_error_curve(
     error = np.empty(len(times))
     for i, t in enumerate(times.tolist()):
         x_t = noised(x0, schedule, t, noise)
-        error[i] = float((_learned(eps_fn, device, x_t, t) - ideal.eps(x_t, t)).norm(dim=1).mean())
+        error[i] = float((_learned(eps_fn, device, x_t, t) - ideal.predict(x_t, t)).norm(dim=1).mean())
     return ErrorCurve(times, error)
 
 
@@ -262,14 +318,6 @@ class DriftCurve:
     @property
     def ratio(self) -> np.ndarray:
         return self.energy_distance / self.floor
-
-
-def _signal_at_frame(schedule: NoiseSchedule, k: int) -> tuple[float, float]:
-    """(sqrt(abar), sqrt(1 - abar)) of the state at frame time k (k = 0: the data)."""
-    if k == 0:
-        return 1.0, 0.0
-    table = schedule.float64
-    return float(table["sqrt_alphas_cumprod"][k - 1]), float(table["sqrt_one_minus_alphas_cumprod"][k - 1])
 
 
 def drift_curve(
@@ -298,10 +346,10 @@ def drift_curve(
     if not exact:
         x0_pair = dataset.sample(pairs, g).double() - dataset.sample(pairs, g).double()  # (P, 2) x0 - x0'
         noise_pair = torch.randn(pairs, 2, generator=g).double() - torch.randn(pairs, 2, generator=g).double()
-    times = np.asarray(trajectory.frame_times, dtype=np.int64)
+    times = np.asarray(trajectory.frame_times, dtype=np.float64 if schedule.is_flow else np.int64)
     distance, floor = np.empty(len(times)), np.empty(len(times))
     for i, k in enumerate(times.tolist()):
-        signal, sigma = _signal_at_frame(schedule, k)
+        signal, sigma = schedule.path_at_frame(k)
         reference = signal * x0 + sigma * noise  # (m, 2) ~ q(x_k)
         distance[i] = energy_distance(torch.from_numpy(trajectory.frames[i]), reference)
         if exact:

@@ -31,6 +31,7 @@ import torch
 from .config import DataConfig, SamplerConfig
 from .datasets import Dataset, FixedPoints, GaussianMixture, make_dataset
 from .metrics import mean_pairwise_distance
+from .flow import euler_step, ode_times
 from .samplers import EpsFn, ddim_step, timesteps
 from .schedules import NoiseSchedule
 
@@ -221,7 +222,7 @@ class BinnedFloor:
 
 def loss_floor_by_bin(
     dataset: Dataset | DataConfig, schedule: NoiseSchedule, num_bins: int = 20, *,
-    draws_per_bin: int = 40_000, seed: int = 0,
+    draws_per_bin: int = 40_000, seed: int = 0, coupling: str = "independent",
 ) -> BinnedFloor:
     """The irreducible per-sample loss, averaged over the t's of each bin.
 
@@ -239,10 +240,17 @@ def loss_floor_by_bin(
     standard error on the ring of 8 (T = 1000, 20 bins) is 0.09-0.43%, largest for t in 50..150;
     it takes about 1.5 s, so compute it once per run.
 
-    Toy shapes and point sets: unknown, values None."""
+    Toy shapes and point sets: unknown, values None. So is flow matching with the optimal-transport
+    coupling (``coupling="ot"``): the noise paired with a point then depends on the rest of its
+    batch, so the velocity given x_t is far less spread than with independent pairs, and the floor
+    above (for independent pairs) does not bound its loss."""
     data = make_dataset(dataset) if isinstance(dataset, DataConfig) else dataset
     T = schedule.num_timesteps
     t_start, t_end = bin_edges(T, num_bins)
+    if schedule.is_flow and coupling == "ot":
+        return BinnedFloor(t_start, t_end, None, None, None,
+                           "unknown: with optimal-transport pairs the noise depends on the batch, so the floor of "
+                           "independent pairs does not apply")
     if not isinstance(data, GaussianMixture):
         why = (
             "the floor of a point set's empirical distribution is not computed"
@@ -253,10 +261,9 @@ def loss_floor_by_bin(
     if len(data.means) == 1:
         per_t = data.irreducible_loss(schedule)  # (T,)
         values = np.array([per_t[a:b].mean() for a, b in zip(t_start, t_end, strict=True)])
-        return BinnedFloor(
-            t_start, t_end, values, np.zeros(num_bins), "exact",
-            "exact: the mean over each bin of abar_t s^2 / (abar_t s^2 + 1 - abar_t)",
-        )
+        formula = ("s0^2 / ((1 - t)^2 s0^2 + t^2) at t = (k + 1) / T" if schedule.is_flow
+                   else "abar_t s0^2 / (abar_t s0^2 + 1 - abar_t)")
+        return BinnedFloor(t_start, t_end, values, np.zeros(num_bins), "exact", f"exact: the mean over each bin of {formula}")
     generator = torch.Generator().manual_seed(seed)
     values, errors = np.empty(num_bins), np.empty(num_bins)
     for b, (a, e) in enumerate(zip(t_start, t_end, strict=True)):
@@ -274,17 +281,17 @@ def loss_floor_by_bin(
 def _mixture_conditional_variance(
     data: GaussianMixture, schedule: NoiseSchedule, t: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
-    """tr Cov(eps | x_t) / 2 at x_t ~ q(x_t), one value per t (n,), in float64."""
+    """tr Cov(target | x_t) / 2 at x_t ~ q(x_t), one value per t (n,), in float64 (target: eps,
+    or flow matching's velocity; ``GaussianMixture.target_terms``)."""
     x0 = data.sample(len(t), generator).double()
     noise = torch.randn(len(t), 2, generator=generator, dtype=torch.float64)
-    abar = torch.tensor(schedule.float64["alphas_cumprod"])[t][:, None]  # (n, 1)
-    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-    log_r, eps_k = data._component_terms(x_t, t, schedule)  # (n, K), (n, K, 2)
+    a = torch.tensor(schedule.float64["signal"])[t][:, None]  # (n, 1)
+    s = torch.tensor(schedule.float64["sigma"])[t][:, None]
+    x_t = a * x0 + s * noise
+    log_r, mean_k, v_k = data.target_terms(x_t, t, schedule)  # (n, K), (n, K, 2), (n, K)
     r = log_r.exp()
-    s2 = torch.tensor(data.stds, dtype=torch.float64) ** 2  # (K,)
-    v_k = abar * s2 / (abar * s2 + 1 - abar)  # (n, K) per-coordinate variance within component k
-    eps_star = (r[:, :, None] * eps_k).sum(1)  # (n, 2)
-    between = (r * eps_k.square().sum(-1)).sum(1) - eps_star.square().sum(-1)  # (n,)
+    best = (r[:, :, None] * mean_k).sum(1)  # (n, 2)
+    between = (r * mean_k.square().sum(-1)).sum(1) - best.square().sum(-1)  # (n,)
     return (r * v_k).sum(1) + between / 2
 
 
@@ -319,7 +326,7 @@ class Previewer:
     x_T ~ N(0, I) (num_points, 2), the per-step noise if eta > 0, ``num_reference_sets`` true sets
     of ``reference_size`` points (default num_points) and, where no closed form exists, the
     estimate of E|X - X'| (``metrics.mean_pairwise_distance``; exact over all pairs for a point set
-    of up to 5,000 points). Every preview then runs DDIM (Song et al. 2021, eq. 12) from that same
+    of up to 5,000 points). Every preview then runs DDIM (Song et al. 2021, eq. 12; for flow matching, Euler) from that same
     x_T with that same noise, so two previews differ only by the weights.
 
     Scoring: E = mean over the reference sets Y_j of 2 mean|x - y| - mean|x - x'| - mean|y - y'|
@@ -357,8 +364,9 @@ class Previewer:
     ):
         if num_points < 2:
             raise ValueError(f"num_points must be at least 2; got {num_points}")
-        if not 1 <= sample_steps <= schedule.num_timesteps:
-            raise ValueError(f"sample_steps must be from 1 to {schedule.num_timesteps}; got {sample_steps}")
+        most = 1000 if schedule.is_flow else schedule.num_timesteps
+        if not 1 <= sample_steps <= most:
+            raise ValueError(f"sample_steps must be from 1 to {most}; got {sample_steps}")
         if not 0 <= eta <= 1:
             raise ValueError(f"eta must be in [0, 1]; got {eta}")
         if num_reference_sets < 1:
@@ -366,7 +374,10 @@ class Previewer:
         self.schedule = schedule
         self.dataset = make_dataset(data) if isinstance(data, DataConfig) else data
         self.num_points, self.eta = num_points, eta
-        self.times = timesteps(schedule, SamplerConfig(kind="ddim", sample_steps=sample_steps))  # (S,) descending
+        if schedule.is_flow:  # Euler from t = 1 to 0: flow matching's deterministic sampler
+            self.times, self.eta = ode_times(sample_steps), 0.0  # (S + 1,) descending
+        else:
+            self.times = timesteps(schedule, SamplerConfig(kind="ddim", sample_steps=sample_steps))  # (S,) descending
         generator = torch.Generator().manual_seed(seed)
         self._x_T = torch.randn(num_points, 2, generator=generator)  # (n, 2)
         self._noise = torch.randn(len(self.times), num_points, 2, generator=generator) if eta > 0 else None
@@ -391,7 +402,7 @@ class Previewer:
 
     @torch.inference_mode()
     def sample(self, model: Denoiser | EpsFn) -> torch.Tensor:
-        """DDIM from the fixed x_T with ``model`` (a Denoiser, or eps_fn(x, t)); (n, 2) on the CPU.
+        """DDIM (flow matching: Euler) from the fixed x_T with ``model`` (a Denoiser, or eps_fn(x, t)); (n, 2) on the CPU.
         A Denoiser is read through ``at_fixed_times``, which copies the weights and changes nothing."""
         if isinstance(model, torch.nn.Module):
             device = next(model.parameters()).device
@@ -399,6 +410,10 @@ class Previewer:
         else:
             device, eps_fn = torch.device("cpu"), model
         x = self._x_T.to(device)
+        if self.schedule.is_flow:
+            for t, t_next in zip(self.times[:-1].tolist(), self.times[1:].tolist(), strict=True):
+                x = euler_step(eps_fn(x, t), t, t_next, x)
+            return x.cpu()
         for i, t in enumerate(self.times):
             t_prev = int(self.times[i + 1]) if i + 1 < len(self.times) else -1
             z = self._noise[i].to(device) if self._noise is not None else None

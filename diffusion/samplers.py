@@ -25,6 +25,9 @@ Clipping x0 (``clip_x0``, off by default; diffusers' schedulers do it by default
 Only right for data inside [-1, 1]: the reference data sits at (2, 2), and clipping collapses it.
 With ``clip_x0`` off, the steps are computed exactly as without the option.
 
+Flow matching's ODE solvers (Euler, Heun) live in ``flow``; ``iter_sample``, ``sample`` and
+``sample_model`` hand a flow schedule's runs to them, so callers need not know the objective.
+
 Index t runs 0..T-1. The loop comes as a pair: ``iter_sample`` yields every step, ``sample`` runs
 it to the end and keeps evenly spaced frames. All randomness (x_T first, then the per-step noise)
 comes from one explicit generator, so two samplers given the same seed and number of samples start
@@ -45,8 +48,10 @@ import numpy as np
 import torch
 
 from .config import SamplerConfig, Variance
+from .flow import iter_flow_sample, sample_flow
 from .forward import frame_indices
 from .schedules import NoiseSchedule
+from .trajectory import SamplerStep, Trajectory
 
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]  # (x (N, 2), t) -> eps (N, 2)
 
@@ -198,16 +203,6 @@ def timesteps(schedule: NoiseSchedule, config: SamplerConfig, sample_steps: int 
     return spaced_timesteps(T, sample_steps)
 
 
-@dataclass(frozen=True)
-class SamplerStep:
-    """The state before step ``index`` (x at model time ``t``), and what the model said there."""
-
-    index: int
-    t: int
-    x: torch.Tensor  # (N, 2)
-    eps: torch.Tensor  # (N, 2)
-
-
 def iter_sample(
     eps_fn: EpsFn,
     schedule: NoiseSchedule,
@@ -221,6 +216,10 @@ def iter_sample(
     """Yield (the state before each step, x after it). x_T ~ N(0, I) is drawn first, then all the
     per-step noise at once, both from ``generator`` (on the CPU: same draws on any device).
     ``sample_steps`` overrides the config's number of steps (``timesteps``): respaced DDPM."""
+    if schedule.is_flow:
+        yield from iter_flow_sample(eps_fn, config, generator, num_samples=num_samples, device=device,
+                                    sample_steps=sample_steps, num_timesteps=schedule.num_timesteps)
+        return
     n = config.num_samples if num_samples is None else num_samples
     ts = timesteps(schedule, config, sample_steps)
     x = torch.randn(n, 2, generator=generator).to(device)
@@ -240,24 +239,6 @@ def iter_sample(
         x = x_next
 
 
-@dataclass(frozen=True)
-class Trajectory:
-    """Evenly spaced frames of one reverse run, x_T first and x_0 last."""
-
-    frames: np.ndarray  # (K, N, 2)
-    frame_times: np.ndarray  # (K,) time of each frame: T for x_T ... 0 for x_0
-    predicted_x0: np.ndarray  # (K, N, 2) the model's guess of x_0 at each frame (x_0 itself last)
-    seconds: float = 0.0
-
-    @property
-    def samples(self) -> np.ndarray:  # (N, 2)
-        return self.frames[-1]
-
-    @property
-    def finite(self) -> bool:
-        return bool(np.isfinite(self.frames).all() and np.isfinite(self.predicted_x0).all())
-
-
 def sample(
     eps_fn: EpsFn,
     schedule: NoiseSchedule,
@@ -268,7 +249,11 @@ def sample(
     sample_steps: int | None = None,
 ) -> Trajectory:
     """Run the reverse process to the end, keeping ``config.num_frames`` evenly spaced frames.
-    With ``clip_x0`` the frames' predicted x_0 are the clipped ones the sampler stepped with."""
+    With ``clip_x0`` the frames' predicted x_0 are the clipped ones the sampler stepped with.
+    A flow schedule's run goes to ``flow.sample_flow`` (Euler or Heun)."""
+    if schedule.is_flow:
+        return sample_flow(eps_fn, config, generator, device=device, sample_steps=sample_steps,
+                           num_timesteps=schedule.num_timesteps)
     start = time.perf_counter()
     ts = timesteps(schedule, config, sample_steps)
     keep = set(frame_indices(len(ts) + 1, config.num_frames).tolist())  # states 0..S

@@ -103,13 +103,13 @@ def test_changing_the_sampler_resamples_without_retraining():
     at = wait_finished(open_page())
     runs = panels.registry()
     before = reverse_spec(at)["frames"][-1]["data"][0]
-    assert any(c.value.startswith("200 points, 1,000 DDPM steps, ") for c in at.caption)
+    assert any(c.value.startswith("200 points, 1,000 DDPM steps (1,000 model calls), ") for c in at.caption)
     at.selectbox(key="sampler").set_value("ddim").run()
     assert "**Finished**" in status(at)
     assert runs.jobs_of(owner(at)) == [] and runs.stats()["finished"] == 1
     after = reverse_spec(at)["frames"][-1]["data"][0]
     assert after["x"] != before["x"]  # new samples
-    assert any(c.value.startswith("200 points, 50 DDIM steps, ") for c in at.caption)  # 50: the default
+    assert any(c.value.startswith("200 points, 50 DDIM steps (50 model calls), ") for c in at.caption)  # 50: the default
     assert not any("DDPM steps" in c.value for c in at.caption)
 
 
@@ -130,7 +130,8 @@ def test_display_settings_recompute_nothing():
 @pytest.mark.parametrize("key", [k for k, d in SETTINGS.items() if d.section not in ("display", "data")])
 def test_each_setting_retrains_or_resamples_as_its_help_says(key):
     needs = {"sample_steps": {"sampler": "ddim"}, "eta": {"sampler": "ddim"},
-             "embedding_dim": {"time_embedding": "sinusoidal"}}  # where the setting applies
+             "embedding_dim": {"time_embedding": "sinusoidal"}, "coupling": {"objective": "flow", "sampler": "euler"}}
+    # (where the setting applies)
     at = open_page(**needs.get(key, {}))
     runs = panels.registry()
     def keys():  # training configurations this session has, running or finished

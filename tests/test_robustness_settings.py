@@ -29,16 +29,20 @@ from diffusion.config import (
     MAX_POINTS,
     MAX_SAMPLE_FRAME_POINTS,
     MAX_SAMPLES,
+    MAX_ODE_STEPS,
     MAX_TIMESTEPS,
     MAX_TRAIN_STEPS,
     MAX_TRAIN_WORK,
+    SAMPLERS_OF,
     SECTIONS,
     Activation,
+    Coupling,
     DataConfig,
     DatasetName,
     DenoiserConfig,
     ExperimentConfig,
     LRSchedule,
+    Objective,
     PointSet,
     SamplerConfig,
     SamplerKind,
@@ -236,6 +240,7 @@ def valid_configs(draw) -> ExperimentConfig:
     start = draw(hs.floats(TINY_BETA, MAX_BETA))
     try:
         schedule = ScheduleConfig(
+            objective=draw(hs.sampled_from(get_args(Objective))),
             kind=draw(hs.sampled_from(get_args(ScheduleKind))),
             num_timesteps=draw(hs.integers(1, 200)),
             beta_start=start,
@@ -256,11 +261,13 @@ def valid_configs(draw) -> ExperimentConfig:
         epochs=draw(hs.integers(1, min(MAX_EPOCHS, MAX_TRAIN_STEPS // steps_per_epoch))), batch_size=batch,
         lr=draw(hs.floats(0.0, 1.0, exclude_min=True)), lr_schedule=draw(hs.sampled_from(get_args(LRSchedule))),
         ema_decay=draw(hs.floats(0.0, 1.0, exclude_max=True)), seed=draw(hs.integers(0, 2**31 - 1)),
+        coupling=draw(hs.sampled_from(get_args(Coupling))),
     )
-    kind = draw(hs.sampled_from(get_args(SamplerKind)))
+    kind = draw(hs.sampled_from(SAMPLERS_OF[schedule.objective]))
+    most = {"ddim": schedule.num_timesteps, "euler": MAX_ODE_STEPS, "heun": MAX_ODE_STEPS}.get(kind, MAX_TIMESTEPS)
     sampler = SamplerConfig(
         kind=kind, variance=draw(hs.sampled_from(get_args(Variance))),
-        sample_steps=draw(hs.integers(1, schedule.num_timesteps if kind == "ddim" else MAX_TIMESTEPS)),
+        sample_steps=draw(hs.integers(1, most)),
         eta=draw(hs.floats(0.0, 1.0)), num_samples=draw(hs.integers(1, 50)), num_frames=draw(hs.integers(2, 5)),
         seed=draw(hs.integers(0, 2**31 - 1)),
     )
