@@ -50,7 +50,7 @@ if sampled is not None:
     with comparison_column:
         panels.results_panel(run, scores, config, base and (base[0], base[1], pinned.entry.key))
         compare.clipping_note(config, scores)
-    compare.budget_panel(run, config)
+    compare.budget_panel(run, config, pinned)
     panels.field_panel(run, display)
     panels.drift_panel(run, config, display)
     panels.downloads_panel(run, trajectory, config, display)

@@ -21,6 +21,39 @@ BASELINE_COLOR = "#7f7f7f"
 PLAY_MS = 80  # default frame duration of the animations
 
 
+@dataclass(frozen=True)
+class TimeAxis:
+    """How the views write time: DDPM's steps t = 0..T, or flow matching's t in [0, 1].
+
+    Two kinds of time come in: a frame time k (an animation's frames: T for x_T ... 0 for the data;
+    a flow trajectory's are t T, floats) and a level index k = 0..T-1 (the field's and the loss's
+    noise levels; flow matching's level k is t = (k + 1) / T)."""
+
+    num_timesteps: int
+    flow: bool = False
+
+    @classmethod
+    def of(cls, schedule) -> TimeAxis:
+        """From a ``ScheduleConfig`` or a ``NoiseSchedule``."""
+        config = getattr(schedule, "config", schedule)
+        return cls(config.num_timesteps, config.objective == "flow")
+
+    def frame(self, k: float) -> float:
+        return float(k) / self.num_timesteps if self.flow else float(k)
+
+    def level(self, k) -> np.ndarray:
+        k = np.asarray(k, dtype=np.float64)
+        return (k + 1) / self.num_timesteps if self.flow else k
+
+    def label(self, value: float) -> str:
+        """A frame's name (unique for up to 1,000 frames)."""
+        return f"t = {value:.3f}" if self.flow else f"t = {int(round(value))}"
+
+    @property
+    def title(self) -> str:
+        return "time t (0 = data, 1 = noise)" if self.flow else "noise level t (0 = data, T-1 = noise)"
+
+
 def _xy(points: np.ndarray) -> dict:
     """Coordinates as float32 arrays: Plotly sends them base64-encoded, ~8 bytes a point."""
     points = np.asarray(points, dtype=np.float32)
@@ -39,8 +72,37 @@ def axis_range(*point_sets: np.ndarray, pad: float = 0.1) -> tuple[list[float], 
 # --- schedule ------------------------------------------------------------------------------------
 
 
+def flow_path_figure(schedule: NoiseSchedule, ddpm: NoiseSchedule | None = None) -> go.Figure:
+    """Flow matching's path x_t = a x_0 + s eps: a = 1 - t and s = t against t in [0, 1], and its
+    log SNR = 2 log(a / s); DDPM's (a = sqrt(abar), s = sqrt(1 - abar) at t = k / T) dashed beside
+    it when ``ddpm`` is given."""
+    t = np.linspace(0.0, 1.0, 201)
+    inner = t[1:-1]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("weights of x₀ and ε in x_t", "log SNR(t) = 2 log(a/s)"),
+                        horizontal_spacing=0.1)
+    fig.add_trace(go.Scatter(x=t, y=1 - t, mode="lines", name="a = 1 − t (flow)", line=dict(color=DATA_COLOR)), 1, 1)
+    fig.add_trace(go.Scatter(x=t, y=t, mode="lines", name="s = t (flow)", line=dict(color=SAMPLE_COLOR)), 1, 1)
+    fig.add_trace(go.Scatter(x=inner, y=2 * np.log((1 - inner) / inner), mode="lines", name="flow",
+                             line=dict(color=DATA_COLOR)), 1, 2)
+    if ddpm is not None:
+        tk = (np.arange(ddpm.num_timesteps) + 1) / ddpm.num_timesteps
+        dashed = dict(dash="dash", width=1.2)
+        fig.add_trace(go.Scatter(x=tk, y=ddpm.float64["signal"], mode="lines", name="√ᾱ (DDPM)",
+                                 line=dict(color=DATA_COLOR, **dashed)), 1, 1)
+        fig.add_trace(go.Scatter(x=tk, y=ddpm.float64["sigma"], mode="lines", name="√(1−ᾱ) (DDPM)",
+                                 line=dict(color=SAMPLE_COLOR, **dashed)), 1, 1)
+        fig.add_trace(go.Scatter(x=tk, y=ddpm.log_snr, mode="lines", name="DDPM", line=dict(color=BASELINE_COLOR, **dashed)), 1, 2)
+    fig.update_xaxes(title_text="t")
+    fig.update_yaxes(range=[0, 1.02], row=1, col=1)
+    fig.update_layout(height=260, showlegend=True, margin=dict(l=10, r=10, t=30, b=10),
+                      legend=dict(orientation="h", y=-0.3, x=0, font=dict(size=10)))
+    return fig
+
+
 def schedule_figure(schedule: NoiseSchedule) -> go.Figure:
-    """beta_t, alpha-bar_t and log-SNR(t) against t."""
+    """beta_t, alpha-bar_t and log-SNR(t) against t (flow matching: its path, ``flow_path_figure``)."""
+    if schedule.is_flow:
+        return flow_path_figure(schedule)
     t = np.arange(1, schedule.num_timesteps + 1)
     table = schedule.float64
     fig = make_subplots(rows=1, cols=3, subplot_titles=("β_t", "ᾱ_t (signal kept)", "log SNR(t)"),
@@ -148,9 +210,10 @@ def animation_figure(
 
 
 def reverse_figure(trajectory: Trajectory, data: np.ndarray, style: AnimationStyle = AnimationStyle(),
-                   baseline: Trajectory | None = None) -> go.Figure:
+                   baseline: Trajectory | None = None, axis: TimeAxis | None = None) -> go.Figure:
     """The reverse animation; a baseline trajectory with the same frame times moves beside it."""
-    labels = [f"t = {int(t)}" for t in trajectory.frame_times]
+    axis = axis or TimeAxis(1000)
+    labels = [axis.label(axis.frame(t)) for t in trajectory.frame_times]
     same_times = baseline is not None and np.array_equal(baseline.frame_times, trajectory.frame_times)
     return animation_figure(
         trajectory.frames, labels, data, title="Reverse process: noise x_T → samples x₀", style=style,
@@ -159,8 +222,11 @@ def reverse_figure(trajectory: Trajectory, data: np.ndarray, style: AnimationSty
     )
 
 
-def forward_figure(frames: np.ndarray, times: np.ndarray, data: np.ndarray, frame_ms: int = PLAY_MS) -> go.Figure:
-    labels = [f"t = {int(t)}" for t in times]
+def forward_figure(frames: np.ndarray, times: np.ndarray, data: np.ndarray, frame_ms: int = PLAY_MS,
+                   axis: TimeAxis | None = None) -> go.Figure:
+    """``times``: frame times (DDPM's steps; flow matching's t T)."""
+    axis = axis or TimeAxis(1000)
+    labels = [axis.label(axis.frame(t)) for t in times]
     return animation_figure(frames, labels, data, title="Forward process: data x₀ → noise x_T",
                             style=AnimationStyle(frame_ms=frame_ms))
 
@@ -183,7 +249,7 @@ def _arrows(starts: np.ndarray, vectors: np.ndarray, scale: float, longest: floa
 
 
 def field_figure(times: np.ndarray, xs: np.ndarray, ys: np.ndarray, learned: np.ndarray, ideal: np.ndarray,
-                 noised_data: np.ndarray, *, quantity: str, frame_ms: int = PLAY_MS) -> go.Figure:
+                 noised_data: np.ndarray, *, quantity: str, frame_ms: int = PLAY_MS, axis: TimeAxis | None = None) -> go.Figure:
     """At each t (a frame): a heat map of |learned - ideal| on the grid, the noised data q(x_t)
     faint, the learned arrows and the ideal arrows. learned, ideal: (K, G, 2) on the grid points
     (x fastest); noised_data: (K, n, 2). Arrows are scaled per t (they shrink or grow with t), the
@@ -191,7 +257,8 @@ def field_figure(times: np.ndarray, xs: np.ndarray, ys: np.ndarray, learned: np.
     that length, keeping their direction."""
     grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)  # (G, 2), x fastest
     spacing = min(np.diff(xs).min(), np.diff(ys).min())
-    labels = [f"t = {int(t)}" for t in times]
+    axis = axis or TimeAxis(1000)
+    labels = [axis.label(value) for value in axis.level(times)]
 
     def traces(k: int) -> list:
         lengths = np.concatenate([np.linalg.norm(ideal[k], axis=1), np.linalg.norm(learned[k], axis=1)])
@@ -219,22 +286,25 @@ def field_figure(times: np.ndarray, xs: np.ndarray, ys: np.ndarray, learned: np.
     return fig
 
 
-def field_error_figure(times: np.ndarray, error: np.ndarray, *, quantity: str) -> go.Figure:
-    """Mean |learned - ideal| over the noised data at each t: the bad t's stand out."""
-    fig = go.Figure(go.Scatter(x=times, y=error.astype(np.float32), mode="lines+markers", name="mean error",
+def field_error_figure(times: np.ndarray, error: np.ndarray, *, quantity: str, axis: TimeAxis | None = None) -> go.Figure:
+    """Mean |learned - ideal| over the noised data at each level t: the bad t's stand out."""
+    axis = axis or TimeAxis(1000)
+    fig = go.Figure(go.Scatter(x=axis.level(times), y=error.astype(np.float32), mode="lines+markers", name="mean error",
                                line=dict(color=FLOOR_COLOR, width=2), marker=dict(size=5)))
-    fig.update_xaxes(title_text="t (0 = data, T-1 = noise)")
+    fig.update_xaxes(title_text=axis.title)
     fig.update_yaxes(title_text=f"mean |learned − ideal {quantity}|", rangemode="tozero")
     fig.update_layout(height=240, margin=dict(l=10, r=10, t=10, b=10), showlegend=False)
     return fig
 
 
 def drift_figure(times: np.ndarray, truth: np.ndarray, sampled: np.ndarray, ratio: np.ndarray,
-                 frame_ms: int = PLAY_MS) -> go.Figure:
+                 frame_ms: int = PLAY_MS, axis: TimeAxis | None = None) -> go.Figure:
     """Forward against reverse at the same t: left, the true q(x_t) and the sampler's x_t overlaid
     (a frame per kept t); right, their energy distance over its floor at every kept t, the current
-    one marked."""
-    labels = [f"t = {int(t)}" for t in times]
+    one marked. ``times``: frame times."""
+    axis = axis or TimeAxis(1000)
+    times = np.array([axis.frame(t) for t in times])
+    labels = [axis.label(t) for t in times]
     fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.1,
                         subplot_titles=("q(x_t) (blue) and the sampler's x_t (orange)", "energy distance / floor"))
     x_range, y_range = axis_range(truth[-1], sampled[-1], truth[0], sampled[0])
@@ -369,21 +439,26 @@ def quality_figure(previews: np.ndarray, total_steps: int) -> go.Figure:
 
 
 def loss_by_t_figure(t_start: np.ndarray, t_end: np.ndarray, recent: np.ndarray, floor: np.ndarray | None,
-                     window: int) -> go.Figure:
+                     window: int, axis: TimeAxis | None = None) -> go.Figure:
     """The training loss binned by noise level t (a mean over recent steps) and, where known, the
-    irreducible loss of each bin: the gap is what the network still gets wrong there."""
-    centres = (t_start + t_end - 1) / 2
-    width = t_end - t_start
+    irreducible loss of each bin: the gap is what the network still gets wrong there. Bins are of
+    level indices (t_end exclusive); flow matching's are drawn as the t in [0, 1] they cover."""
+    axis = axis or TimeAxis(1000)
+    if axis.flow:  # level k covers t in [k / T, (k + 1) / T)
+        low, high = t_start / axis.num_timesteps, t_end / axis.num_timesteps
+        centres, width, shown, hover = (low + high) / 2, high - low, np.stack([low, high], 1), "t %{customdata[0]:.2f}-%{customdata[1]:.2f}"
+    else:
+        centres, width, shown, hover = (t_start + t_end - 1) / 2, t_end - t_start, np.stack([t_start, t_end - 1], 1), \
+            "t %{customdata[0]}-%{customdata[1]}"
     data = [{"type": "bar", "x": centres, "y": recent.astype(np.float32), "width": width * 0.9,
              "name": f"loss, last {window} steps", "marker": {"color": DATA_COLOR, "opacity": 0.6},
-             "customdata": np.stack([t_start, t_end - 1], 1),
-             "hovertemplate": "t %{customdata[0]}-%{customdata[1]}: loss %{y:.4f}<extra></extra>"}]
+             "customdata": shown, "hovertemplate": hover + ": loss %{y:.4f}<extra></extra>"}]
     if floor is not None:
         data.append({"type": "scatter", "x": centres, "y": floor.astype(np.float32), "mode": "lines+markers",
                      "name": "irreducible loss", "line": {"color": FLOOR_COLOR, "dash": "dash", "width": 2},
                      "marker": {"size": 5}})
     layout = {"height": 280, "margin": {"l": 10, "r": 10, "t": 10, "b": 10}, "bargap": 0, "uirevision": "loss_by_t",
-              "xaxis": {"title": {"text": "noise level t (0 = data, T-1 = noise)"}},
+              "xaxis": {"title": {"text": axis.title}},
               "yaxis": {"title": {"text": "MSE loss"}, "rangemode": "tozero"},
               "legend": {"orientation": "h", "y": 1.0, "x": 1, "xanchor": "right", "yanchor": "bottom"}}
     return _fast_figure(data, layout)
@@ -411,27 +486,33 @@ def comparison_figure(data: np.ndarray, samples: np.ndarray, baseline: np.ndarra
     return fig
 
 
-FAMILY_COLORS = {"DDPM": SAMPLE_COLOR, "DDIM η=0": DATA_COLOR, "DDIM η=1": X0_COLOR}
+FAMILY_COLORS = {"DDPM": SAMPLE_COLOR, "DDIM η=0": DATA_COLOR, "DDIM η=1": X0_COLOR, "Euler (flow)": "#9467bd",
+                 "Heun (flow)": "#8c564b"}
 
 
 def sampler_family(sampler: str, eta: float | None) -> str:
+    if sampler in ("euler", "heun"):
+        return f"{sampler.capitalize()} (flow)"
     return "DDPM" if sampler == "ddpm" else f"DDIM η={eta:g}"
 
 
-def budget_figure(rows: list, current: tuple[str, int] | None) -> go.Figure:
+def budget_figure(rows: list, current: tuple[str, int] | None, baseline: list | None = None) -> go.Figure:
     """Energy distance over floor against the number of model calls (log x), a line per sampler
-    family; the current sampler setting is ringed."""
+    family; the current sampler setting is ringed. ``baseline``: a pinned run's rows, dotted, on
+    the same axis (a DDPM run beside a flow matching one)."""
     fig = go.Figure()
-    for family in FAMILY_COLORS:
-        mine = [r for r in rows if sampler_family(r.sampler, r.eta) == family]
-        if not mine:
-            continue
-        fig.add_trace(go.Scatter(
-            x=[r.model_calls for r in mine], y=[r.ratio for r in mine], mode="lines+markers", name=family,
-            line=dict(color=FAMILY_COLORS[family], width=2), marker=dict(size=7),
-            customdata=[[r.steps, r.seconds] for r in mine],
-            hovertemplate=family + ": %{customdata[0]} steps, %{x} model calls, %{customdata[1]:.2f} s, "
-                          "%{y:.2f} × floor<extra></extra>"))
+    for these, suffix, dash in ((rows, "", "solid"), (baseline or [], " · baseline", "dot")):
+        for family in FAMILY_COLORS:
+            mine = [r for r in these if sampler_family(r.sampler, r.eta) == family]
+            if not mine:
+                continue
+            name = family + suffix
+            fig.add_trace(go.Scatter(
+                x=[r.model_calls for r in mine], y=[r.ratio for r in mine], mode="lines+markers", name=name,
+                line=dict(color=FAMILY_COLORS[family], width=2, dash=dash), marker=dict(size=7),
+                opacity=1.0 if not suffix else 0.6, customdata=[[r.steps, r.seconds] for r in mine],
+                hovertemplate=name + ": %{customdata[0]} steps, %{x} model calls, %{customdata[1]:.2f} s, "
+                                     "%{y:.2f} × floor<extra></extra>"))
     if current is not None:
         now = [r for r in rows if (sampler_family(r.sampler, r.eta), r.steps) == current]
         if now:

@@ -13,7 +13,8 @@ What the page watches during training, ``--out`` writes and ``--json`` reports (
                  Gaussian, numerical for a mixture, about 1.5 s; empty where unknown, and the loss
                  is empty in a bin no sample fell in);
   previews.csv   step,energy_distance,floor: the page's preview (``monitoring.Previewer`` seeded
-                 with the training seed, 300 points, 30 DDIM steps or T if fewer) of the live
+                 with the training seed, 300 points, 30 DDIM steps or T if fewer; flow matching:
+                 30 Euler steps) of the live
                  weights (the weight average when there is one), scored against the data. The page
                  refreshes previews about every 0.3 s of training; the command, to be the same on
                  every machine, takes them at fixed steps: every ceil(total_steps / 20) optimizer
@@ -26,6 +27,13 @@ as losses.csv holds just its header.
 ``--out`` also writes field.csv (the learned and the ideal noise on a 21 x 21 grid at six noise
 levels) and drift.csv (the sampler's x_t against the true q(x_t) at each kept frame), and with
 ``--budget`` budget.csv (energy distance over floor for DDPM and DDIM at 5 to T steps).
+
+Flow matching (``--objective flow``, sampled with ``--sampler euler|heun`` and ``--sample-steps``,
+trained with ``--coupling independent|ot``) writes the same files: field.csv's eps columns hold
+the velocity v and its ideal v*, and its t is the level index k, time (k + 1) / T; drift.csv's t
+is the frame's time times T (a float); loss_by_t's bins are of levels (level k holds the t in
+[k / T, (k + 1) / T)), with no floor for the optimal-transport coupling; budget.csv has Euler and
+Heun at 1, 2, 5, ... T steps.
 With ``--points FILE`` every position written (samples.csv, figure.html, field.csv's x and y) is in
 the file's own units; the model trains on the points standardised, and the metrics, losses and
 noise vectors are in those standardised units.
@@ -242,7 +250,8 @@ def _train(config: ExperimentConfig, device: torch.device, quiet: bool, watch: b
             print(f"Epoch {record.epoch}, Loss: {record.loss:.4f}", flush=True)
     if not watch:
         return trainer, Watched()
-    floor = loss_floor_by_bin(trainer.dataset, NoiseSchedule.from_config(config.schedule), loss_by_t.num_bins)
+    floor = loss_floor_by_bin(trainer.dataset, NoiseSchedule.from_config(config.schedule), loss_by_t.num_bins,
+                              coupling=config.train.coupling)
     return trainer, Watched(tuple(loss_by_t_rows(loss_by_t.snapshot(), floor)), tuple(preview_rows(previews)))
 
 

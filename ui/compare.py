@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from diffusion.budget import BudgetRow, budget_plan, iter_budget
+from diffusion.budget import BudgetRow, budget_plan, families_of, iter_budget
+from diffusion.config import model_calls
 from diffusion.config import MAX_SAMPLE_WORK, ExperimentConfig
 from diffusion.metrics import Evaluation
 from diffusion.samplers import Trajectory
@@ -140,14 +141,30 @@ def _budget_memo(key, source: str, num_samples: int, seed: int, variance: str, c
     return {}  # filled once computed; kept per run and sampler family settings
 
 
+def _plan(run: FinishedRun) -> list:
+    return budget_plan(run.key.schedule.num_timesteps, families=families_of(run.schedule))
+
+
 def _budget_work(run: FinishedRun, config: ExperimentConfig) -> float:
-    calls = sum(steps for _, _, steps in budget_plan(run.key.schedule.num_timesteps))
+    calls = sum(model_calls(kind, steps) for kind, _, steps in _plan(run))
     return calls * config.sampler.num_samples * run.key.denoiser.parameter_count
 
 
-def budget_panel(run: FinishedRun, config: ExperimentConfig) -> None:
+def _baseline_rows(pinned: Baseline | None, run: FinishedRun, config: ExperimentConfig) -> list[BudgetRow] | None:
+    """The pinned run's budget rows, if computed with this page's sampling settings (and it is not this run)."""
+    if pinned is None or pinned.run is None or pinned.run is run:
+        return None
+    sampler = config.sampler
+    memo = _budget_memo(pinned.run.key, pinned.run.source, sampler.num_samples, sampler.seed, sampler.variance,
+                        sampler.clip_x0)
+    return memo.get("rows")
+
+
+def budget_panel(run: FinishedRun, config: ExperimentConfig, pinned: Baseline | None = None) -> None:
     st.subheader("Sampling budget")
     sampler = config.sampler
+    flow = run.schedule.is_flow
+    families = "Euler and Heun at 1 to T steps" if flow else "DDPM and DDIM (η = 0 and 1) at 5 to T steps"
     memo = _budget_memo(run.key, run.source, sampler.num_samples, sampler.seed, sampler.variance, sampler.clip_x0)
     work = _budget_work(run, config)
     if "rows" not in memo:
@@ -156,14 +173,15 @@ def budget_panel(run: FinishedRun, config: ExperimentConfig) -> None:
                        f"({3 * MAX_SAMPLE_WORK:.0e}); use fewer samples or a smaller model.")
             return
         if not st.button("Compute the sampling budget", key="budget_compute",
-                         help="DDPM and DDIM (η = 0 and 1) at 5 to T steps, each scored against the data; a few "
+                         help=f"{families}, each scored against the data; a few "
                               "seconds. Training in other tabs goes on meanwhile (it runs in worker processes)."):
-            st.caption("How good are the samples with fewer sampling steps? One click samples this run with DDPM "
-                       "and DDIM at 5, 10, 20, 50, 100, 200, 500 and T steps and scores each.")
+            steps = "1, 2, 5, 10, 20, 50, 100, 200, 500 and T" if flow else "5, 10, 20, 50, 100, 200, 500 and T"
+            st.caption(f"How good are the samples with fewer sampling steps? One click samples this run with "
+                       f"{families.split(' at ')[0]} at {steps} steps and scores each.")
             return
         bar = st.progress(0.0, text="Sampling at each budget…")
         rows: list[BudgetRow] = []
-        total = len(budget_plan(run.key.schedule.num_timesteps))
+        total = len(_plan(run))
         for row in iter_budget(run.model, run.schedule, run.dataset, num_samples=sampler.num_samples,
                                seed=sampler.seed, variance=sampler.variance, clip_x0=sampler.clip_x0):
             rows.append(row)
@@ -174,8 +192,9 @@ def budget_panel(run: FinishedRun, config: ExperimentConfig) -> None:
         memo["rows"] = rows
     rows = memo["rows"]
     current = (charts.sampler_family(sampler.kind, None if sampler.kind == "ddpm" else sampler.eta),
-               sampler.sample_steps if sampler.kind == "ddim" else run.key.schedule.num_timesteps)
-    st.plotly_chart(charts.budget_figure(rows, current), config=PLOT_CONFIG, key="budget_chart")
+               run.key.schedule.num_timesteps if sampler.kind == "ddpm" else sampler.sample_steps)
+    base_rows = _baseline_rows(pinned, run, config)
+    st.plotly_chart(charts.budget_figure(rows, current, base_rows), config=PLOT_CONFIG, key="budget_chart")
     st.dataframe({
         "sampler": [charts.sampler_family(r.sampler, r.eta) for r in rows],
         "steps": [r.steps for r in rows],
@@ -187,7 +206,10 @@ def budget_panel(run: FinishedRun, config: ExperimentConfig) -> None:
     st.caption(f"Energy distance over its floor against the model calls a sampler spends ({sampler.num_samples:,} "
                f"points, sampling seed {sampler.seed}; your setting ringed). Where a line flattens, more steps stop "
                f"paying. Best here: {charts.sampler_family(best.sampler, best.eta)} with {best.steps} steps, "
-               f"{best.ratio:.2f} × floor.")
+               f"{best.ratio:.2f} × floor."
+               + (" Dotted: the pinned baseline's budget, on the same axis of model calls." if base_rows else
+                  " Pin a run as the baseline and compute its budget too to draw it here, dotted: a DDPM run and a "
+                  "flow matching run on one axis of model calls." if pinned is not None else ""))
 
 
 def clipping_note(config: ExperimentConfig, scores: Evaluation) -> None:

@@ -52,9 +52,10 @@ class Display:
     frame_ms: int = setting(80, key="frame_ms", label="Frame duration (ms)", effect="redraw", low=20, high=500,
                             widget="slider", step=10, help="Animation speed.")
     field: FieldQuantity = setting("eps", key="field", label="Field arrows", effect="redraw", widget="radio",
-                                   labels={"eps": "noise ε", "score": "score ∇log q"},
-                                   help="What the field view draws: the predicted noise ε(x, t), or the score "
-                                        "−ε / √(1 − ᾱ_t) it stands for (the direction sampling moves points).")
+                                   labels={"eps": "network output (ε, or v)", "score": "score ∇log q"},
+                                   help="What the field view draws: the network's own output, the predicted noise "
+                                        "ε(x, t) (DDPM) or velocity v(x, t) (flow matching), or the score −ε / σ_t it "
+                                        "stands for (the direction towards the data; for flow matching ε = x + (1 − t) v).")
     pace: bool = setting(True, key="pace", label="Watch short runs", effect="redraw", widget="toggle",
                          help="On: a run that would finish in under 5 seconds is paced to last 5, so its loss curve "
                               "can be watched as it streams (it waits, it doesn't compute more; results are "
@@ -167,6 +168,15 @@ def read_link(params: dict[str, list[str]]) -> tuple[str, dict[str, Any], list[s
     def get(path: str) -> Any:
         return values[_BY_PATH[path].key]
 
+    for d in SETTINGS.values():  # choices narrowed by other settings, e.g. the samplers of an objective
+        if d.setting.narrowed is None:
+            continue
+        choices, why = d.choices_in(get)
+        if values[d.key] not in choices:
+            default = preset_values(preset)[d.key]
+            fallback = default if default in choices else choices[0]
+            problems.append(f"{d.key}={values[d.key]!r} (not one of {why}: {', '.join(choices)}; {fallback} is used)")
+            values[d.key] = fallback
     for d in SETTINGS.values():  # ranges tied to other settings, e.g. DDIM steps <= T
         if d.setting.tied is None:
             continue
@@ -284,7 +294,10 @@ def widget(d: Declared, get: Callable[[str], Any]) -> None:
     if s.widget == "toggle":
         st.toggle(s.label, **common)
     elif s.widget == "select":
-        st.selectbox(s.label, d.choices, format_func=_label_of(d), **common)
+        options, _ = d.choices_in(get)
+        if state[key] not in options:  # e.g. the objective changed: its own samplers only
+            state[key] = options[0]
+        st.selectbox(s.label, options, format_func=_label_of(d), **common)
     elif s.widget == "radio":
         st.radio(s.label, d.choices, format_func=_label_of(d), horizontal=True, **common)
     elif s.widget == "select_slider":
@@ -328,7 +341,7 @@ def _data_section() -> DataConfig | None:
     return kept
 
 
-SECTION_TITLES = {"schedule": ("Noise schedule", True), "denoiser": ("Model", False), "train": ("Training", True),
+SECTION_TITLES = {"schedule": ("Objective and noise schedule", True), "denoiser": ("Model", False), "train": ("Training", True),
                   "sampler": ("Sampling", True), "display": ("Display", False)}
 
 

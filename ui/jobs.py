@@ -124,7 +124,8 @@ class FinishedRun:
 
     @classmethod
     def from_state(cls, key: TrainingKey, state: TrainerState, watched: Watched | None = None) -> FinishedRun:
-        model = Denoiser(key.denoiser, key.schedule.num_timesteps, torch.Generator().manual_seed(0))
+        model = Denoiser(key.denoiser, key.schedule.num_timesteps, torch.Generator().manual_seed(0),
+                         objective=key.schedule.objective)
         model.load_state_dict(state.sampling_weights())
         return cls(key, model, NoiseSchedule.from_config(key.schedule), state.losses, state.elapsed,
                    watched=watched)

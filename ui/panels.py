@@ -16,8 +16,9 @@ import streamlit as st
 import torch
 
 from diffusion import checkpoints
-from diffusion.config import DataConfig, ExperimentConfig, SamplerConfig, ScheduleConfig, TrainingKey
+from diffusion.config import DataConfig, ExperimentConfig, SamplerConfig, ScheduleConfig, TrainingKey, model_calls
 from diffusion.datasets import GaussianMixture, make_dataset
+from diffusion.flow import straight_path_frames
 from diffusion.forward import forward_trajectory
 from diffusion.ideal import (
     IdealDenoiser,
@@ -69,6 +70,8 @@ def _schedule(config: ScheduleConfig) -> NoiseSchedule:
 
 @st.cache_resource(max_entries=32, show_spinner=False)
 def _schedule_figure(config: ScheduleConfig):
+    if config.objective == "flow":  # beside DDPM's reference schedule at the same T
+        return charts.flow_path_figure(_schedule(config), _schedule(ScheduleConfig(num_timesteps=config.num_timesteps)))
     return charts.schedule_figure(_schedule(config))
 
 
@@ -78,18 +81,19 @@ def _data_points(data: DataConfig, n: int, seed: int) -> np.ndarray:
 
 
 @st.cache_data(max_entries=32, show_spinner="Computing the loss floor…")
-def loss_floor(data: DataConfig, schedule: ScheduleConfig) -> float | None:
-    """The irreducible loss averaged over uniform t, where the density is known."""
+def loss_floor(data: DataConfig, schedule: ScheduleConfig, coupling: str = "independent") -> float | None:
+    """The irreducible loss averaged over uniform t, where the density is known (and, for flow
+    matching, the pairs are independent: see ``monitoring.loss_floor_by_bin``)."""
     dataset = make_dataset(data)
-    if not isinstance(dataset, GaussianMixture):
+    if not isinstance(dataset, GaussianMixture) or (schedule.objective == "flow" and coupling == "ot"):
         return None
     return float(np.mean(dataset.irreducible_loss(_schedule(schedule), n=1024)))
 
 
 @st.cache_data(max_entries=32, show_spinner="Computing the loss floor per noise level…")
-def binned_loss_floor(data: DataConfig, schedule: ScheduleConfig) -> BinnedFloor:
+def binned_loss_floor(data: DataConfig, schedule: ScheduleConfig, coupling: str = "independent") -> BinnedFloor:
     """The irreducible loss in each noise-level bin (20, or T if fewer): exact, numerical, or unknown."""
-    return loss_floor_by_bin(make_dataset(data), _schedule(schedule), loss_bins(schedule.num_timesteps))
+    return loss_floor_by_bin(make_dataset(data), _schedule(schedule), loss_bins(schedule.num_timesteps), coupling=coupling)
 
 
 # Everything drawn or downloaded is in the user's units: the model's (standardised) units for the
@@ -110,8 +114,14 @@ def _preview_axes(data: DataConfig) -> tuple[list[float], list[float]]:
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _forward_figure(data: DataConfig, schedule: ScheduleConfig, frame_ms: int):
     points = torch.from_numpy(_data_points(data, 600, 7))
-    frames, times = forward_trajectory(_schedule(schedule), points, 40, torch.Generator().manual_seed(8))
-    return charts.forward_figure(data.to_user(frames.numpy()), times, data.to_user(points.numpy()), frame_ms)
+    if schedule.objective == "flow":  # each point on its own straight line to its own noise
+        noise = torch.randn(points.shape, generator=torch.Generator().manual_seed(8))
+        frames, times = straight_path_frames(points, noise, 41)
+        times = times * schedule.num_timesteps  # frame times in units of T, as the axis reads them
+    else:
+        frames, times = forward_trajectory(_schedule(schedule), points, 40, torch.Generator().manual_seed(8))
+    return charts.forward_figure(data.to_user(frames.numpy()), times, data.to_user(points.numpy()), frame_ms,
+                                 axis=charts.TimeAxis.of(schedule))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -120,7 +130,7 @@ def _reverse_figure(_run: FinishedRun, key: TrainingKey, source: str, sampler: S
     """``_baseline``: the pinned run's trajectory, already in its own user units."""
     trajectory, _ = _run.sampled(sampler)
     return charts.reverse_figure(in_user_units(key.data, trajectory), key.data.to_user(_data_points(key.data, 1000, 1)),
-                                 style, baseline=_baseline)
+                                 style, baseline=_baseline, axis=charts.TimeAxis.of(key.schedule))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -137,13 +147,16 @@ def _comparison_figure(_run: FinishedRun, key: TrainingKey, source: str, sampler
 def header() -> None:
     st.title("DDPM Lab")
     st.caption(
-        "A denoising diffusion model learning 2-D points, live. Change anything in the sidebar: the "
-        "schedule redraws at once, the model retrains when its settings change, and every finished run "
-        "is kept, so going back to a setting shows it instantly."
+        "A denoising diffusion model (or its flow matching cousin) learning 2-D points, live. Change anything in "
+        "the sidebar: the schedule redraws at once, the model retrains when its settings change, and every "
+        "finished run is kept, so going back to a setting shows it instantly."
     )
 
 
 def schedule_panel(config: ExperimentConfig) -> None:
+    if config.schedule.objective == "flow":
+        _flow_path_panel(config)
+        return
     st.subheader("Noise schedule")
     schedule = _schedule(config.schedule)
     st.plotly_chart(_schedule_figure(config.schedule), config=PLOT_CONFIG)
@@ -159,10 +172,26 @@ def schedule_panel(config: ExperimentConfig) -> None:
         )
 
 
+def _flow_path_panel(config: ExperimentConfig) -> None:
+    st.subheader("Flow matching's path")
+    st.plotly_chart(_schedule_figure(config.schedule), config=PLOT_CONFIG)
+    st.caption(
+        "Flow matching has no β schedule: a point x₀ moves on the straight line x_t = (1 − t) x₀ + t ε to its noise ε "
+        "as t goes from 0 to 1, and the network learns the velocity ε − x₀ along it. Solid: its weights of x₀ and ε "
+        "(they add to 1); dashed: DDPM's √ᾱ and √(1 − ᾱ) for the reference linear schedule (their squares add to 1). "
+        "At t = 1 no signal is left, so x₁ is exactly N(0, I), where sampling starts. The β settings do not apply; "
+        f"T = {config.schedule.num_timesteps:,} only sets how finely the views divide [0, 1]."
+    )
+
+
 def forward_panel(config: ExperimentConfig, display: Display) -> None:
     st.subheader("Data and forward process")
     st.plotly_chart(_forward_figure(config.data, config.schedule, display.frame_ms), config=PLOT_CONFIG)
-    st.caption("600 data points noised step by step by q(x_t | x_{t-1}); press ▶ to watch them become N(0, I).")
+    if config.schedule.objective == "flow":
+        st.caption("600 data points moved along flow matching's path: each slides in a straight line to its own "
+                   "noise ε; press ▶ to watch them become N(0, I). The lines cross: the model learns their average.")
+    else:
+        st.caption("600 data points noised step by step by q(x_t | x_{t-1}); press ▶ to watch them become N(0, I).")
 
 
 def training_panel(config: ExperimentConfig, display: Display, baseline_losses: np.ndarray | None = None
@@ -174,8 +203,9 @@ def training_panel(config: ExperimentConfig, display: Display, baseline_losses: 
     choice = open_run(registry(), owner, key, loaded=_loaded_run(loaded_model()),
                       pace_seconds=PACE_SECONDS if display.pace else 0.0,
                       is_watched=session.activity_probe(session.session_id()))
-    floor = loss_floor(config.data, config.schedule)
-    _live_training(key, choice.job, choice.finished, floor, binned_loss_floor(config.data, config.schedule), display,
+    coupling = config.train.coupling
+    floor = loss_floor(config.data, config.schedule, coupling)
+    _live_training(key, choice.job, choice.finished, floor, binned_loss_floor(config.data, config.schedule, coupling), display,
                    baseline_losses)
     return choice.finished
 
@@ -218,7 +248,7 @@ def _live_training(key: TrainingKey, job: TrainingJob | None, finished: Finished
                 config=PLOT_CONFIG, key="loss_chart",
             )
             if floor is not None:
-                st.caption(f"Dashed line: the irreducible loss {floor:.3f}, the best any denoiser can do on this "
+                st.caption(f"Dashed line: the irreducible loss {floor:.3f}, the best any network can do on this "
                            "data (averaged over t). A loss near it can still give poor samples.")
         with preview_column:
             _live_samples(key, snapshot)
@@ -226,7 +256,7 @@ def _live_training(key: TrainingKey, job: TrainingJob | None, finished: Finished
         with quality_column:
             _quality(snapshot)
         with by_t_column:
-            _loss_by_noise_level(snapshot, binned_floor)
+            _loss_by_noise_level(snapshot, binned_floor, charts.TimeAxis.of(key.schedule))
 
     live()
 
@@ -238,8 +268,10 @@ def _live_samples(key: TrainingKey, snapshot: RunSnapshot) -> None:
     points = None if preview is None else key.data.to_user(preview.points)
     st.plotly_chart(charts.preview_figure(points, key.data.to_user(_data_points(key.data, 1000, 1)),
                                           _preview_axes(key.data), label), config=PLOT_CONFIG, key="preview_chart")
+    sampler = (f"{PREVIEW_STEPS}-step Euler" if key.schedule.objective == "flow"
+               else f"{min(PREVIEW_STEPS, key.schedule.num_timesteps)}-step DDIM")
     st.caption(f"{PREVIEW_POINTS} points from the current weights (the weight average when EMA is on), by "
-               f"{min(PREVIEW_STEPS, key.schedule.num_timesteps)}-step DDIM from the same x_T every time, so they "
+               f"{sampler} from the same x_T every time, so they "
                "change only as the weights do; the data is faint behind. Watch them move from noise onto the data.")
 
 
@@ -250,16 +282,16 @@ def _quality(snapshot: RunSnapshot) -> None:
     st.plotly_chart(charts.quality_figure(snapshot.previews, snapshot.total_steps), config=PLOT_CONFIG,
                     key="quality_chart")
     st.caption("Each preview's energy distance to the data over its noise floor (1 = as close as a fresh draw "
-               "of the data; few-step DDIM previews stay a little above 1 even for a perfect model). Look for "
+               "of the data; few-step previews stay a little above 1 even for a perfect model). Look for "
                "samples that keep improving after the loss has flattened.")
 
 
-def _loss_by_noise_level(snapshot: RunSnapshot, floor: BinnedFloor) -> None:
+def _loss_by_noise_level(snapshot: RunSnapshot, floor: BinnedFloor, axis: charts.TimeAxis) -> None:
     by_t = snapshot.loss_by_t
     if by_t is None or by_t.step == 0:
         st.caption("Loss by noise level: fills in as the run trains.")
         return
-    st.plotly_chart(charts.loss_by_t_figure(by_t.t_start, by_t.t_end, by_t.recent_loss, floor.values, by_t.window),
+    st.plotly_chart(charts.loss_by_t_figure(by_t.t_start, by_t.t_end, by_t.recent_loss, floor.values, by_t.window, axis),
                     config=PLOT_CONFIG, key="loss_by_t_chart")
     if floor.values is None:
         known = "no floor is drawn: this data's density, and so its irreducible loss, is not known"
@@ -345,9 +377,11 @@ def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentCo
     base, base_id = baseline if baseline is not None else (None, None)
     st.plotly_chart(_reverse_figure(run, run.key, run.source, sampler, style, base, base_id), config=PLOT_CONFIG,
                     key="reverse_chart")
-    steps = sampler.sample_steps if sampler.kind == "ddim" else config.schedule.num_timesteps
+    steps = config.schedule.num_timesteps if sampler.kind == "ddpm" else sampler.sample_steps
+    calls = model_calls(sampler.kind, steps)
+    name = {"ddpm": "DDPM", "ddim": "DDIM", "euler": "Euler", "heun": "Heun"}[sampler.kind]
     st.caption(
-        f"{len(trajectory.samples):,} points, {steps:,} {sampler.kind.upper()} steps, "
+        f"{len(trajectory.samples):,} points, {steps:,} {name} steps ({calls:,} model calls), "
         f"{len(trajectory.frames)} frames kept, sampled in {trajectory.seconds:.2f} s. "
         "Press ▶ or drag the slider; faint blue points are the data."
     )
@@ -423,16 +457,18 @@ def _field(_run: FinishedRun, key: TrainingKey, source: str, quantity: str, fram
         learned, wanted = np.stack([f.learned for f in frames]), np.stack([f.ideal for f in frames])
     shown = np.stack([noised(data[:300], schedule, int(t), noise[:300]).numpy() for t in times])
     curve = field_error_curve(_run.model, ideal, schedule, data, times, seed=13)
-    if quantity == "score":
-        curve_error = curve.error / schedule.float64["sqrt_one_minus_alphas_cumprod"][times]
+    if quantity == "score":  # |score error| = |eps error| / s, and flow's eps error is a |v error|
+        table = schedule.float64
+        curve_error = curve.error * (table["signal"][times] if schedule.is_flow else 1.0) / table["sigma"][times]
     else:
         curve_error = curve.error
-    label = "ε" if quantity == "eps" else "score"
+    label = "score" if quantity == "score" else ("v" if schedule.is_flow else "ε")
     user = key.data.to_user  # positions in the user's units; the arrows are scaled per t anyway
     xs, ys = user(np.stack([grid[0], np.full_like(grid[0], grid[1][0])], 1))[:, 0], \
         user(np.stack([np.full_like(grid[1], grid[0][0]), grid[1]], 1))[:, 1]
-    return (charts.field_figure(times, xs, ys, learned, wanted, user(shown), quantity=label, frame_ms=frame_ms),
-            charts.field_error_figure(times, curve_error, quantity=label))
+    axis = charts.TimeAxis.of(key.schedule)
+    return (charts.field_figure(times, xs, ys, learned, wanted, user(shown), quantity=label, frame_ms=frame_ms, axis=axis),
+            charts.field_error_figure(times, curve_error, quantity=label, axis=axis))
 
 
 def field_panel(run: FinishedRun, display: Display) -> None:
@@ -440,12 +476,18 @@ def field_panel(run: FinishedRun, display: Display) -> None:
     ideal = _ideal(run.key.data, run.key.schedule)
     figure, error = _field(run, run.key, run.source, display.field, display.frame_ms)
     st.plotly_chart(figure, config=PLOT_CONFIG, key="field_chart")
-    quantity = "noise ε(x, t)" if display.field == "eps" else "score −ε/√(1−ᾱ_t)"
+    flow = run.key.schedule.objective == "flow"
+    if display.field == "score":
+        quantity = "score −ε/t, with ε = x + (1 − t) v," if flow else "score −ε/√(1−ᾱ_t)"
+    else:
+        quantity = "velocity v(x, t) (where a point at x moves as t falls is −v)" if flow else "noise ε(x, t)"
     st.caption(
         f"At each noise level t (▶ or the slider): the network's {quantity} (orange) and the ideal one (black) on a "
         f"grid, the red map their difference, the data noised to t faint behind. The ideal denoiser here is "
         f"{ideal.description}. Look for the t's and the places where orange leaves black: that is where samples go "
         "wrong."
+        + (" With optimal-transport pairs the network learns a straighter field than this ideal one of independent "
+           "pairs, so part of the gap is by design, not error." if flow and run.key.train.coupling == "ot" else "")
     )
     st.plotly_chart(error, config=PLOT_CONFIG, key="field_error_chart")
     st.caption("The mean difference between the learned and the ideal field over the noised data at each t: the "
@@ -467,11 +509,11 @@ def _drift(_run: FinishedRun, key: TrainingKey, source: str, sampler: SamplerCon
     curve = drift_curve(kept, key.data, schedule, seed=sampler.seed + 1)
     data = torch.from_numpy(_data_points(key.data, DRIFT_POINTS, 21)).double()
     noise = torch.randn(data.shape, generator=torch.Generator().manual_seed(22)).double()
-    truth = np.stack([data.numpy() if t == 0 else noised(data, schedule, int(t) - 1, noise).numpy()
-                      for t in kept.frame_times])
+    truth = np.stack([(a * data + s * noise).numpy() for a, s in map(schedule.path_at_frame, kept.frame_times.tolist())])
     shown = kept.frames[:, :DRIFT_POINTS]
     user = key.data.to_user
-    return charts.drift_figure(kept.frame_times, user(truth), user(shown), curve.ratio, frame_ms), curve
+    return (charts.drift_figure(kept.frame_times, user(truth), user(shown), curve.ratio, frame_ms,
+                                axis=charts.TimeAxis.of(key.schedule)), curve)
 
 
 def drift_panel(run: FinishedRun, config: ExperimentConfig, display: Display) -> None:
@@ -479,11 +521,14 @@ def drift_panel(run: FinishedRun, config: ExperimentConfig, display: Display) ->
     figure, curve = _drift(run, run.key, run.source, config.sampler, display.frame_ms)
     st.plotly_chart(figure, config=PLOT_CONFIG, key="drift_chart")
     worst = int(np.argmax(curve.ratio[1:])) + 1 if len(curve.ratio) > 1 else 0
+    axis = charts.TimeAxis.of(run.key.schedule)
+    at = axis.label(axis.frame(curve.times[worst]))
+    start = "t = 1" if axis.flow else "t = T"
     st.caption(
         f"The true noised data q(x_t) and the sampler's x_t at the same t, for each kept frame (▶ or the slider), and "
         f"their energy distance over its floor (1 = as alike as two draws of q(x_t)). The sampler starts from "
-        f"N(0, I), so at t = T the gap is only how far q(x_T) is from pure noise; where the curve climbs, errors in the "
-        f"field are adding up (here it peaks at t = {int(curve.times[worst])}, "
+        f"N(0, I), so at {start} the gap is only how far q(x_T) is from pure noise; where the curve climbs, errors in the "
+        f"field are adding up (here it peaks at {at}, "
         f"{curve.ratio[worst]:.1f} × floor)."
     )
 
