@@ -38,7 +38,7 @@ base = pinned.sampled() if pinned is not None else None
 if base is not None:  # drawn in the baseline's own units
     base = (panels.in_user_units(pinned.entry.config.data, base[0]), base[1])
 run = panels.training_panel(config, display, pinned.run.losses if pinned and pinned.run else None)
-compare.baseline_note(pinned)
+compare.baseline_note(pinned, config)
 sampled = panels.sampling(run, config) if run is not None else None
 if sampled is not None:
     trajectory, scores = sampled

@@ -1,4 +1,4 @@
-"""Reference vs improved, each run through the headless command for 3 seeds (1000 samples):
+"""Reference vs improved vs flow, each run through the headless command for 3 seeds (1000 samples):
 energy distance and its noise floor, generated std, train and sample seconds.
 
     python -m bench.presets [--seeds 3]
@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     print("| preset | energy distance | noise floor | ED / floor | generated std (x, y) | train s | sample s |")
     print("|---|---|---|---|---|---|---|")
-    for preset in ("reference", "improved"):
+    for preset in ("reference", "improved", "flow"):
         runs = [run(preset, seed) for seed in range(args.seeds)]
         m = [r["metrics"] for r in runs]
 

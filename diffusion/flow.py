@@ -66,6 +66,13 @@ def ot_pairing(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return noise[torch.from_numpy(order).to(noise.device)]
 
 
+def paired_in_batches(x0: torch.Tensor, noise: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``noise`` reordered by ``ot_pairing`` within consecutive batches of ``batch_size`` rows, as
+    training pairs them: x_t = (1 - t) x0 + t noise then follows the path the model was trained on."""
+    return torch.cat([ot_pairing(x0[i : i + batch_size], noise[i : i + batch_size])
+                      for i in range(0, len(x0), batch_size)])
+
+
 def ode_times(steps: int) -> np.ndarray:
     """t_0 = 1 > t_1 > ... > t_N = 0, evenly spaced, float64 (N + 1,)."""
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:

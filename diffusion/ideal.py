@@ -49,6 +49,7 @@ import torch
 from .config import DataConfig
 from .datasets import Dataset, FixedPoints, GaussianMixture, make_dataset
 from .denoiser import Denoiser
+from .flow import paired_in_batches
 from .metrics import energy_distance
 from .samplers import EpsFn, Trajectory
 from .schedules import NoiseSchedule
@@ -322,7 +323,7 @@ class DriftCurve:
 
 def drift_curve(
     trajectory: Trajectory, data: DataConfig | Dataset, schedule: NoiseSchedule, *,
-    reference_size: int | None = None, seed: int = 1, pairs: int = 100_000,
+    reference_size: int | None = None, seed: int = 1, pairs: int = 100_000, ot_batch: int | None = None,
 ) -> DriftCurve:
     """Energy distance (``metrics.energy_distance``) between each kept frame of ``trajectory`` (n
     points) and m = ``reference_size`` (default n) points of the true q(x_k) at that frame time k.
@@ -335,15 +336,29 @@ def drift_curve(
     Floor: (1/n + 1/m) E|X - X'| over q(x_k); for one Gaussian q(x_k) = N(sqrt(abar) mu, v I) with
     v = abar s^2 + 1 - abar and E|X - X'| = sqrt(pi v) exactly; otherwise the mean
     over ``pairs`` independent pairs, drawn next from the same generator (x0 pairs, then eps pairs)
-    and reused at every k. Works for DDPM and DDIM trajectories alike: frame times are model times."""
+    and reused at every k. Works for DDPM and DDIM trajectories alike: frame times are model times.
+
+    Flow matching trained with the optimal-transport coupling in batches of ``ot_batch``: its path
+    is not q(x_t) of independent pairs but x_t = (1 - t) x0 + t eps with eps paired to x0 batch by
+    batch (``flow.paired_in_batches``), which is what its sampler should reproduce. So the reference
+    eps are paired that way, and the floor is the Monte Carlo one over min(pairs, 20,000) pairs of
+    two such paired sets (each set costs one assignment per batch)."""
     dataset = make_dataset(data) if isinstance(data, DataConfig) else data
     n = trajectory.frames.shape[1]
     m = reference_size or n
     g = torch.Generator().manual_seed(seed)
     x0 = dataset.sample(m, g).double()  # (m, 2)
     noise = torch.randn(m, 2, generator=g).double()
-    exact = isinstance(dataset, GaussianMixture) and len(dataset.means) == 1
-    if not exact:
+    exact = isinstance(dataset, GaussianMixture) and len(dataset.means) == 1 and ot_batch is None
+    if ot_batch is not None:
+        noise = paired_in_batches(x0, noise, ot_batch)
+        pairs = min(pairs, 20_000)
+        sets = []
+        for _ in range(2):
+            x0_set, noise_set = dataset.sample(pairs, g).double(), torch.randn(pairs, 2, generator=g).double()
+            sets.append((x0_set, paired_in_batches(x0_set, noise_set, ot_batch)))
+        x0_pair, noise_pair = sets[0][0] - sets[1][0], sets[0][1] - sets[1][1]
+    elif not exact:
         x0_pair = dataset.sample(pairs, g).double() - dataset.sample(pairs, g).double()  # (P, 2) x0 - x0'
         noise_pair = torch.randn(pairs, 2, generator=g).double() - torch.randn(pairs, 2, generator=g).double()
     times = np.asarray(trajectory.frame_times, dtype=np.float64 if schedule.is_flow else np.int64)

@@ -30,8 +30,8 @@ import torch
 
 from .config import DataConfig, SamplerConfig
 from .datasets import Dataset, FixedPoints, GaussianMixture, make_dataset
-from .metrics import mean_pairwise_distance
 from .flow import euler_step, ode_times
+from .metrics import mean_pairwise_distance
 from .samplers import EpsFn, ddim_step, timesteps
 from .schedules import NoiseSchedule
 

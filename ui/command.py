@@ -310,7 +310,9 @@ def _write_field_and_drift(out: Path, config, model, schedule: NoiseSchedule, tr
             for (x, y), (ex, ey), (ix, iy) in zip(positions.tolist(), frame.learned.tolist(), frame.ideal.tolist(),
                                               strict=True):
                 writer.writerow([t, x, y, ex, ey, ix, iy])
-    drift = drift_curve(trajectory, dataset, schedule, seed=config.sampler.seed + 1)
+    ot = config.schedule.objective == "flow" and config.train.coupling == "ot"
+    drift = drift_curve(trajectory, dataset, schedule, seed=config.sampler.seed + 1,
+                        ot_batch=config.train.batch_size if ot else None)
     with open(out / "drift.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(DRIFT_COLUMNS)

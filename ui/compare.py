@@ -13,8 +13,7 @@ import numpy as np
 import streamlit as st
 
 from diffusion.budget import BudgetRow, budget_plan, families_of, iter_budget
-from diffusion.config import model_calls
-from diffusion.config import MAX_SAMPLE_WORK, ExperimentConfig
+from diffusion.config import MAX_SAMPLE_WORK, ExperimentConfig, model_calls
 from diffusion.metrics import Evaluation
 from diffusion.samplers import Trajectory
 from ui import charts, history
@@ -107,7 +106,15 @@ def history_panel() -> None:
                "it again or pin it). Compare the energy distance over its floor: 1 is as close as fresh data.")
 
 
-def baseline_note(pinned: Baseline | None) -> None:
+def _frame_times_of(config: ExperimentConfig) -> tuple:
+    """What decides a reverse animation's frame times: two runs agreeing on these keep frames at
+    the same times, so one can move beside the other."""
+    s = config.sampler
+    steps = config.schedule.num_timesteps if s.kind == "ddpm" else s.sample_steps
+    return config.schedule.objective, config.schedule.num_timesteps, s.kind, steps, s.num_frames
+
+
+def baseline_note(pinned: Baseline | None, config: ExperimentConfig) -> None:
     """One line about the pinned baseline, or why it can't be drawn."""
     if pinned is None:
         return
@@ -115,9 +122,13 @@ def baseline_note(pinned: Baseline | None) -> None:
     if pinned.run is None:
         st.info("The pinned baseline is no longer kept (the server holds the 16 most recently used finished runs), "
                 "so it isn't drawn. Show it again from the table to retrain it, or pin another run.")
+        return
+    if _frame_times_of(pinned.entry.config) == _frame_times_of(config):
+        where = "the loss, the samples and the reverse animation"
     else:
-        st.caption("📌 Baseline pinned: drawn in grey on the loss, the samples and the reverse animation "
-                   + (f"(it differs in {', '.join(differing)})." if differing else "."))
+        where = ("the loss and the samples (not the reverse animation: its frames are at other times, from another "
+                 "objective, sampler or number of steps)")
+    st.caption(f"📌 Baseline pinned: drawn in grey on {where}" + (f"; it differs in {', '.join(differing)}." if differing else "."))
 
 
 def noise_note(config: ExperimentConfig) -> None:

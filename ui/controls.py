@@ -353,7 +353,8 @@ def sidebar() -> tuple[ExperimentConfig | None, Display]:
     with st.sidebar:
         st.selectbox("Preset", list(PRESETS), key="preset", on_change=_apply_preset,
                      help="reference: the seed script's job exactly. improved: better defaults at the same "
-                          "training budget. Choosing a preset resets every setting below.")
+                          "training budget. flow: flow matching at the same budget, sampled with 19 model calls. "
+                          "Choosing a preset resets every setting below.")
         for problem in st.session_state.get("_url_problems", []):
             st.warning(f"Ignored from the link: {problem}")
         with st.expander("Data", expanded=True):

@@ -18,7 +18,7 @@ import torch
 from diffusion import checkpoints
 from diffusion.config import DataConfig, ExperimentConfig, SamplerConfig, ScheduleConfig, TrainingKey, model_calls
 from diffusion.datasets import GaussianMixture, make_dataset
-from diffusion.flow import straight_path_frames
+from diffusion.flow import paired_in_batches, straight_path_frames
 from diffusion.forward import forward_trajectory
 from diffusion.ideal import (
     IdealDenoiser,
@@ -293,7 +293,9 @@ def _loss_by_noise_level(snapshot: RunSnapshot, floor: BinnedFloor, axis: charts
         return
     st.plotly_chart(charts.loss_by_t_figure(by_t.t_start, by_t.t_end, by_t.recent_loss, floor.values, by_t.window, axis),
                     config=PLOT_CONFIG, key="loss_by_t_chart")
-    if floor.values is None:
+    if floor.values is None and "optimal-transport" in floor.description:
+        known = "no floor is drawn: " + floor.description.removeprefix("unknown: ")
+    elif floor.values is None:
         known = "no floor is drawn: this data's density, and so its irreducible loss, is not known"
     else:
         known = f"dashed: the irreducible loss of each bin ({floor.description})"
@@ -506,9 +508,12 @@ def _drift(_run: FinishedRun, key: TrainingKey, source: str, sampler: SamplerCon
                      .astype(int))
     kept = dataclasses.replace(trajectory, frames=trajectory.frames[keep], frame_times=trajectory.frame_times[keep],
                                predicted_x0=trajectory.predicted_x0[keep])
-    curve = drift_curve(kept, key.data, schedule, seed=sampler.seed + 1)
+    curve = drift_curve(kept, key.data, schedule, seed=sampler.seed + 1,
+                        ot_batch=key.train.batch_size if key.schedule.objective == "flow" and key.train.coupling == "ot" else None)
     data = torch.from_numpy(_data_points(key.data, DRIFT_POINTS, 21)).double()
     noise = torch.randn(data.shape, generator=torch.Generator().manual_seed(22)).double()
+    if key.schedule.objective == "flow" and key.train.coupling == "ot":  # the pairs training saw
+        noise = paired_in_batches(data, noise, key.train.batch_size)
     truth = np.stack([(a * data + s * noise).numpy() for a, s in map(schedule.path_at_frame, kept.frame_times.tolist())])
     shown = kept.frames[:, :DRIFT_POINTS]
     user = key.data.to_user
@@ -530,6 +535,8 @@ def drift_panel(run: FinishedRun, config: ExperimentConfig, display: Display) ->
         f"N(0, I), so at {start} the gap is only how far q(x_T) is from pure noise; where the curve climbs, errors in the "
         f"field are adding up (here it peaks at {at}, "
         f"{curve.ratio[worst]:.1f} × floor)."
+        + (f" With optimal-transport pairs, q(x_t) is the path training saw: the noise matched to the data batch by "
+           f"batch ({run.key.train.batch_size} points), not drawn apart from it." if axis.flow and run.key.train.coupling == "ot" else "")
     )
 
 
