@@ -293,3 +293,15 @@ def test_pages_redraw_less_often_only_while_more_runs_want_a_worker_than_there_a
     assert jobs.poll_interval(2, 2) == jobs.POLL_SECONDS
     assert jobs.poll_interval(4, 2) == pytest.approx(2 * jobs.POLL_SECONDS)  # each run gets half a worker
     assert jobs.poll_interval(100, 2) == jobs.MAX_POLL_SECONDS  # but at least once a second
+
+
+def test_a_page_can_wait_for_a_new_runs_first_points_and_not_for_a_paused_one(make_registry):
+    registry = make_registry()
+    key = small(epochs=4000, base=improved)
+    job = registry.new_job("alice", key)
+    assert job.status == "paused"
+    assert job.wait_for_first_steps(30.0) is False  # not training: no wait, no steps
+    job.start()
+    assert job.wait_for_first_steps(30.0) is True  # woken by the worker's first progress message
+    assert job.snapshot().step > 0 and len(job.snapshot().losses) == job.snapshot().step
+    job.pause()

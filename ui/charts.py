@@ -54,6 +54,28 @@ class TimeAxis:
         return "time t (0 = data, 1 = noise)" if self.flow else "noise level t (0 = data, T-1 = noise)"
 
 
+class FrozenFigure(go.Figure):
+    """A figure that is finished: ``to_dict`` computes its dict once and hands out that same dict.
+
+    ``st.plotly_chart`` turns its figure into a dict (a deep copy) and then into JSON on every
+    script run, cached figure or not: about 20 + 30 ms for a 60-frame reverse animation, 170 ms a
+    rerun for the page's five animations (measured). A frozen figure pays the copy once. Freeze
+    only figures that are never changed again (the page's cached ones are shared by every session
+    and never are); plotly's JSON encoding does not modify the dict it is given."""
+
+    def to_dict(self):  # noqa: D102 - go.Figure.to_dict, memoised
+        cached = self.__dict__.get("_frozen_dict")
+        if cached is None:
+            cached = self.__dict__["_frozen_dict"] = super().to_dict()
+        return cached
+
+
+def frozen(figure: go.Figure) -> FrozenFigure:
+    """``figure``, frozen in place (see ``FrozenFigure``)."""
+    figure.__class__ = FrozenFigure
+    return figure
+
+
 def _xy(points: np.ndarray) -> dict:
     """Coordinates as float32 arrays: Plotly sends them base64-encoded, ~8 bytes a point."""
     points = np.asarray(points, dtype=np.float32)

@@ -68,7 +68,9 @@ _BY_PATH = {d.path: d for d in SETTINGS.values()}
 SHOWN_LINK_CHARACTERS = 40  # a link value is echoed at most this long in a warning
 # Display settings drawn beside the view they change, inside its fragment: changing one reruns only
 # that view, not the page (a full rerun redraws a dozen charts). The link still carries them.
-BESIDE_THEIR_VIEW = ("log_y", "smoothing")
+LOSS_VIEW = ("log_y", "smoothing")
+REVERSE_VIEW = ("trails", "show_x0")
+BESIDE_THEIR_VIEW = LOSS_VIEW + REVERSE_VIEW
 
 
 @dataclass(frozen=True)

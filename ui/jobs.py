@@ -198,6 +198,14 @@ class TrainingJob:
     def heartbeat(self) -> None:
         self.last_seen = self.registry.clock()
 
+    def wait_for_first_steps(self, timeout: float) -> bool:
+        """While the run trains but has reported no step yet, wait up to ``timeout`` seconds for its
+        first progress (a worker reports its first chunk a few ms after it starts). Returns whether
+        it has steps. So a page that starts a run can draw its first loss points in that same script
+        run, instead of an empty chart and the points one poll later."""
+        with self.registry._lock:
+            return self.changed.wait_for(lambda: self.step > 0 or self.status != "running", timeout) and self.step > 0
+
     def start(self) -> None:
         """Train in a worker until done, paused, failed or abandoned."""
         self.registry.start(self, self.total_steps)
@@ -405,6 +413,7 @@ class RunRegistry:
                 job.losses[step - len(new_losses) : step] = new_losses
                 job.step, job.elapsed, job.wall = step, elapsed, wall
                 job.watched.add(update)
+                job.changed.notify_all()  # a page waiting for a new run's first points
                 return
             worker.job_id, job.worker = None, None
             job.wall = message[-1]

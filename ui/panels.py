@@ -34,11 +34,12 @@ from diffusion.monitoring import BinnedFloor, loss_floor_by_bin
 from diffusion.samplers import Trajectory
 from diffusion.schedules import NoiseSchedule
 from ui import charts, session
-from ui.controls import BESIDE_THEIR_VIEW, Display, LoadedModel, loaded_model, session_owner, view_controls
+from ui.controls import LOSS_VIEW, REVERSE_VIEW, Display, LoadedModel, loaded_model, session_owner, view_controls
 from ui.jobs import FinishedRun, RunRegistry, RunSnapshot, TrainingJob, open_run, poll_interval, shared_pool
 from ui.workers import PREVIEW_POINTS, PREVIEW_STEPS, loss_bins
 
 PACE_SECONDS = 5.0  # with "watch short runs" on, a run lasts at least this long
+FIRST_POINTS_WAIT = 0.25  # seconds a page that starts a run waits for its first points before drawing
 PLOT_CONFIG = {"displaylogo": False}
 FAR_FROM_NOISE = 0.01  # warn when abar_T is above this
 
@@ -71,8 +72,9 @@ def _schedule(config: ScheduleConfig) -> NoiseSchedule:
 @st.cache_resource(max_entries=32, show_spinner=False)
 def _schedule_figure(config: ScheduleConfig):
     if config.objective == "flow":  # beside DDPM's reference schedule at the same T
-        return charts.flow_path_figure(_schedule(config), _schedule(ScheduleConfig(num_timesteps=config.num_timesteps)))
-    return charts.schedule_figure(_schedule(config))
+        return charts.frozen(charts.flow_path_figure(_schedule(config),
+                                                     _schedule(ScheduleConfig(num_timesteps=config.num_timesteps))))
+    return charts.frozen(charts.schedule_figure(_schedule(config)))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -120,8 +122,8 @@ def _forward_figure(data: DataConfig, schedule: ScheduleConfig, frame_ms: int):
         times = times * schedule.num_timesteps  # frame times in units of T, as the axis reads them
     else:
         frames, times = forward_trajectory(_schedule(schedule), points, 40, torch.Generator().manual_seed(8))
-    return charts.forward_figure(data.to_user(frames.numpy()), times, data.to_user(points.numpy()), frame_ms,
-                                 axis=charts.TimeAxis.of(schedule))
+    return charts.frozen(charts.forward_figure(data.to_user(frames.numpy()), times, data.to_user(points.numpy()),
+                                               frame_ms, axis=charts.TimeAxis.of(schedule)))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -129,8 +131,9 @@ def _reverse_figure(_run: FinishedRun, key: TrainingKey, source: str, sampler: S
                     style: charts.AnimationStyle, _baseline: Trajectory | None = None, baseline_id: tuple | None = None):
     """``_baseline``: the pinned run's trajectory, already in its own user units."""
     trajectory, _ = _run.sampled(sampler)
-    return charts.reverse_figure(in_user_units(key.data, trajectory), key.data.to_user(_data_points(key.data, 1000, 1)),
-                                 style, baseline=_baseline, axis=charts.TimeAxis.of(key.schedule))
+    return charts.frozen(charts.reverse_figure(in_user_units(key.data, trajectory),
+                                               key.data.to_user(_data_points(key.data, 1000, 1)),
+                                               style, baseline=_baseline, axis=charts.TimeAxis.of(key.schedule)))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -138,7 +141,7 @@ def _comparison_figure(_run: FinishedRun, key: TrainingKey, source: str, sampler
                        _baseline: np.ndarray | None = None, baseline_id: tuple | None = None):
     trajectory, _ = _run.sampled(sampler)
     data = key.data.to_user(_data_points(key.data, len(trajectory.samples), 2))
-    return charts.comparison_figure(data, key.data.to_user(trajectory.samples), baseline=_baseline)
+    return charts.frozen(charts.comparison_figure(data, key.data.to_user(trajectory.samples), baseline=_baseline))
 
 
 # --- panels ------------------------------------------------------------------------------------
@@ -203,6 +206,8 @@ def training_panel(config: ExperimentConfig, display: Display, baseline_losses: 
     choice = open_run(registry(), owner, key, loaded=_loaded_run(loaded_model()),
                       pace_seconds=PACE_SECONDS if display.pace else 0.0,
                       is_watched=session.activity_probe(session.session_id()))
+    if choice.job is not None and choice.job.step == 0:
+        choice.job.wait_for_first_steps(FIRST_POINTS_WAIT)
     coupling = config.train.coupling
     floor = loss_floor(config.data, config.schedule, coupling)
     _live_training(key, choice.job, choice.finished, floor, binned_loss_floor(config.data, config.schedule, coupling), display,
@@ -240,7 +245,7 @@ def _live_training(key: TrainingKey, job: TrainingJob | None, finished: Finished
         _progress(snapshot)
         loss_column, preview_column = st.columns([3, 2])
         with loss_column:
-            view_controls(BESIDE_THEIR_VIEW)  # display only: changing them reruns this view alone
+            view_controls(LOSS_VIEW)  # display only: changing them reruns this view alone
             st.plotly_chart(
                 charts.loss_figure(snapshot.losses, smoothing=st.session_state["smoothing"],
                                    log_y=st.session_state["log_y"], floor=floor,
@@ -367,7 +372,11 @@ def sampling(run: FinishedRun, config: ExperimentConfig) -> tuple[Trajectory, Ev
 
 
 def _animation_style(display: Display) -> charts.AnimationStyle:
-    return charts.AnimationStyle(trails=display.trails, show_x0=display.show_x0, frame_ms=display.frame_ms)
+    """The reverse animation's style as set now: trails and x0 are drawn beside the animation and
+    change in its fragment, after ``display`` was read."""
+    state = st.session_state
+    return charts.AnimationStyle(trails=state.get("trails", display.trails), show_x0=state.get("show_x0", display.show_x0),
+                                 frame_ms=display.frame_ms)
 
 
 def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentConfig, display: Display,
@@ -375,10 +384,15 @@ def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentCo
     """``baseline``: (its trajectory, an id for caching) when a baseline is pinned and kept."""
     st.subheader("Reverse process: from noise to data")
     sampler = config.sampler
-    style = _animation_style(display)
     base, base_id = baseline if baseline is not None else (None, None)
-    st.plotly_chart(_reverse_figure(run, run.key, run.source, sampler, style, base, base_id), config=PLOT_CONFIG,
-                    key="reverse_chart")
+
+    @st.fragment
+    def animation():  # its display controls rerun this view alone, not the page
+        view_controls(REVERSE_VIEW)
+        st.plotly_chart(_reverse_figure(run, run.key, run.source, sampler, _animation_style(display), base, base_id),
+                        config=PLOT_CONFIG, key="reverse_chart")
+
+    animation()
     steps = config.schedule.num_timesteps if sampler.kind == "ddpm" else sampler.sample_steps
     calls = model_calls(sampler.kind, steps)
     name = {"ddpm": "DDPM", "ddim": "DDIM", "euler": "Euler", "heun": "Heun"}[sampler.kind]
@@ -469,8 +483,9 @@ def _field(_run: FinishedRun, key: TrainingKey, source: str, quantity: str, fram
     xs, ys = user(np.stack([grid[0], np.full_like(grid[0], grid[1][0])], 1))[:, 0], \
         user(np.stack([np.full_like(grid[1], grid[0][0]), grid[1]], 1))[:, 1]
     axis = charts.TimeAxis.of(key.schedule)
-    return (charts.field_figure(times, xs, ys, learned, wanted, user(shown), quantity=label, frame_ms=frame_ms, axis=axis),
-            charts.field_error_figure(times, curve_error, quantity=label, axis=axis))
+    return (charts.frozen(charts.field_figure(times, xs, ys, learned, wanted, user(shown), quantity=label,
+                                              frame_ms=frame_ms, axis=axis)),
+            charts.frozen(charts.field_error_figure(times, curve_error, quantity=label, axis=axis)))
 
 
 def field_panel(run: FinishedRun, display: Display) -> None:
@@ -517,8 +532,8 @@ def _drift(_run: FinishedRun, key: TrainingKey, source: str, sampler: SamplerCon
     truth = np.stack([(a * data + s * noise).numpy() for a, s in map(schedule.path_at_frame, kept.frame_times.tolist())])
     shown = kept.frames[:, :DRIFT_POINTS]
     user = key.data.to_user
-    return (charts.drift_figure(kept.frame_times, user(truth), user(shown), curve.ratio, frame_ms,
-                                axis=charts.TimeAxis.of(key.schedule)), curve)
+    return (charts.frozen(charts.drift_figure(kept.frame_times, user(truth), user(shown), curve.ratio, frame_ms,
+                                              axis=charts.TimeAxis.of(key.schedule))), curve)
 
 
 def drift_panel(run: FinishedRun, config: ExperimentConfig, display: Display) -> None:
@@ -551,10 +566,10 @@ def downloads_panel(run: FinishedRun, trajectory: Trajectory, config: Experiment
                           width="stretch",
                           help="Weights as safetensors, with the full config JSON in the file's metadata. "
                                "Load with python -m diffusion --load-checkpoint model.safetensors.")
-    style = _animation_style(display)
     animation.download_button(
         "Animation (HTML)", key="download_animation", width="stretch", file_name="reverse_process.html", on_click="ignore",
-        mime="text/html", data=lambda: _reverse_figure(run, run.key, run.source, config.sampler, style).to_html(include_plotlyjs=True),
+        mime="text/html", data=lambda: _reverse_figure(run, run.key, run.source, config.sampler,
+                                                       _animation_style(display)).to_html(include_plotlyjs=True),
         help="A standalone page with the reverse animation; opens offline.",
     )
 

@@ -93,6 +93,7 @@ class ScriptRuns:
     started: int = 0  # full script runs started
     finished: int = 0  # full script runs that ran to the end (not fragment runs, not cut short)
     last_finished: int = 0  # the number of the last full run that ran to the end (see ``started``)
+    fragments_finished: int = 0  # fragment runs that ran to the end (a view's own controls, the training poll)
     running: bool = False  # a script or fragment run is in progress
     in_fragment: bool = False
     records: list[Record] = field(default_factory=list)
@@ -125,6 +126,8 @@ class ScriptRuns:
             if message.script_finished in _FULL_RUN_DONE:
                 self.finished += 1
                 self.last_finished = self.started
+            elif message.script_finished == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY:
+                self.fragments_finished += 1
         elif kind == "delta" and message.delta.WhichOneof("type") == "new_element":
             element = message.delta.new_element
             if element.WhichOneof("type") == "progress":
@@ -220,6 +223,14 @@ class DashboardPage:
         self._poll(lambda: self.runs.last_finished > mark.started, timeout_ms, "a script run started after the action to finish")
         self.settle(None, timeout_ms)
         return mark
+
+    def act_in_view(self, action: Callable[[], object], timeout_ms: float = 30_000) -> None:
+        """Do ``action`` on a view's own control (drawn in the view's fragment) and wait for the
+        fragment run it causes, not a page run."""
+        since = self.runs.fragments_finished
+        action()
+        self._poll(lambda: self.runs.fragments_finished > since, timeout_ms, "the view's fragment run to finish")
+        self.settle(None, timeout_ms)
 
     def open(self, url: str | None = None, timeout_ms: float = 90_000) -> None:
         """Load the dashboard (``url``: a full address, or a query such as '?lr=0.002') and wait

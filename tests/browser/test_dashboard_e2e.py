@@ -336,8 +336,11 @@ def test_a_copied_url_reproduces_the_configuration(dashboard: DashboardPage, bas
     dashboard.open()
     dashboard.choose("Sampler", "DDIM")
     dashboard.press_slider("Samples", "ArrowLeft")  # 1000 -> 500
-    dashboard.sidebar.locator("summary", has_text="Display").click()
-    dashboard.act(lambda: dashboard.sidebar.get_by_text("Show predicted x₀").click())
+    dashboard.wait_for_finished(TRAINING_TIMEOUT_MS)
+    # drawn beside the animation, in its fragment: it reruns that view alone, and the link follows
+    full_runs = dashboard.runs.started
+    dashboard.act_in_view(lambda: dashboard.page.get_by_text("Show predicted x₀").click())
+    assert dashboard.runs.started == full_runs
     wanted = {"sampler": "ddim", "samples": "500", "show_x0": "true"}
     dashboard.expect_query(wanted)
     summary = dashboard.sidebar.get_by_text(re.compile(r"^Preset reference")).inner_text()
@@ -350,12 +353,11 @@ def test_a_copied_url_reproduces_the_configuration(dashboard: DashboardPage, bas
     sidebar = other.sidebar
     expect(sidebar.get_by_role("combobox", name="Sampler")).to_have_value("DDIM")
     expect(sidebar.get_by_role("slider", name="Samples")).to_have_attribute("aria-valuetext", "500")
-    sidebar.locator("summary", has_text="Display").click()
-    expect(sidebar.get_by_role("switch", name="Show predicted x₀")).to_be_checked()
     expect(sidebar.get_by_role("slider", name="Learning rate")).to_have_attribute("aria-valuetext", "0.001")
     expect(sidebar.get_by_role("combobox", name="Dataset")).to_have_value(re.compile("^Gaussian"))
     expect(sidebar.get_by_text(re.compile(r"^Preset reference"))).to_have_text(summary)
     other.wait_for_finished(TRAINING_TIMEOUT_MS)
+    expect(other.page.get_by_role("switch", name="Show predicted x₀")).to_be_checked()
     traces = dict(other.traces(other.reverse_chart))
     assert traces["x_t"] == 500 and "predicted x₀" in traces, traces
     expect(other.page.get_by_text(re.compile(r"frames kept, sampled in"))).to_contain_text("500 points, 50 DDIM steps")
