@@ -2,7 +2,8 @@
 
     streamlit run dashboard.py
 
-The page, top to bottom: the sidebar's settings; the noise schedule and the data being noised;
+The page, top to bottom: the sidebar's settings; the noise schedule and the data being noised
+(filled in after the training panel, so the live loss is the first chart the browser gets);
 training with its live loss, samples and loss by noise level; then, once trained, the reverse
 process animated, the results against the data, the sampling budget, the learned field against
 the ideal one, forward against reverse, downloads; and the session's runs to compare.
@@ -27,11 +28,7 @@ if config is None:
     compare.history_panel()
     st.stop()
 
-schedule_column, data_column = st.columns(2)
-with schedule_column:
-    panels.schedule_panel(config)
-with data_column:
-    panels.forward_panel(config, display)
+schedule_column, data_column = st.columns(2)  # filled after training's first draw: the loss reaches the browser first
 
 pinned = compare.baseline()
 base = pinned.sampled() if pinned is not None else None
@@ -39,6 +36,10 @@ if base is not None:  # drawn in the baseline's own units
     base = (panels.in_user_units(pinned.entry.config.data, base[0]), base[1])
 run = panels.training_panel(config, display, pinned.run.losses if pinned and pinned.run else None)
 compare.baseline_note(pinned, config)
+with schedule_column:
+    panels.schedule_panel(config)
+with data_column:
+    panels.forward_panel(config, display)
 sampled = panels.sampling(run, config) if run is not None else None
 if sampled is not None:
     trajectory, scores = sampled

@@ -68,3 +68,32 @@ def test_the_live_figures_built_from_dicts_are_valid_plotly_figures():
                                            "irreducible loss 0.170"]
     assert loss.layout.yaxis.type == "log" and list(loss.data[3].y) == [0.17, 0.17]
     assert len(loss.data[0].x) == 1500  # 3000 steps thinned to 1 in 2
+
+
+def test_points_animated_are_the_same_evenly_chosen_samples_in_every_layer():
+    rng = np.random.default_rng(1)
+    frames, x0, base = (rng.normal(size=(4, 200, 2)).astype(np.float32) for _ in range(3))
+    fig = charts.animation_figure(frames, [f"t = {i}" for i in range(4)], frames[-1], title="x", predicted_x0=x0,
+                                  baseline=base, style=charts.AnimationStyle(animated=50))
+    ids = np.linspace(0, 199, 50).round().astype(int)
+    assert len(set(ids)) == 50 and ids[0] == 0 and ids[-1] == 199
+    for k in range(4):
+        moving, baseline, predicted = fig.frames[k].data
+        np.testing.assert_array_equal(moving.x, frames[k, ids, 0])
+        np.testing.assert_array_equal(baseline.y, base[k, ids, 1])
+        np.testing.assert_array_equal(predicted.x, x0[k, ids, 0])
+    assert len(fig.data[0].x) == 200  # the faint data is not thinned
+    everything = charts.animation_figure(frames, [f"t = {i}" for i in range(4)], frames[-1], title="x",
+                                         style=charts.AnimationStyle(animated=500))
+    np.testing.assert_array_equal(everything.frames[2].data[0].x, frames[2, :, 0])  # more asked than there are: all
+
+
+def test_a_frozen_figure_sends_the_same_json_as_the_figure_it_was():
+    import plotly.io as pio
+
+    frames = np.random.default_rng(2).normal(size=(5, 30, 2)).astype(np.float32)
+    figure = charts.animation_figure(frames, [f"t = {i}" for i in range(5)], frames[-1], title="x")
+    before = pio.to_json(figure, validate=False)
+    frozen = charts.frozen(figure)
+    assert isinstance(frozen, charts.FrozenFigure) and frozen.to_dict() is frozen.to_dict()  # computed once
+    assert pio.to_json(frozen, validate=False) == before == pio.to_json(frozen, validate=False)

@@ -18,7 +18,7 @@ SAMPLE_COLOR = "#ff7f0e"
 X0_COLOR = "#2ca02c"
 FLOOR_COLOR = "#d62728"
 BASELINE_COLOR = "#7f7f7f"
-PLAY_MS = 80  # default frame duration of the animations
+PLAY_MS = 40  # default frame duration of the animations: 25 frames a second
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,7 @@ class AnimationStyle:
     show_x0: bool = False  # the model's current guess of x_0
     frame_ms: int = PLAY_MS
     marker_size: int = 4
+    animated: int | None = None  # points that move (evenly spaced through the samples); None: all of them
 
 
 def _play_controls(labels: list[str], frame_ms: int, prefix: str, redraw: bool = False) -> dict:
@@ -195,6 +196,11 @@ def animation_figure(
     Frames update only the moving traces (``redraw=False``, SVG: Scattergl would not move)."""
     frames = np.asarray(frames, dtype=np.float32)
     x_range, y_range = axis_range(data, frames[0], frames[-1])
+    if style.animated is not None and style.animated < frames.shape[1]:  # the same points in every layer
+        shown = np.linspace(0, frames.shape[1] - 1, style.animated).round().astype(int)
+        frames = frames[:, shown]
+        predicted_x0 = None if predicted_x0 is None else np.asarray(predicted_x0)[:, shown]
+        baseline = None if baseline is None or np.shape(baseline)[1] <= shown[-1] else np.asarray(baseline)[:, shown]
     trail_ids = np.linspace(0, frames.shape[1] - 1, style.trails).astype(int) if style.trails else None
     first = len(frames) - 1 if start_at_end else 0
     marker = dict(size=style.marker_size, color=SAMPLE_COLOR, opacity=0.75)

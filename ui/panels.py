@@ -376,7 +376,7 @@ def _animation_style(display: Display) -> charts.AnimationStyle:
     change in its fragment, after ``display`` was read."""
     state = st.session_state
     return charts.AnimationStyle(trails=state.get("trails", display.trails), show_x0=state.get("show_x0", display.show_x0),
-                                 frame_ms=display.frame_ms)
+                                 frame_ms=display.frame_ms, animated=state.get("animated", display.animated))
 
 
 def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentConfig, display: Display,
@@ -386,21 +386,25 @@ def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentCo
     sampler = config.sampler
     base, base_id = baseline if baseline is not None else (None, None)
 
-    @st.fragment
-    def animation():  # its display controls rerun this view alone, not the page
-        view_controls(REVERSE_VIEW)
-        st.plotly_chart(_reverse_figure(run, run.key, run.source, sampler, _animation_style(display), base, base_id),
-                        config=PLOT_CONFIG, key="reverse_chart")
-
-    animation()
     steps = config.schedule.num_timesteps if sampler.kind == "ddpm" else sampler.sample_steps
     calls = model_calls(sampler.kind, steps)
     name = {"ddpm": "DDPM", "ddim": "DDIM", "euler": "Euler", "heun": "Heun"}[sampler.kind]
-    st.caption(
-        f"{len(trajectory.samples):,} points, {steps:,} {name} steps ({calls:,} model calls), "
-        f"{len(trajectory.frames)} frames kept, sampled in {trajectory.seconds:.2f} s. "
-        "Press ▶ or drag the slider; faint blue points are the data."
-    )
+    n = len(trajectory.samples)
+
+    @st.fragment
+    def animation():  # its display controls rerun this view alone, not the page
+        view_controls(REVERSE_VIEW)
+        style = _animation_style(display)
+        st.plotly_chart(_reverse_figure(run, run.key, run.source, sampler, style, base, base_id),
+                        config=PLOT_CONFIG, key="reverse_chart")
+        moving = f"all {n:,} move" if style.animated >= n else f"{style.animated:,} of them move (Points animated)"
+        st.caption(
+            f"{n:,} points, {steps:,} {name} steps ({calls:,} model calls), "
+            f"{len(trajectory.frames)} frames kept, sampled in {trajectory.seconds:.2f} s; {moving}. "
+            "Press ▶ or drag the slider; faint blue points are the data."
+        )
+
+    animation()
 
 
 def results_panel(run: FinishedRun, scores: Evaluation, config: ExperimentConfig,
