@@ -3,7 +3,9 @@
     streamlit run dashboard.py
 
 The page, top to bottom: the sidebar's settings; the noise schedule and the data being noised
-(filled in after the training panel, so the live loss is the first chart the browser gets);
+(filled in after the training panel, so the live loss is the first chart the browser gets; a fresh
+page comes in three runs, each asked for once the browser has painted the last: the loss as an
+SVG, then the training charts and the schedule, then everything);
 training with its live loss, samples and loss by noise level; then, once trained, the reverse
 process animated, the results against the data, the sampling budget, the learned field against
 the ideal one, forward against reverse, downloads; and the session's runs to compare.
@@ -29,13 +31,20 @@ if config is None:
     st.stop()
 
 schedule_column, data_column = st.columns(2)  # filled after training's first draw: the loss reaches the browser first
+stage = panels.paint_stage()  # a fresh page: first the loss, then its charts, then the animations and results
 
 pinned = compare.baseline()
 base = pinned.sampled() if pinned is not None else None
 if base is not None:  # drawn in the baseline's own units
     base = (panels.in_user_units(pinned.entry.config.data, base[0]), base[1])
-run = panels.training_panel(config, display, pinned.run.losses if pinned and pinned.run else None)
+run = panels.training_panel(config, display, pinned.run.losses if pinned and pinned.run else None, stage == 0)
 compare.baseline_note(pinned, config)
+if stage < panels.FULL_PAGE:
+    with schedule_column:
+        if stage > 0:
+            panels.schedule_panel(config)
+        panels.draw_the_rest_when_painted(stage)
+    st.stop()
 with schedule_column:
     panels.schedule_panel(config)
 with data_column:

@@ -1,10 +1,12 @@
 """Benchmark: the project's reference preset against the seed script, side by side, in one run.
 
-    python -m bench [--repeats 5] [--quick]
+    python -m bench [--repeats 5] [--skip-browser | --browser-only] [--app-dir DIR]
 
 Alternates the seed script's own ``train``/``sample`` (imported from ../shared/reference, not
 copied) with the project doing the same job, and reports medians and ratios; then measures the
-dashboard's costs (streaming, reruns, cache hits, payload). A benchmark, not a test: these
+dashboard's costs (streaming, reruns, cache hits, payload); then how fast the page answers in
+headless Chromium (``bench/browser_latency.py``: opening, reload, display changes, new runs, play),
+against the dashboard of ``--app-dir`` (default: this checkout). A benchmark, not a test: these
 machines are shared and noisy, so only ratios measured in the same run mean much.
 """
 
@@ -288,26 +290,45 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    browser = parser.add_mutually_exclusive_group()
+    browser.add_argument("--skip-browser", action="store_true", help="leave out the browser latency section")
+    browser.add_argument("--browser-only", action="store_true", help="only the browser latency section")
+    parser.add_argument("--app-dir", default=str(ROOT),
+                        help="the checkout whose dashboard the browser section serves (default: this one)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads 1 (script as shipped: {DEFAULT_THREADS}), "
-          f"{args.repeats} repeats (medians)\n", flush=True)
     rows = []
-    sections = (lambda: reference_job(args.repeats), lambda: as_shipped(args.repeats),
-                lambda: autograd_baseline(args.repeats), memory, lambda: streaming_throughput(3), page_costs,
-                first_loss_point)
-    for section in sections:
-        new = section()
-        rows += new
-        for row in new:
-            print(" | ".join(row), flush=True)
-    print()
-    print("| measure | reference script | this project | ratio | target |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    if not args.browser_only:
+        torch.set_num_threads(1)
+        print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads 1 (script as shipped: {DEFAULT_THREADS}), "
+              f"{args.repeats} repeats (medians)\n", flush=True)
+        sections = (lambda: reference_job(args.repeats), lambda: as_shipped(args.repeats),
+                    lambda: autograd_baseline(args.repeats), memory, lambda: streaming_throughput(3), page_costs,
+                    first_loss_point)
+        for section in sections:
+            new = section()
+            rows += new
+            for row in new:
+                print(" | ".join(row), flush=True)
+        print()
+        print("| measure | reference script | this project | ratio | target |")
+        print("|---|---|---|---|---|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    browser_rows = None
+    if not args.skip_browser:
+        from bench import browser_latency
+
+        heading, browser_rows = browser_latency.browser_section(args.app_dir, log=lambda line: print(line, flush=True))
+        print()
+        print(heading + "\n")
+        print(browser_latency.table(browser_rows))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        if browser_rows is None:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        else:
+            browser = [{"action": r.action, "note": r.note, "unit": r.unit, "median": r.median(), "values": r.values,
+                        "target": r.target, "errors": r.errors} for r in browser_rows]
+            Path(args.json).write_text(json.dumps({"rows": rows, "browser": browser}, indent=2))
     return 0
 
 

@@ -11,6 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from ui import panels
+from ui.panels import FULL_PAGE
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard.py")
 # A short run so tests stay quick; pacing off (full speed).
@@ -29,15 +30,28 @@ def fresh_caches():
     st.cache_resource.clear()
 
 
-def open_page(fast: dict[str, str] = FAST, owner: str | None = None, **params) -> AppTest:
+def open_page(fast: dict[str, str] = FAST, owner: str | None = None, complete: bool = True, **params) -> AppTest:
     """A fresh session with ``fast`` and ``params`` as query parameters. AppTest gives every
-    instance the same session id, so a second user needs its own ``owner``."""
+    instance the same session id, so a second user needs its own ``owner``. A fresh page comes in
+    three runs (``panels.paint_stage``: in a browser the page asks for the next once it has painted
+    the last); ``complete`` runs them all, as the browser would, else only the first."""
     at = AppTest.from_file(APP, default_timeout=60)
     if owner is not None:
         at.session_state["_owner"] = owner
     for name, value in {**fast, **params}.items():
         at.query_params[name] = value
-    return at.run()
+    at.run()
+    if not complete:
+        return at
+    for _ in range(FULL_PAGE):  # the runs the page asks for (stages 1 and 2); none once complete
+        if at.exception or "_paint_stage" not in at.session_state or _drawn_whole(at):
+            break
+        at.run()
+    return at
+
+
+def _drawn_whole(at: AppTest) -> bool:
+    return not any(c.value == panels.DEFERRED_NOTE for c in at.caption)
 
 
 def status(at: AppTest) -> str:

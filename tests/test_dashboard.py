@@ -271,3 +271,26 @@ def test_an_uploaded_model_stays_private_to_its_session():
         assert "loaded from a model file" in status(at)
         shown[owner_id] = reverse_spec(at)["frames"][-1]["data"][0]["x"]
     assert shown["alice"] != shown["bob"]
+
+
+def test_a_fresh_page_draws_the_loss_first_then_its_charts_then_the_animations():
+    """A session's first run is a first screen without Plotly (the loss as an SVG, a note where the
+    charts go); the next one (the page asks for it once that is painted) has the training charts and
+    the schedule; the third, everything."""
+    at = wait_finished(open_page())  # polling reruns the page: by now it is complete
+    assert not any(c.value == panels.DEFERRED_NOTE for c in at.caption)
+    fresh = open_page(complete=False)  # a new session for the same, finished configuration
+    assert "**Finished**" in status(fresh)
+    assert any(c.value == panels.DEFERRED_NOTE for c in fresh.caption)
+    assert not fresh.get("plotly_chart")
+    svg = [m.value for m in fresh.markdown if m.value.startswith("<svg")]
+    assert len(svg) == 1 and svg[0].count("<polyline") == 1
+    fresh.run()
+    titles = charts(fresh)
+    assert any(spec["data"][0].get("name") == "loss" for spec in titles.values())
+    assert not any(title.startswith(("Reverse process", "Forward process")) for title in titles), list(titles)
+    assert any(c.value == panels.DEFERRED_NOTE for c in fresh.caption)
+    fresh.run()
+    assert not any(c.value == panels.DEFERRED_NOTE for c in fresh.caption)
+    assert any(title.startswith("Reverse process") for title in charts(fresh))
+    assert any(title.startswith("Forward process") for title in charts(fresh))

@@ -144,6 +144,58 @@ def _comparison_figure(_run: FinishedRun, key: TrainingKey, source: str, sampler
     return charts.frozen(charts.comparison_figure(data, key.data.to_user(trajectory.samples), baseline=_baseline))
 
 
+# --- the first paint -------------------------------------------------------------------------
+
+DEFERRED_NOTE = "Drawing the animations and the results…"
+FIRST_PAINT_TIMEOUT_MS = 4000
+FULL_PAGE = 2  # paint stage of a complete page
+
+# Asks for the next stage of a fresh page once the browser has painted what this one shows (the
+# loss as an SVG; then the Plotly loss chart), or after FIRST_PAINT_TIMEOUT_MS whatever happened.
+# A trigger value reruns the page.
+_FIRST_PAINT_JS = """
+export default function(component) {
+  const started = performance.now();
+  const shown = component.data && component.data.plotly
+    ? () => [...document.querySelectorAll('.st-key-loss_chart .js-plotly-plot')].some(d => d._fullData)
+    : () => !!document.querySelector('.st-key-loss_first svg');
+  let timer = null;
+  const look = () => {
+    if (shown() || performance.now() - started > TIMEOUT_MS) {  // after the frame that shows it
+      requestAnimationFrame(() => requestAnimationFrame(() => component.setTriggerValue('painted', true)));
+      return;
+    }
+    timer = setTimeout(look, 40);
+  };
+  look();
+  return () => clearTimeout(timer);
+}
+""".replace("TIMEOUT_MS", str(FIRST_PAINT_TIMEOUT_MS))
+_first_paint_probe = st.components.v2.component("ddpm_lab_first_paint", js=_FIRST_PAINT_JS)
+
+
+def paint_stage() -> int:
+    """How much of the page this script run draws: a fresh session's runs go 0, 1, then 2 (all).
+
+    On a fresh page the browser first loads and compiles Plotly's bundle (4.7 MB, about 2 s here,
+    blocking everything, the sidebar too) and then draws every figure the run sent in one go: the
+    animations and results held the loss back by another 2.5 s (measured in Chromium here). So:
+    0, a first screen without Plotly (the sidebar, the progress, the loss as a plain SVG,
+    ``charts.loss_svg``); 1, the training panel's Plotly charts and the schedule; 2, everything.
+    A probe in the page (``draw_the_rest_when_painted``) asks for the next stage once the browser
+    has painted the current one."""
+    stage = st.session_state.get("_paint_stage", 0)
+    st.session_state["_paint_stage"] = min(stage + 1, FULL_PAGE)
+    return stage
+
+
+def draw_the_rest_when_painted(stage: int) -> None:
+    """A note where the charts go, and a probe in the page that reruns it once the browser has
+    painted this stage (or after 4 s)."""
+    st.caption(DEFERRED_NOTE)
+    _first_paint_probe(key=f"first_paint_{stage}", data={"plotly": stage > 0}, on_painted_change=lambda: None)
+
+
 # --- panels ------------------------------------------------------------------------------------
 
 
@@ -197,8 +249,8 @@ def forward_panel(config: ExperimentConfig, display: Display) -> None:
         st.caption("600 data points noised step by step by q(x_t | x_{t-1}); press ▶ to watch them become N(0, I).")
 
 
-def training_panel(config: ExperimentConfig, display: Display, baseline_losses: np.ndarray | None = None
-                   ) -> FinishedRun | None:
+def training_panel(config: ExperimentConfig, display: Display, baseline_losses: np.ndarray | None = None,
+                   first_screen: bool = False) -> FinishedRun | None:
     """Start / pause / step / reset, progress and the live loss curve. Returns the finished run."""
     st.subheader("Training")
     key = config.training
@@ -211,7 +263,7 @@ def training_panel(config: ExperimentConfig, display: Display, baseline_losses: 
     coupling = config.train.coupling
     floor = loss_floor(config.data, config.schedule, coupling)
     _live_training(key, choice.job, choice.finished, floor, binned_loss_floor(config.data, config.schedule, coupling), display,
-                   baseline_losses)
+                   baseline_losses, first_screen)
     return choice.finished
 
 
@@ -229,7 +281,8 @@ def _loaded_run(loaded: LoadedModel | None) -> FinishedRun | None:
 
 
 def _live_training(key: TrainingKey, job: TrainingJob | None, finished: FinishedRun | None, floor: float | None,
-                   binned_floor: BinnedFloor, display: Display, baseline_losses: np.ndarray | None):
+                   binned_floor: BinnedFloor, display: Display, baseline_losses: np.ndarray | None,
+                   first_screen: bool = False):
     running = job is not None and job.snapshot().active
     runs = registry()
     every = poll_interval(runs.active_count(), runs.pool.size) if running else None
@@ -243,6 +296,12 @@ def _live_training(key: TrainingKey, job: TrainingJob | None, finished: Finished
                 st.rerun()  # finished, failed or paused: redraw the whole page once
         _controls(key, job, snapshot)
         _progress(snapshot)
+        if first_screen:  # no Plotly yet: the loss as an SVG, the charts in a moment
+            with st.container(key="loss_first"):
+                st.markdown(charts.loss_svg(snapshot.losses, snapshot.total_steps), unsafe_allow_html=True)
+            st.caption("The loss so far; the interactive charts, the live samples and the loss by noise level "
+                       "follow in a moment.")
+            return
         loss_column, preview_column = st.columns([3, 2])
         with loss_column:
             view_controls(LOSS_VIEW)  # display only: changing them reruns this view alone

@@ -26,6 +26,8 @@ from urllib.parse import parse_qs, urlsplit
 from playwright.sync_api import Locator, Page, WebSocket, expect
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
+from ui.panels import DEFERRED_NOTE
+
 ALLOWED_HOSTS = {"127.0.0.1"}
 
 # A full script run that ran to its end (fragment runs and runs cut short for a rerun don't count).
@@ -241,6 +243,10 @@ class DashboardPage:
             url = self.base_url + "/" + url
         self.page.goto(url)
         self.settle(0, timeout_ms)
+        # a fresh page's first run leaves the animations out and asks for them once the loss is drawn: wait
+        # for that run too, so it can't be taken for the answer to the test's next action
+        expect(self.page.get_by_text(DEFERRED_NOTE)).to_have_count(0, timeout=timeout_ms)
+        self.settle(None, timeout_ms)
 
     def wait_until(self, condition: Callable[[], bool], what: str, timeout_ms: float = 60_000) -> None:
         self._poll(condition, timeout_ms, what)
@@ -342,7 +348,10 @@ class DashboardPage:
     def choose(self, label: str, option: str) -> Mark:
         """Pick ``option`` in the sidebar's selectbox ``label``."""
         def action():
-            self.sidebar.get_by_role("combobox", name=label).click()
+            box = self.sidebar.get_by_role("combobox", name=label)
+            box.scroll_into_view_if_needed()
+            box.click()
+            box.press_sequentially(option)  # the list filters as one types (and opens if it closed)
             self.page.get_by_role("option", name=option, exact=True).click()
         return self.act(action)
 
