@@ -12,9 +12,10 @@ import gc
 import io
 
 import numpy as np
-import pandas  # noqa: F401 - imported here, once, with the page: Streamlit imports it lazily on the first table, and
 
-# a second session's thread then met it half-initialised ("partially initialized module 'pandas'", seen once)
+# pandas is imported here, once, with the page: Streamlit imports it lazily on the first table, and a
+# second session's thread then met it half-initialised ("partially initialized module 'pandas'", seen once)
+import pandas  # noqa: F401
 import streamlit as st
 import torch
 
