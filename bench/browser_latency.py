@@ -51,7 +51,7 @@ from pathlib import Path
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, sync_playwright
 
 from bench.load.__main__ import start_server, stop_process  # start_server binds via free_port
-from bench.load.browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, Runs
+from bench.load.browser import CHROMIUM, CHROMIUM_ARGS, IDLE_JS, VIEWPORT, Runs
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIES = 3
@@ -106,13 +106,6 @@ _INIT_JS = r"""
   };
 })();
 """
-
-_IDLE_JS = """() => {
-  const app = document.querySelector('[data-testid="stApp"]');
-  return !!app && app.getAttribute('data-test-script-state') === 'notRunning'
-    && app.getAttribute('data-test-connection-state') === 'CONNECTED'
-    && ![...document.querySelectorAll('[data-stale="true"]')].some(e => e.getClientRects().length > 0);
-}"""
 
 # Listen to the reverse chart's animation; returns its frame count and Play's frame duration.
 _WATCH_PLAY_JS = """(d) => {
@@ -182,7 +175,7 @@ class Session:
         """A full run after ``since`` (any, with None) has ended, nothing runs, the DOM is current."""
         self.poll(page, lambda: (since is None or runs.finished > since) and not runs.running, timeout_s,
                   "the script run to end")
-        page.wait_for_function(_IDLE_JS, polling=POLL_MS, timeout=timeout_s * 1000)
+        page.wait_for_function(IDLE_JS, polling=POLL_MS, timeout=timeout_s * 1000)
         if runs.exceptions:
             raise RuntimeError(f"exception on the page: {runs.exceptions[0]}")
 

@@ -12,17 +12,13 @@ data), the mean generated std (the data's is 0.5) and the model calls of one sam
     python -m bench.tune_flow "name" "name" ...  # only these
 """
 
-import statistics
 import sys
 
 import torch
 
+from bench.tune_improved import score as score_over_seeds
 from diffusion import improved, reference
 from diffusion.config import model_calls
-from diffusion.datasets import make_dataset
-from diffusion.metrics import evaluate
-from diffusion.samplers import sample_model
-from diffusion.training import Trainer
 
 MAX_CALLS = 20
 BASE = improved()  # sinusoidal 128x2 ReLU, lr 3e-3 cosine, EMA 0.99
@@ -89,17 +85,9 @@ def _check(name, config):
         raise ValueError(f"{name}: {calls(config)} model calls, more than {MAX_CALLS}")
 
 
-def score(config, seeds=(0, 1, 2)):
-    """(mean ratio, worst ratio, mean generated std) of energy distance over its floor."""
-    ratios, stds = [], []
-    for seed in seeds:
-        run = config.replace(train={"seed": seed}, sampler={"seed": seed})
-        trainer = Trainer(run).train()
-        trajectory = sample_model(trainer.sampling_model(), trainer.schedule, run.sampler)
-        result = evaluate(trajectory.samples, make_dataset(run.data), seed=100 + seed)
-        ratios.append(result.energy_distance.ratio)
-        stds.append(sum(result.std) / 2)
-    return statistics.mean(ratios), max(ratios), statistics.mean(stds)
+def score(config):
+    """(mean ratio, worst ratio, mean generated std) over seeds 0 - 2: ``bench.tune_improved.score``."""
+    return score_over_seeds(config, seeds=(0, 1, 2))
 
 
 def main():

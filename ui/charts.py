@@ -450,7 +450,7 @@ def loss_svg(losses: np.ndarray, total_steps: int, *, width: int = 560, height: 
         body = ""
     else:
         stride = max(1, -(-len(losses) // 400))
-        shown = losses[: len(losses) // stride * stride].reshape(-1, stride).mean(1) if len(losses) >= stride else losses
+        shown = losses[: len(losses) // stride * stride].reshape(-1, stride).mean(1)  # blocks of stride steps
         steps = (np.arange(len(shown)) + 1) * stride
         low, high = float(shown.min()), float(shown.max())
         span = high - low or 1.0

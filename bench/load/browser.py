@@ -60,7 +60,7 @@ _AXIS_TYPE_JS = "() => {" + _FIND_LOSS_JS + """
   return d ? d._fullLayout.yaxis.type : null;
 }"""
 
-_IDLE_JS = """() => {
+IDLE_JS = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
   return !!app && app.getAttribute('data-test-script-state') === 'notRunning'
     && app.getAttribute('data-test-connection-state') === 'CONNECTED'
@@ -152,7 +152,7 @@ class PageTimer:
         if not self._poll(page, done, timeout_s):
             return False
         try:
-            page.wait_for_function(_IDLE_JS, timeout=max(1.0, deadline - time.monotonic()) * 1000, polling=POLL_MS)
+            page.wait_for_function(IDLE_JS, timeout=max(1.0, deadline - time.monotonic()) * 1000, polling=POLL_MS)
         except Exception:  # noqa: BLE001 - a timeout: report it as not settled
             return False
         return True
