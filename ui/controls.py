@@ -281,11 +281,12 @@ def _label_of(d: Declared) -> Callable[[Any], str]:
     return lambda v: labels.get(v, str(v))
 
 
-def view_controls(keys: tuple[str, ...]) -> None:
-    """Draw display settings beside their view (inside its fragment) and keep the link current,
-    since a fragment's rerun doesn't reach the page's ``write_url``."""
+def view_controls(keys: tuple[str, ...], widths: tuple[float, ...] | None = None) -> None:
+    """Draw display settings beside their view (inside its fragment), in columns of relative
+    ``widths`` (default equal), and keep the link current, since a fragment's rerun doesn't reach
+    the page's ``write_url``."""
     get = _state_getter()
-    for column, key in zip(st.columns(len(keys)), keys, strict=True):
+    for column, key in zip(st.columns(widths or len(keys)), keys, strict=True):
         with column:
             widget(SETTINGS[key], get)
     write_url()

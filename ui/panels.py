@@ -456,7 +456,7 @@ def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentCo
 
     @st.fragment
     def animation():  # its display controls rerun this view alone, not the page
-        view_controls(REVERSE_VIEW)
+        view_controls(REVERSE_VIEW, widths=(1.0, 1.5, 1.0))  # room for "Show predicted x₀" on one line
         style = _animation_style(display)
         st.plotly_chart(_reverse_figure(run, run.key, run.source, sampler, style, base, base_id),
                         config=PLOT_CONFIG, key="reverse_chart")
