@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import gc
+import json
 import os
 import threading
 import time
