@@ -34,9 +34,6 @@ schedule_column, data_column = st.columns(2)  # filled after training's first dr
 stage = panels.paint_stage()  # a fresh page: first the loss, then its charts, then the animations and results
 
 pinned = compare.baseline()
-base = pinned.sampled() if pinned is not None else None
-if base is not None:  # drawn in the baseline's own units
-    base = (panels.in_user_units(pinned.entry.config.data, base[0]), base[1])
 run = panels.training_panel(config, display, pinned.run.losses if pinned and pinned.run else None, stage == 0)
 compare.baseline_note(pinned, config)
 if stage < panels.FULL_PAGE:
@@ -53,12 +50,15 @@ sampled = panels.sampling(run, config) if run is not None else None
 if sampled is not None:
     trajectory, scores = sampled
     compare.remember(run, config, scores)
+    base = pinned.sampled() if pinned is not None else None
+    if base is not None:  # drawn in the baseline's own units
+        base = (panels.in_user_units(pinned.entry.config.data, base.trajectory), base.scores)
     animation_column, comparison_column = st.columns(2)
     with animation_column:
         panels.reverse_panel(run, trajectory, config, display, base and (base[0], pinned.entry.key))
         compare.noise_note(config)
     with comparison_column:
-        panels.results_panel(run, scores, config, base and (base[0], base[1], pinned.entry.key))
+        panels.results_panel(run, trajectory, scores, config, base and (base[0], base[1], pinned.entry.key))
         compare.clipping_note(config, scores)
     compare.budget_panel(run, config, pinned)
     panels.field_panel(run, display)

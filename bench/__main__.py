@@ -184,24 +184,22 @@ def streaming_throughput(repeats: int) -> list[tuple]:
     loss, preview, quality and loss-by-t figures, serialise them as st.plotly_chart does."""
     import plotly.io
 
-    from ui import charts
-    from ui.jobs import RunRegistry
-    from ui.workers import WorkerPool
+    import charts
+    from runtime.registry import RunRegistry
 
     epochs = 10_000
     config = reference().replace(train={"epochs": epochs})
     data = make_dataset(config.data).sample(1000, torch.Generator().manual_seed(1)).numpy()
     ranges = charts.axis_range(data, pad=0.6)
     headless_seconds, streamed_seconds, preview_ms, extra_bytes = [], [], [], []
-    pool = WorkerPool(1)
+    registry = RunRegistry(1)
     for _ in range(repeats):
         with stopwatch(headless_seconds):
             Trainer(config).train()
-        registry = RunRegistry(pool)
         job = registry.new_job("bench", config.training)
-        job.start()
+        registry.start(job)
         while registry.finished(config.training) is None:
-            snapshot = job.snapshot()
+            snapshot = registry.snapshot(job)
             plotly.io.to_json(charts.loss_figure(snapshot.losses, total_steps=snapshot.total_steps), validate=False)
             extras = [charts.preview_figure(None if snapshot.preview is None else snapshot.preview.points, data,
                                             ranges, "live")]
@@ -217,8 +215,8 @@ def streaming_throughput(repeats: int) -> list[tuple]:
                 raise RuntimeError(job.error)
         streamed_seconds.append(job.wall)  # the job's own wall time, start to last step, previews included
         preview_ms += list(registry.finished(config.training).snapshot().previews[:, 3] * 1000)
-        registry.close()
-    pool.close()
+        registry.discard_finished(config.training)
+    registry.close()
     headless, streamed = epochs / statistics.median(headless_seconds), epochs / statistics.median(streamed_seconds)
     return [
         ("training while the loss and live previews stream (10,000 steps)", f"{headless:,.0f} steps/s headless",

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from .training import Trainer
 
 TAIL_FRACTION = 0.2  # "the loss over the last 20% of training"
+LOSS_BINS = 20  # noise-level bins of the loss by t (T when T is smaller)
+PREVIEW_POINTS = 300  # points of a live preview
+PREVIEW_STEPS = 30  # deterministic steps of a live preview (T when T is smaller)
 
 
 # --- loss by noise level -------------------------------------------------------------------------

@@ -28,7 +28,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from .config import ExperimentConfig, TrainingKey
@@ -110,11 +109,11 @@ class Adam:
 @dataclass(frozen=True)
 class TrainerState:
     """Everything a run needs to continue exactly where it stopped, as CPU tensors: picklable,
-    so a paused run can travel to another process and resume there bit for bit."""
+    so a paused run can travel to another process and resume there bit for bit. The losses are
+    not in it: they are what the run reports (``TrainRecord``), kept by whoever watches it."""
 
     step: int
     elapsed: float
-    losses: np.ndarray  # (step,) float64
     model: dict[str, torch.Tensor]
     ema: dict[str, torch.Tensor] | None
     exp_avgs: list[torch.Tensor]  # Adam's m_t, one per parameter
@@ -245,7 +244,6 @@ class Trainer:
         return TrainerState(
             step=self.step,
             elapsed=self.elapsed,
-            losses=np.array(self.losses, dtype=np.float64),
             model=_cpu(self.model.state_dict()),
             ema=_cpu(self.ema_model.state_dict()) if self.ema_model is not None else None,
             exp_avgs=[m.detach().cpu().clone() for m in self.optimizer.exp_avgs],
@@ -257,8 +255,10 @@ class Trainer:
 
     @classmethod
     def resume(cls, config: ExperimentConfig | TrainingKey, state: TrainerState,
-               device: torch.device | str = "cpu") -> Trainer:
-        """A trainer that continues from ``state`` exactly as the one that wrote it would have."""
+               device: torch.device | str = "cpu", losses: list[float] | None = None) -> Trainer:
+        """A trainer that continues from ``state`` exactly as the one that wrote it would have.
+        ``losses``, the losses of its first ``state.step`` steps where the caller kept them, start
+        its ``losses`` list (else it holds only the steps trained from here)."""
         trainer = cls(config, device)
         with torch.no_grad():
             trainer.model.load_state_dict(state.model)
@@ -271,7 +271,7 @@ class Trainer:
             trainer.optimizer.step_count.fill_(state.adam_step)
         trainer.generator.set_state(state.generator)
         trainer.step, trainer.elapsed = state.step, state.elapsed
-        trainer.losses = state.losses.tolist()
+        trainer.losses = list(losses) if losses is not None else []
         trainer._permutation = None if state.permutation is None else state.permutation.clone()
         return trainer
 

@@ -24,9 +24,9 @@ def fresh_caches():
     with no training left running."""
     st.cache_data.clear()
     st.cache_resource.clear()
+    panels.registry().reset()
     yield
-    for job in panels.registry().running():
-        job.pause()
+    panels.registry().reset()
     st.cache_resource.clear()
 
 
@@ -71,6 +71,13 @@ def poll_until(at: AppTest, done, timeout: float = 90.0) -> AppTest:
     return at
 
 
+def computing(at: AppTest) -> bool:
+    """A view still waits for a worker's result (sampling, the field, the drift, the budget): its
+    progress bar is drawn beside the training's."""
+    return len(at.get("progress")) > 1
+
+
 def wait_finished(at: AppTest, timeout: float = 90.0) -> AppTest:
+    """Until the run is finished and every view has its worker's result."""
     poll_until(at, lambda at: "**Finished**" in status(at), timeout)
-    return at.run()
+    return poll_until(at.run(), lambda at: not computing(at), timeout)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli import command as cli
 from diffusion.budget import (
     BUDGET_COLUMNS,
     BudgetRow,
@@ -30,7 +31,6 @@ from diffusion.denoiser import Denoiser
 from diffusion.metrics import evaluate
 from diffusion.samplers import ddim_step, ddpm_step, sample, sample_model, timesteps
 from diffusion.schedules import make_schedule
-from ui import command as cli
 
 T = 100  # a short schedule keeps the full budget quick
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ui import charts
+import charts
 
 
 @pytest.mark.parametrize("n", [1, 999, charts.MAX_LOSS_POINTS])

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli import command as cli
 from diffusion.config import DenoiserConfig, SamplerConfig, reference
 from diffusion.denoiser import Denoiser
 from diffusion.samplers import (
@@ -37,7 +38,6 @@ from diffusion.samplers import (
     weights_salt,
 )
 from tests.conftest import REPO_ROOT
-from ui import command as cli
 
 BETAS = np.linspace(1e-4, 0.02, 1000)  # the reference schedule, independent of the package's table
 ABAR = np.cumprod(1 - BETAS)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli import command as cli
 from diffusion.monitoring import (
     LOSS_BY_T_COLUMNS,
     PREVIEW_COLUMNS,
@@ -25,7 +26,6 @@ from diffusion.monitoring import (
 from diffusion.samplers import sample_model
 from diffusion.schedules import NoiseSchedule
 from diffusion.training import Trainer
-from ui import command as cli
 
 SMALL = ["--timesteps", "100", "--epochs", "200", "--samples", "100", "--frames", "2", "--device", "cpu"]
 T, TOTAL_STEPS = 100, 200  # the reference trains on fresh batches: one step per epoch

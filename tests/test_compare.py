@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pages import fresh_caches, open_page, wait_finished  # noqa: F401
+from tests.pages import computing, fresh_caches, open_page, poll_until, wait_finished  # noqa: F401
 from tests.test_live_views import _decode, chart, trace
 from ui import history, panels
 
@@ -74,7 +74,7 @@ def test_a_baseline_dropped_from_the_store_is_named_not_an_error():
 def test_the_budget_is_computed_on_request_and_matches_the_run_at_its_own_setting():
     at = wait_finished(open_page())
     assert [b for b in at.button if b.key == "budget_compute"]  # nothing computed before the click
-    at.button(key="budget_compute").click().run()
+    poll_until(at.button(key="budget_compute").click().run(), lambda at: not computing(at))  # a worker computes it
     budget = chart(at, "DDPM")
     assert [t.get("name") for t in budget["data"]][:3] == ["DDPM", "DDIM η=0", "DDIM η=1"]
     assert list(_decode(trace(budget, "DDPM")["x"])) == [5, 10, 20, 50, 100]  # T = 100: steps above T dropped

@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests import pages
 from tests.pages import fresh_caches, poll_until, status, wait_finished  # noqa: F401  (fresh_caches: the fixture)
+from runtime.worker import CHUNK_STEPS
 from ui import panels
 from ui.controls import SETTINGS, preset_values
 
@@ -115,11 +116,11 @@ def test_changing_the_sampler_resamples_without_retraining():
 
 def test_display_settings_recompute_nothing():
     at = wait_finished(open_page())
-    run = panels.registry().finished(next(iter(panels.registry()._finished)))
-    samplings = dict(run._samplings)
+    results = dict(panels.registry()._results)
+    assert results  # the samples, field and drift, from the workers
     at.toggle(key="log_y").set_value(True).run()
     at.slider(key="trails").set_value(3).run()
-    assert dict(run._samplings) == samplings  # same trajectories, no resampling
+    assert dict(panels.registry()._results) == results  # the same results, nothing asked of a worker again
     assert panels.registry().jobs_of(owner(at)) == []
     loss = next(spec for spec in charts(at).values() if spec["data"][0].get("name") == "loss")
     assert loss["layout"]["yaxis"]["type"] == "log"
@@ -201,13 +202,15 @@ def test_reset_starts_the_configuration_again_paused_and_start_runs_it():
 
 def test_pause_and_step_while_training():
     at = open_page(epochs="20000")
-    at.button(key="train_pause").click().run()
-    assert "**Paused**" in status(at)
     job = panels.registry().jobs_of(owner(at))[0]
-    before = job.snapshot().step
+    at.button(key="train_pause").click().run()
+    assert job.status != "running" and "**Training**" not in status(at)  # asked in the click's callback, first
+    poll_until(at, lambda at: "**Paused**" in status(at))
+    before = job.step
+    assert before % CHUNK_STEPS == 0  # handed back between two chunks of steps
     at.button(key="train_step").click().run()
-    poll_until(at, lambda at: "**Paused**" in status(at) and job.snapshot().step > before)
-    assert job.snapshot().step == before + 10 and f"step {before + 10:,}" in status(at)
+    poll_until(at, lambda at: "**Paused**" in status(at) and job.step > before)
+    assert job.step == before + 10 and f"step {before + 10:,}" in status(at)
     panels.registry().discard(owner(at), job.key)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli import command as cli
 from diffusion import checkpoints
 from diffusion.config import DataConfig, PointSet, SamplerConfig, ScheduleConfig, improved
 from diffusion.datasets import REFERENCE_GAUSSIAN, FixedPoints, ToyShape, make_dataset
@@ -31,7 +32,6 @@ from diffusion.ideal import (
 from diffusion.samplers import sample
 from diffusion.schedules import NoiseSchedule, make_schedule
 from diffusion.training import Trainer
-from ui import command as cli
 
 
 def _monte_carlo_eps(x: torch.Tensor, x0: torch.Tensor, alpha_bar: float):

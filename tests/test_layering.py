@@ -1,9 +1,12 @@
-"""One dependency direction: the page and the command's front end (``ui/``, ``dashboard.py``) draw
-what the core computes, never the other way round. No module of ``diffusion/`` may import ``ui``,
-streamlit or plotly, and the core has no import cycle.
+"""One dependency direction, layer by layer, never the other way round:
 
-``diffusion/__main__.py`` is the command's entry point: it hands over to ``ui.command`` only when
-run as a program (inside ``if __name__ == "__main__":``), so importing it loads nothing of ``ui``.
+    diffusion (the core)  <-  runtime (jobs on worker processes)  <-  ui + dashboard.py (the page)
+    diffusion  <-  charts (figures, plotly)  <-  cli (the command), ui
+    runtime  <-  cli
+
+No module of a layer imports a layer above it (``LAYERS``); the core loads no ui library (checked
+by importing every core module in a fresh interpreter), and the core has no import cycle.
+``python -m diffusion`` starts the command as a new program (``os.execv``), importing nothing above.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "diffusion"
-FORBIDDEN = ("ui", "streamlit", "plotly", "tests", "dashboard")
+FORBIDDEN = ("ui", "cli", "runtime", "charts", "streamlit", "plotly", "tests", "dashboard")
 
 _PROBE = """
 import importlib, json, pkgutil, sys
@@ -47,14 +52,20 @@ def test_importing_every_module_of_the_core_loads_no_ui_library():
     assert not leaked, f"importing diffusion loaded {leaked}"
 
 
-def test_the_probe_catches_a_core_module_that_imports_the_page(tmp_path):
-    """The check above can fail: a copy of the core where one module imports ui.jobs is caught."""
-    shutil.copytree(PACKAGE, tmp_path / "diffusion")
-    shutil.copytree(ROOT / "ui", tmp_path / "ui")
-    metrics = tmp_path / "diffusion" / "metrics.py"
-    metrics.write_text(metrics.read_text() + "\n\ndef _late():\n    import ui.jobs  # noqa\n\n\nimport ui.jobs  # noqa\n")
-    _, leaked = import_every_module(tmp_path)
-    assert "ui.jobs" in leaked
+def test_the_probe_catches_a_core_module_that_imports_the_runtime():
+    """The check above can fail: a copy of the core where one module imports the runtime (which
+    imports nothing of the page) is caught."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        shutil.copytree(PACKAGE, tmp_path / "diffusion")
+        shutil.copytree(ROOT / "runtime", tmp_path / "runtime")
+        metrics = tmp_path / "diffusion" / "metrics.py"
+        metrics.write_text(metrics.read_text() + "\n\ndef _late():\n    import runtime.state  # noqa\n\n\n"
+                           "import runtime.state  # noqa\n")
+        _, leaked = import_every_module(tmp_path)
+    assert "runtime.state" in leaked
 
 
 def _imports(path: Path) -> list[tuple[int, str, bool]]:
@@ -77,20 +88,44 @@ def _imports(path: Path) -> list[tuple[int, str, bool]]:
     return found
 
 
-def test_no_file_in_the_core_imports_the_page_streamlit_or_plotly():
-    files = sorted(PACKAGE.rglob("*.py"))
-    assert len(files) >= 10
+# each layer, and the top-level names its files must not import
+LAYERS = {
+    "diffusion": ("ui", "cli", "runtime", "charts", "dashboard", "streamlit", "plotly", "tests"),
+    "runtime": ("ui", "cli", "charts", "dashboard", "streamlit", "plotly", "tests"),
+    "charts": ("ui", "cli", "runtime", "dashboard", "streamlit", "tests"),
+    "cli": ("ui", "dashboard", "streamlit", "tests"),
+    "ui": ("cli", "dashboard", "tests"),
+}
+
+
+def upward_imports(root: Path) -> list[str]:
+    """Every import of a forbidden layer, as 'file:line imports module', over all the layers."""
     offending = []
-    for path in files:
-        for line, module, guarded in _imports(path):
-            entry_point = path.name == "__main__.py" and guarded and module == "ui.command"
-            if module.split(".")[0] in FORBIDDEN and not entry_point:
-                offending.append(f"{path.name}:{line} imports {module}")
-        code = path.read_text()
-        for name in ("streamlit", "plotly", "ui."):  # dynamic imports spelled as strings
-            if f'import_module("{name}' in code or f"__import__('{name}" in code or f'__import__("{name}' in code:
-                offending.append(f"{path.name} dynamically imports {name}")
-    assert not offending, offending
+    for layer, forbidden in LAYERS.items():
+        for path in sorted((root / layer).rglob("*.py")):
+            for line, module, _ in _imports(path):
+                if module.split(".")[0] in forbidden:
+                    offending.append(f"{layer}/{path.name}:{line} imports {module}")
+            code = path.read_text()
+            for name in forbidden:  # dynamic imports spelled as strings
+                if f'import_module("{name}' in code or f'__import__("{name}' in code or f"__import__('{name}" in code:
+                    offending.append(f"{layer}/{path.name} dynamically imports {name}")
+    return offending
+
+
+def test_no_layer_imports_a_layer_above_it():
+    assert len(list(PACKAGE.rglob("*.py"))) >= 10
+    assert not upward_imports(ROOT), upward_imports(ROOT)
+
+
+@pytest.mark.parametrize(("layer", "planted"), [("diffusion", "runtime.registry"), ("runtime", "ui.panels"),
+                                                ("charts", "streamlit"), ("cli", "ui.controls")])
+def test_the_layer_check_catches_an_upward_import(tmp_path, layer, planted):
+    for name in LAYERS:
+        shutil.copytree(ROOT / name, tmp_path / name)
+    target = next(iter(sorted((tmp_path / layer).glob("*.py"))))
+    target.write_text(target.read_text() + f"\n\ndef _late():\n    import {planted}  # noqa\n")
+    assert any(f"imports {planted}" in line for line in upward_imports(tmp_path))
 
 
 def test_the_core_has_no_import_cycle():

@@ -11,10 +11,9 @@ import pytest
 
 from diffusion.config import DataConfig, ScheduleConfig
 from diffusion.datasets import make_dataset
-from diffusion.monitoring import loss_floor_by_bin
+from diffusion.monitoring import PREVIEW_POINTS, loss_floor_by_bin
 from diffusion.schedules import NoiseSchedule
 from tests.pages import fresh_caches, open_page, wait_finished  # noqa: F401
-from ui.workers import PREVIEW_POINTS
 
 pytestmark = pytest.mark.usefixtures("fresh_caches")
 

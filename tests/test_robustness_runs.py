@@ -21,14 +21,16 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from cli import command as cli
 from diffusion import checkpoints, reference
 from diffusion.config import DataConfig, ExperimentConfig, PointSet, TrainingKey
 from diffusion.denoiser import Denoiser
 from diffusion.training import Trainer, TrainingDiverged
+from runtime import registry as registry_module
+from runtime.state import RunState
+from runtime.worker import CHUNK_STEPS
 from tests.pages import FAST, fresh_caches, open_page, poll_until, status  # noqa: F401
-from ui import command as cli
-from ui import jobs, panels, workers
-from ui.jobs import RunRegistry, shared_pool
+from ui import panels
 
 LONG = "20000"  # epochs of a run that can't finish during a test
 
@@ -43,7 +45,7 @@ def wait_for(predicate, timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
-def only_job(owner: str) -> jobs.TrainingJob:
+def only_job(owner: str) -> RunState:
     (job,) = panels.registry().jobs_of(owner)
     return job
 
@@ -65,19 +67,22 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
         assert torch.equal(mine, theirs), name
 
 
-def assert_state_is_headless(job: jobs.TrainingJob) -> None:
-    """A paused job's kept state equals headless training to the same step, bit for bit."""
-    state = job.state
-    assert state is not None and state.step == job.snapshot().step
-    expected = headless(job.key, state.step).state()
-    for name, value in expected.model.items():
+def snapshot(job: RunState):
+    return panels.registry().snapshot(job)
+
+
+def assert_state_is_headless(job: RunState) -> None:
+    """A paused run's kept state equals headless training to the same step, bit for bit."""
+    state = job.trainer_state
+    assert state is not None and state.step == job.step
+    expected = headless(job.key, state.step)
+    for name, value in expected.state().model.items():
         assert torch.equal(state.model[name], value), name
-    np.testing.assert_array_equal(state.losses, expected.losses)
-    np.testing.assert_array_equal(job.snapshot().losses, expected.losses)
+    np.testing.assert_array_equal(snapshot(job).losses, expected.losses)
 
 
-def training(job: jobs.TrainingJob) -> bool:
-    """A worker holds the job now."""
+def training(job: RunState) -> bool:
+    """A worker holds the run now."""
     return job.worker is not None
 
 
@@ -175,11 +180,11 @@ def test_a_model_whose_samples_are_not_finite_is_never_plotted_scored_or_offered
 def test_changing_a_setting_mid_run_keeps_it_unfinished_and_paused_and_the_next_run_matches_headless():
     at = open_page(owner="alice", epochs=LONG)
     first = only_job("alice")
-    poll_until(at, lambda at: first.snapshot().step > 0)
+    poll_until(at, lambda at: snapshot(first).step > 0)
     at.number_input(key="epochs").set_value(120).run()  # a new training configuration
     wait_for(lambda: not training(first))
     assert first.status == "paused" and first.note.startswith("paused when you changed the settings")
-    assert first.snapshot().step < first.total_steps
+    assert snapshot(first).step < first.key.total_steps
     assert panels.registry().finished(first.key) is None  # never stored half-trained
     assert_state_is_headless(first)  # consistent: exactly where headless training is at that step
 
@@ -196,78 +201,78 @@ def test_changing_a_setting_mid_run_keeps_it_unfinished_and_paused_and_the_next_
 def test_reset_mid_run_discards_it_unfinished_stops_its_worker_and_the_fresh_run_matches_headless():
     at = open_page(owner="alice", epochs=LONG)
     old = only_job("alice")
-    poll_until(at, lambda at: old.snapshot().step > 0)
+    poll_until(at, lambda at: snapshot(old).step > 0)
     at.button(key="train_reset").click().run()
     wait_for(lambda: not training(old))  # the replaced run's worker is handed back
     new = only_job("alice")
-    assert new is not old and new.status == "paused" and new.snapshot().step == 0
+    assert new is not old and new.status == "paused" and snapshot(new).step == 0
     assert "**Paused**" in status(at) and "step 0" in status(at)
-    assert panels.registry().finished(old.key) is None and old.snapshot().step < old.total_steps
+    assert panels.registry().finished(old.key) is None and snapshot(old).step < old.key.total_steps
     assert panels.registry().running() == []
 
     at.button(key="train_step").click().run()  # the fresh run, advanced by the page: 10 epochs
-    poll_until(at, lambda at: "**Paused**" in status(at) and new.snapshot().step == 10)
+    poll_until(at, lambda at: "**Paused**" in status(at) and snapshot(new).step == 10)
     assert_state_is_headless(new)
 
 
 def test_a_page_that_stops_polling_pauses_its_run_unfinished_and_resumes_it_exactly(monkeypatch):
-    monkeypatch.setattr(jobs, "ABANDON_AFTER_S", 0.3)  # the tab is closed: no heartbeat arrives
+    monkeypatch.setattr(registry_module, "ABANDON_AFTER_S", 0.3)  # the tab is closed: no heartbeat arrives
     at = open_page(owner="alice", epochs=LONG)
     job = only_job("alice")
     wait_for(lambda: job.status == "paused", timeout=20)
-    wait_for(lambda: not training(job))
-    assert "no page" in job.note and job.snapshot().step < job.total_steps
-    assert job.snapshot().step % workers.CHUNK_STEPS == 0  # it stopped between chunks
+    assert not training(job)
+    assert "no page" in job.note and job.step < job.key.total_steps
+    assert job.step % CHUNK_STEPS == 0  # it stopped between chunks
     assert panels.registry().finished(job.key) is None and panels.registry().running() == []
     assert_state_is_headless(job)
 
-    monkeypatch.setattr(jobs, "ABANDON_AFTER_S", 120.0)  # the user comes back: told why it paused, can resume
+    monkeypatch.setattr(registry_module, "ABANDON_AFTER_S", 120.0)  # the user comes back: told why it paused
     at.run()
     assert "**Paused**" in status(at)
     assert any("no page was showing it" in i.value for i in at.info)
-    paused_at = job.snapshot().step
+    paused_at = job.step
     at.button(key="train_start").click().run()
-    poll_until(at, lambda at: job.snapshot().step > paused_at)
+    poll_until(at, lambda at: job.step > paused_at)
     at.button(key="train_pause").click().run()
-    assert not training(job)
+    assert job.status != "running"  # asked at once, in the click's callback
+    wait_for(lambda: job.status == "paused")
+    at.run()
+    assert "**Paused**" in status(at) and f"step {job.step:,}" in status(at)
     assert_state_is_headless(job)
 
 
-def test_a_job_whose_session_ends_pauses_at_a_chunk_boundary_and_resumed_finishes_as_headless():
-    registry = RunRegistry(shared_pool())
+def test_a_run_whose_session_ends_pauses_at_a_chunk_boundary_and_resumed_finishes_as_headless():
+    registry = panels.registry()
     key = reference().replace(schedule={"num_timesteps": 100}, train={"epochs": 4000}).training
     job = registry.new_job("alice", key)
     watched = threading.Event()
     watched.set()
-    job.is_watched = watched.is_set  # what the page wires to Runtime.is_active_session
-    job.start()
-    wait_for(lambda: job.snapshot().step >= workers.CHUNK_STEPS)
+    registry.watch(job, watched.is_set)  # what the page wires to Runtime.is_active_session
+    registry.start(job)
+    wait_for(lambda: job.step >= CHUNK_STEPS)
     watched.clear()  # the session ends
     wait_for(lambda: job.status == "paused" and not training(job))
-    assert job.snapshot().step % workers.CHUNK_STEPS == 0 and job.snapshot().step < job.total_steps
+    assert job.step % CHUNK_STEPS == 0 and job.step < job.key.total_steps
     assert registry.finished(key) is None  # only a complete run is ever stored
     watched.set()  # the user is back
-    job.start()
+    registry.start(job)
     wait_for(lambda: registry.finished(key) is not None)
     expected = headless(key)
     np.testing.assert_array_equal(registry.finished(key).losses, expected.losses)
     assert_same_weights(registry.finished(key).model, expected.sampling_model())
-    registry.close()
 
 
 def test_no_worker_trains_beyond_its_last_watcher():
-    pool = shared_pool()
-    registry = RunRegistry(pool)
+    registry = panels.registry()
     started = []
     for owner in ("a", "b", "c"):
         job = registry.new_job(owner, reference().replace(train={"epochs": 5000, "seed": len(started)}).training)
-        job.is_watched = lambda: False
-        job.start()
+        registry.watch(job, lambda: False)
+        registry.start(job)
         started.append(job)
     wait_for(lambda: all(job.status == "paused" and not training(job) for job in started))
     assert registry.running() == []
-    wait_for(lambda: len(pool.idle()) == pool.size)  # every worker is free again
-    registry.close()
+    assert not registry._busy()  # every worker is free again
 
 
 # --- many users ---------------------------------------------------------------------------------------
@@ -278,8 +283,8 @@ def test_two_sessions_training_at_once_each_see_only_their_own_unfinished_run():
     bob = open_page(owner="bob", epochs=LONG, seed="2")
     alices, bobs = only_job("alice"), only_job("bob")
     assert alices.key.train.seed == 1 and bobs.key.train.seed == 2
-    poll_until(alice, lambda at: alices.snapshot().step > 0)
-    poll_until(bob, lambda at: bobs.snapshot().step > 0)
+    poll_until(alice, lambda at: snapshot(alices).step > 0)
+    poll_until(bob, lambda at: snapshot(bobs).step > 0)
     assert alices.status in ("running", "queued") and bobs.status in ("running", "queued")  # neither paused the other
 
     bob.number_input(key="seed").set_value(1).run()  # bob opens alice's configuration
@@ -288,11 +293,11 @@ def test_two_sessions_training_at_once_each_see_only_their_own_unfinished_run():
     assert alices.status in ("running", "queued")  # bob's change of settings doesn't touch alice's run
     alice.button(key="train_pause").click().run()  # stop both, then compare what each page shows
     bob.button(key="train_pause").click().run()
-    assert not training(alices) and not training(bobs_copy)
+    wait_for(lambda: not training(alices) and not training(bobs_copy))
     alice.run()
     bob.run()
-    assert f"step {alices.snapshot().step:,}" in status(alice) and len(loss_curve(alice)) == alices.snapshot().step
-    assert f"step {bobs_copy.snapshot().step:,}" in status(bob) and len(loss_curve(bob)) == bobs_copy.snapshot().step
+    assert f"step {snapshot(alices).step:,}" in status(alice) and len(loss_curve(alice)) == snapshot(alices).step
+    assert f"step {snapshot(bobs_copy).step:,}" in status(bob) and len(loss_curve(bob)) == snapshot(bobs_copy).step
     assert panels.registry().jobs_of("alice") == [alices]
     assert {job.key.train.seed for job in panels.registry().jobs_of("bob")} == {1, 2}
 
@@ -315,10 +320,10 @@ def test_a_session_flicking_through_settings_keeps_a_bounded_set_of_runs_and_one
         at.number_input(key="seed").set_value(1000 + seed).run()
         assert not at.exception
         mine = registry.jobs_of("alice")
-        assert len([job for job in mine if not job.snapshot().active]) <= registry.max_jobs_per_owner
+        assert len([job for job in mine if not snapshot(job).active]) <= registry.max_jobs_per_owner
         assert len(mine) <= registry.max_jobs_per_owner + 2  # plus the new run and one still pausing
-    wait_for(lambda: len([job for job in registry.jobs_of("alice") if job.snapshot().active]) == 1)
-    (active,) = [job for job in registry.jobs_of("alice") if job.snapshot().active]
+    wait_for(lambda: len([job for job in registry.jobs_of("alice") if snapshot(job).active]) == 1)
+    (active,) = [job for job in registry.jobs_of("alice") if snapshot(job).active]
     assert active.key.train.seed == 1007  # the one on screen
     assert registry.stats()["finished"] == 0
 
@@ -332,30 +337,32 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def test_memory_stays_bounded_over_50_distinct_configurations_in_a_row():
-    registry = RunRegistry(shared_pool())
+def test_memory_stays_bounded_over_distinct_configurations_in_a_row(monkeypatch):
+    registry = panels.registry()
+    monkeypatch.setattr(registry, "max_finished", 4)
     base = reference().replace(schedule={"num_timesteps": 100}, denoiser={"hidden": 512, "depth": 8},
                                train={"epochs": 1, "batch_size": 8})
     model_bytes = sum(p.numel() * p.element_size() for p in Trainer(base).model.parameters())  # about 7 MB
     rss = []
-    for seed in range(50):
+    for seed in range(16):
         key = base.replace(train={"seed": seed}).training
-        registry.new_job(f"user{seed}", key).start()
+        registry.start(registry.new_job(f"user{seed}", key))
         wait_for(lambda key=key: registry.finished(key) is not None)
         stats = registry.stats()
         assert stats["finished"] <= registry.max_finished and stats["jobs"] <= registry.max_jobs
         rss.append(rss_bytes())
-    # once the store is full (16 runs) it only replaces: 30 more runs add far less than 30 models
-    growth = rss[-1] - rss[19]
-    assert growth < 8 * model_bytes, f"grew {growth / 2**20:.0f} MiB; one model is {model_bytes / 2**20:.1f} MiB"
+    # once the store is full (4 runs) it only replaces: 10 more runs add far less than 10 models
+    growth = rss[-1] - rss[5]
+    assert growth < 4 * model_bytes, f"grew {growth / 2**20:.0f} MiB; one model is {model_bytes / 2**20:.1f} MiB"
 
 
-def test_unfinished_jobs_stay_bounded_per_session_and_in_all():
-    registry = RunRegistry(shared_pool())
+def test_unfinished_runs_stay_bounded_per_session_and_in_all(monkeypatch):
+    registry = panels.registry()
+    monkeypatch.setattr(registry, "max_jobs", 8)
     base = reference().replace(schedule={"num_timesteps": 10}, denoiser={"hidden": 8}, train={"epochs": 1000})
-    for i in range(50):  # 50 sessions leave a paused run each, and one session leaves 10
+    for i in range(12):  # 12 sessions leave a paused run each, and one session leaves 10
         job = registry.new_job(f"user{i}", base.replace(train={"seed": i}).training)
-        job.advance(3)
+        registry.advance(job, 3)
         wait_for(lambda job=job: job.status == "paused")
         registry.new_job("busy", base.replace(train={"seed": 1000 + i % 10}).training)
         assert registry.stats()["jobs"] <= registry.max_jobs

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as hs
 from streamlit.testing.v1 import AppTest
 
+from cli import command as cli
 from diffusion.config import (
     MAX_BATCH_SIZE,
     MAX_DEPTH,
@@ -55,7 +56,6 @@ from diffusion.config import (
 from diffusion.samplers import sample_model
 from diffusion.training import Trainer
 from tests.pages import FAST, fresh_caches, open_page, poll_until, status  # noqa: F401
-from ui import command as cli
 from ui import panels
 from ui.controls import preset_values
 

@@ -15,13 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
+from cli import command as cli
 from diffusion import checkpoints, reference
 from diffusion.config import PointSet
 from diffusion.datasets import load_points, points_in_user_units
 from diffusion.samplers import sample_model
 from tests.pages import fresh_caches, open_page, wait_finished  # noqa: F401
 from tests.test_live_views import _decode, chart, trace
-from ui import command as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,13 +111,13 @@ def test_a_script_that_starts_a_training_job_and_exits_returns_status_0():
     script = textwrap.dedent("""
         import time
         from diffusion import reference
-        from ui.jobs import RunRegistry, shared_pool
-        registry = RunRegistry(shared_pool())
+        from runtime.registry import shared_registry
+        registry = shared_registry()
         job = registry.new_job("script", reference().replace(train={"epochs": 20000}).training)
-        job.start()
-        while job.snapshot().step == 0:
+        registry.start(job)
+        while job.step == 0:
             time.sleep(0.01)
-        print("training", job.snapshot().step > 0)
+        print("training", job.step > 0)
     """)
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})

@@ -12,15 +12,16 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from diffusion.budget import BudgetRow, budget_plan, families_of, iter_budget
+import charts
+from diffusion.budget import BudgetRow, budget_plan, families_of
 from diffusion.config import MAX_SAMPLE_WORK, ExperimentConfig, model_calls
 from diffusion.metrics import Evaluation
-from diffusion.samplers import Trajectory
-from ui import charts, history
+from runtime import tasks
+from runtime.registry import FinishedRun
+from ui import history
 from ui.controls import config_values
 from ui.history import HistoryEntry
-from ui.jobs import FinishedRun
-from ui.panels import PLOT_CONFIG, _data_points, registry
+from ui.panels import PLOT_CONFIG, RESULT_WAIT, _data_points, _schedule, computed, progress_until_ready, registry
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,12 @@ class Baseline:
     entry: HistoryEntry
     run: FinishedRun | None  # None: dropped from the store of finished runs since it was pinned
 
-    def sampled(self) -> tuple[Trajectory, Evaluation | None] | None:
-        return None if self.run is None else self.run.sampled(self.entry.config.sampler)
+    def sampled(self) -> tasks.Sampled | None:
+        """Its samples with its own sampler (a worker's result, cached); None until they are ready."""
+        if self.run is None:
+            return None
+        sampled = computed(self.run, tasks.Sample(self.entry.config.sampler), "Sampling the pinned baseline")
+        return sampled if sampled is not None and sampled.error is None else None
 
 
 def _history() -> tuple[HistoryEntry, ...]:
@@ -147,13 +152,8 @@ def noise_note(config: ExperimentConfig) -> None:
 # --- the sampling budget -------------------------------------------------------------------------------------
 
 
-@st.cache_resource(max_entries=8, show_spinner=False)
-def _budget_memo(key, source: str, num_samples: int, seed: int, variance: str, clip_x0: bool) -> dict:
-    return {}  # filled once computed; kept per run and sampler family settings
-
-
 def _plan(run: FinishedRun) -> list:
-    return budget_plan(run.key.schedule.num_timesteps, families=families_of(run.schedule))
+    return budget_plan(run.key.schedule.num_timesteps, families=families_of(_schedule(run.key.schedule)))
 
 
 def _budget_work(run: FinishedRun, config: ExperimentConfig) -> float:
@@ -161,51 +161,48 @@ def _budget_work(run: FinishedRun, config: ExperimentConfig) -> float:
     return calls * config.sampler.num_samples * run.key.denoiser.parameter_count
 
 
-def _baseline_rows(pinned: Baseline | None, run: FinishedRun, config: ExperimentConfig) -> list[BudgetRow] | None:
+def _baseline_rows(pinned: Baseline | None, run: FinishedRun, config: ExperimentConfig) -> tuple[BudgetRow, ...] | None:
     """The pinned run's budget rows, if computed with this page's sampling settings (and it is not this run)."""
     if pinned is None or pinned.run is None or pinned.run is run:
         return None
-    sampler = config.sampler
-    memo = _budget_memo(pinned.run.key, pinned.run.source, sampler.num_samples, sampler.seed, sampler.variance,
-                        sampler.clip_x0)
-    return memo.get("rows")
+    state = registry().result(pinned.run, tasks.Budget.of(config.sampler))
+    return state.result if state is not None and state.status == "done" else None
 
 
 def budget_panel(run: FinishedRun, config: ExperimentConfig, pinned: Baseline | None = None) -> None:
     st.subheader("Sampling budget")
     sampler = config.sampler
-    flow = run.schedule.is_flow
+    flow = _schedule(run.key.schedule).is_flow
     families = "Euler and Heun at 1 to T steps" if flow else "DDPM and DDIM (η = 0 and 1) at 5 to T steps"
-    memo = _budget_memo(run.key, run.source, sampler.num_samples, sampler.seed, sampler.variance, sampler.clip_x0)
-    work = _budget_work(run, config)
-    if "rows" not in memo:
+    task = tasks.Budget.of(sampler)
+    state = registry().result(run, task)
+    if state is None:
+        work = _budget_work(run, config)
         if work > 3 * MAX_SAMPLE_WORK:
             st.caption(f"The budget of this model needs {work:.1e} multiply-adds, more than this page allows "
                        f"({3 * MAX_SAMPLE_WORK:.0e}); use fewer samples or a smaller model.")
             return
-        if not st.button("Compute the sampling budget", key="budget_compute",
-                         help=f"{families}, each scored against the data; a few "
-                              "seconds. Training in other tabs goes on meanwhile (it runs in worker processes)."):
-            steps = "1, 2, 5, 10, 20, 50, 100, 200, 500 and T" if flow else "5, 10, 20, 50, 100, 200, 500 and T"
-            st.caption(f"How good are the samples with fewer sampling steps? One click samples this run with "
-                       f"{families.split(' at ')[0]} at {steps} steps and scores each.")
-            return
-        bar = st.progress(0.0, text="Sampling at each budget…")
-        rows: list[BudgetRow] = []
-        total = len(_plan(run))
-        for row in iter_budget(run.model, run.schedule, run.dataset, num_samples=sampler.num_samples,
-                               seed=sampler.seed, variance=sampler.variance, clip_x0=sampler.clip_x0):
-            rows.append(row)
-            bar.progress(min(len(rows) / total, 1.0),
-                         text=f"{charts.sampler_family(row.sampler, row.eta)} with {row.steps} steps: "
-                              f"{row.ratio:.2f} × floor")
-        bar.empty()
-        memo["rows"] = rows
-    rows = memo["rows"]
+        steps = "1, 2, 5, 10, 20, 50, 100, 200, 500 and T" if flow else "5, 10, 20, 50, 100, 200, 500 and T"
+        st.button("Compute the sampling budget", key="budget_compute", on_click=lambda: registry().compute(run, task),
+                  help=f"{families}, each scored against the data; a few seconds, in a worker process (training "
+                       "goes on meanwhile).")
+        st.caption(f"How good are the samples with fewer sampling steps? One click samples this run with "
+                   f"{families.split(' at ')[0]} at {steps} steps and scores each.")
+        return
+    if not state.ready:
+        registry().wait_for(state, RESULT_WAIT)
+    if state.status == "failed":
+        st.error(f"The sampling budget failed: {state.error}")
+        return
+    if state.status != "done":
+        progress_until_ready(state, "Sampling at each budget")
+        return
+    rows = state.result
     current = (charts.sampler_family(sampler.kind, None if sampler.kind == "ddpm" else sampler.eta),
                run.key.schedule.num_timesteps if sampler.kind == "ddpm" else sampler.sample_steps)
     base_rows = _baseline_rows(pinned, run, config)
-    st.plotly_chart(charts.budget_figure(rows, current, base_rows), config=PLOT_CONFIG, key="budget_chart")
+    st.plotly_chart(charts.budget_figure(list(rows), current, list(base_rows) if base_rows else None), config=PLOT_CONFIG,
+                    key="budget_chart")
     st.dataframe({
         "sampler": [charts.sampler_family(r.sampler, r.eta) for r in rows],
         "steps": [r.steps for r in rows],

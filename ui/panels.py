@@ -19,31 +19,27 @@ import pandas  # noqa: F401
 import streamlit as st
 import torch
 
+import charts
 from diffusion import checkpoints
 from diffusion.config import DataConfig, ExperimentConfig, SamplerConfig, ScheduleConfig, TrainingKey, model_calls
 from diffusion.datasets import GaussianMixture, make_dataset
-from diffusion.flow import paired_in_batches, straight_path_frames
+from diffusion.flow import straight_path_frames
 from diffusion.forward import forward_trajectory
-from diffusion.ideal import (
-    IdealDenoiser,
-    drift_curve,
-    field_at,
-    field_error_curve,
-    field_grid,
-    ideal_denoiser,
-    noised,
-)
 from diffusion.metrics import Evaluation
-from diffusion.monitoring import BinnedFloor, loss_floor_by_bin
+from diffusion.monitoring import PREVIEW_POINTS, PREVIEW_STEPS, BinnedFloor, loss_floor_by_bin
 from diffusion.samplers import Trajectory
 from diffusion.schedules import NoiseSchedule
-from ui import charts, session
+from runtime import tasks
+from runtime.registry import FinishedRun, RunRegistry, RunSnapshot, open_run, poll_interval, shared_registry
+from runtime.state import RunState, TaskState
+from runtime.watch import loss_bins
+from ui import session
 from ui.controls import LOSS_VIEW, REVERSE_VIEW, Display, LoadedModel, loaded_model, session_owner, view_controls
-from ui.jobs import FinishedRun, RunRegistry, RunSnapshot, TrainingJob, open_run, poll_interval, shared_pool
-from ui.workers import PREVIEW_POINTS, PREVIEW_STEPS, loss_bins
 
 PACE_SECONDS = 5.0  # with "watch short runs" on, a run lasts at least this long
 FIRST_POINTS_WAIT = 0.25  # seconds a page that starts a run waits for its first points before drawing
+RESULT_WAIT = 1.5  # seconds a page waits for a worker's result before drawing its progress instead
+RESULT_POLL = 0.25  # seconds between looks at a result still being computed
 PLOT_CONFIG = {"displaylogo": False}
 FAR_FROM_NOISE = 0.01  # warn when abar_T is above this
 
@@ -58,11 +54,38 @@ def freeze_imports() -> bool:
     return True
 
 
-@st.cache_resource(on_release=RunRegistry.close)
 def registry() -> RunRegistry:
-    """One per server process, shared by every session (see ui/jobs.py for the rules); it trains
-    on the process's worker pool."""
-    return RunRegistry(shared_pool())
+    """One per server process, shared by every session (see ``runtime/registry.py`` for the rules),
+    with its own worker processes: every model call of the page happens there."""
+    return shared_registry()
+
+
+def computed(run: FinishedRun, task, what: str, wait: float = RESULT_WAIT):
+    """The result of ``task`` on ``run``, computed by a worker (once per run and task, for every
+    page). Waits up to ``wait`` seconds; if it is not ready by then, draws its progress instead and
+    returns None: the page reruns by itself when it is."""
+    runs = registry()
+    state = runs.compute(run, task)
+    if not state.ready:
+        runs.wait_for(state, wait)
+    if state.status == "done":
+        return state.result
+    if state.status == "failed":
+        st.error(f"{what} failed: {state.error}")
+        return None
+    progress_until_ready(state, what)
+    return None
+
+
+def progress_until_ready(state: TaskState, what: str) -> None:
+    @st.fragment(run_every=RESULT_POLL)
+    def waiting():
+        if state.ready:
+            st.rerun()  # the whole page, now with the result
+        detail = f": {state.text}" if state.text else (" (waiting for a free worker)" if state.worker is None else "")
+        st.progress(state.fraction, text=f"{what}…{detail}")
+
+    waiting()
 
 
 # --- cached computations (keyed by frozen configs) -------------------------------------------
@@ -131,19 +154,20 @@ def _forward_figure(data: DataConfig, schedule: ScheduleConfig, frame_ms: int):
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _reverse_figure(_run: FinishedRun, key: TrainingKey, source: str, sampler: SamplerConfig,
+def _reverse_figure(_trajectory: Trajectory, key: TrainingKey, source: str, sampler: SamplerConfig,
                     style: charts.AnimationStyle, _baseline: Trajectory | None = None, baseline_id: tuple | None = None):
-    """``_baseline``: the pinned run's trajectory, already in its own user units."""
-    trajectory, _ = _run.sampled(sampler)
+    """``_trajectory``: the run's (key, source) with ``sampler``; ``_baseline``: the pinned run's
+    trajectory, already in its own user units."""
+    trajectory = _trajectory
     return charts.frozen(charts.reverse_figure(in_user_units(key.data, trajectory),
                                                key.data.to_user(_data_points(key.data, 1000, 1)),
                                                style, baseline=_baseline, axis=charts.TimeAxis.of(key.schedule)))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _comparison_figure(_run: FinishedRun, key: TrainingKey, source: str, sampler: SamplerConfig,
+def _comparison_figure(_trajectory: Trajectory, key: TrainingKey, source: str, sampler: SamplerConfig,
                        _baseline: np.ndarray | None = None, baseline_id: tuple | None = None):
-    trajectory, _ = _run.sampled(sampler)
+    trajectory = _trajectory
     data = key.data.to_user(_data_points(key.data, len(trajectory.samples), 2))
     return charts.frozen(charts.comparison_figure(data, key.data.to_user(trajectory.samples), baseline=_baseline))
 
@@ -263,7 +287,7 @@ def training_panel(config: ExperimentConfig, display: Display, baseline_losses: 
                       pace_seconds=PACE_SECONDS if display.pace else 0.0,
                       is_watched=session.activity_probe(session.session_id()))
     if choice.job is not None and choice.job.step == 0:
-        choice.job.wait_for_first_steps(FIRST_POINTS_WAIT)
+        registry().wait_for_first_steps(choice.job, FIRST_POINTS_WAIT)
     coupling = config.train.coupling
     floor = loss_floor(config.data, config.schedule, coupling)
     _live_training(key, choice.job, choice.finished, floor, binned_loss_floor(config.data, config.schedule, coupling), display,
@@ -277,27 +301,26 @@ def _loaded_run(loaded: LoadedModel | None) -> FinishedRun | None:
     if loaded is None:
         return None
     run = st.session_state.get("_loaded_run")
-    if run is None or run.model is not loaded.model:
-        key = loaded.config.training
-        run = st.session_state["_loaded_run"] = FinishedRun(key, loaded.model, _schedule(key.schedule), losses=[],
-                                                             seconds=0.0, source=f"file:{loaded.digest}")
+    if run is None or run.source != f"file:{loaded.digest}" or run.key != loaded.config.training:
+        run = st.session_state["_loaded_run"] = FinishedRun.loaded(loaded.config.training, loaded.model, loaded.digest)
     return run
 
 
-def _live_training(key: TrainingKey, job: TrainingJob | None, finished: FinishedRun | None, floor: float | None,
+def _live_training(key: TrainingKey, job: RunState | None, finished: FinishedRun | None, floor: float | None,
                    binned_floor: BinnedFloor, display: Display, baseline_losses: np.ndarray | None,
                    first_screen: bool = False):
-    running = job is not None and job.snapshot().active
-    runs = registry()
+    runs, owner = registry(), session_owner()
+    running = job is not None and job.active
     every = poll_interval(runs.active_count(), runs.pool.size) if running else None
 
     @st.fragment(run_every=every)
     def live():
-        snapshot = job.snapshot() if job is not None else finished.snapshot()
+        replaced = (finished is None or finished.source == "trained") and runs.job(owner, key) is not job
+        if replaced or job is not None and job.active != running:
+            st.rerun()  # started, paused, finished, failed or reset: redraw the whole page once
+        snapshot = runs.snapshot(job) if job is not None else finished.snapshot()
         if job is not None:
-            job.heartbeat()
-            if running and not snapshot.active:
-                st.rerun()  # finished, failed or paused: redraw the whole page once
+            runs.heartbeat(job)
         _controls(key, job, snapshot)
         _progress(snapshot)
         if first_screen:  # no Plotly yet: the loss as an SVG, the charts in a moment
@@ -371,25 +394,24 @@ def _loss_by_noise_level(snapshot: RunSnapshot, floor: BinnedFloor, axis: charts
                "Where the bars stand furthest above the floor, the network is still wrong.")
 
 
-def _controls(key: TrainingKey, job: TrainingJob | None, snapshot: RunSnapshot) -> None:
+def _controls(key: TrainingKey, job: RunState | None, snapshot: RunSnapshot) -> None:
+    """Start, Pause, Step and Reset act in their click's callbacks, before anything is drawn: the
+    registry passes them on to the worker at once, and it acts within one chunk of steps."""
+    runs = registry()
     start, pause, step, reset = st.columns(4)
     can_run = job is not None and snapshot.status == "paused"
-    if start.button("▶ Start" if snapshot.step == 0 else "▶ Resume", key="train_start", disabled=not can_run,
-                    width="stretch", help="Train in the background; the loss streams below."):
-        job.start()
-        st.rerun()
-    if pause.button("❚❚ Pause", key="train_pause", disabled=not snapshot.active, width="stretch",
-                    help="Stop after the current chunk; nothing is lost."):
-        job.pause()
-        st.rerun()
-    if step.button("Step +10 epochs", key="train_step", disabled=not can_run, width="stretch",
-                   help="While paused: train 10 more epochs and stop."):
-        job.advance(snapshot.steps_per_epoch * 10)
-        st.rerun()
-    if reset.button("↺ Reset", key="train_reset", width="stretch",
-                    help="Start this configuration again from fresh weights (paused at step 0)."):
-        registry().new_job(session_owner(), key)
-        st.rerun()
+    start.button("▶ Start" if snapshot.step == 0 else "▶ Resume", key="train_start", disabled=not can_run,
+                 width="stretch", help="Train in the background; the loss streams below.",
+                 on_click=lambda: runs.start(job))
+    pause.button("❚❚ Pause", key="train_pause", disabled=snapshot.status not in ("running", "queued"),
+                 width="stretch", help="Stop after the current chunk of steps; nothing is lost.",
+                 on_click=lambda: runs.pause(job))
+    step.button("Step +10 epochs", key="train_step", disabled=not can_run, width="stretch",
+                help="While paused: train 10 more epochs and stop.",
+                on_click=lambda: runs.advance(job, snapshot.steps_per_epoch * 10))
+    reset.button("↺ Reset", key="train_reset", width="stretch",
+                 help="Start this configuration again from fresh weights (paused at step 0).",
+                 on_click=lambda: runs.new_job(session_owner(), key))
 
 
 def _progress(snapshot: RunSnapshot) -> None:
@@ -400,8 +422,8 @@ def _progress(snapshot: RunSnapshot) -> None:
         parts.append(f"waiting for a free worker: {_ordinal(snapshot.queue_position)} in line")
     if eta is not None and snapshot.active:
         parts.append(f"ETA {eta:.1f} s")
-    label = {"running": "Training", "queued": "Waiting", "paused": "Paused", "finished": "Finished",
-             "failed": "Stopped"}[snapshot.status]
+    label = {"running": "Training", "queued": "Waiting", "stopping": "Pausing", "paused": "Paused",
+             "finished": "Finished", "failed": "Stopped"}[snapshot.status]
     if snapshot.status == "finished" and not snapshot.losses.size:
         label, parts = "Finished", ["loaded from a model file"]
     st.progress(min(snapshot.fraction, 1.0), text=f"**{label}** · " + " · ".join(parts))
@@ -420,18 +442,15 @@ def _ordinal(n: int) -> str:
 
 
 def sampling(run: FinishedRun, config: ExperimentConfig) -> tuple[Trajectory, Evaluation] | None:
-    """Sample the run with the sidebar's sampler (memoised per sampler); None, with a message,
-    when that fails or gives non-finite points: nothing non-finite is drawn or offered."""
-    with st.spinner("Sampling…"):
-        try:
-            trajectory, scores = run.sampled(config.sampler)
-        except (ArithmeticError, RuntimeError, ValueError) as error:
-            st.error(f"Sampling failed: {error}. Try other schedule or sampler settings.")
-            return None
-    if scores is None:
-        st.error("Sampling produced NaN or inf: this model is unusable. Retrain with a lower learning rate.")
+    """The run sampled with the sidebar's sampler (by a worker, once per run and sampler); None,
+    with a message or its progress, until there is a usable one: nothing non-finite is drawn."""
+    sampled = computed(run, tasks.Sample(config.sampler), "Sampling")
+    if sampled is None:
         return None
-    return trajectory, scores
+    if sampled.error is not None:
+        st.error(sampled.error)
+        return None
+    return sampled.trajectory, sampled.scores
 
 
 def _animation_style(display: Display) -> charts.AnimationStyle:
@@ -458,7 +477,7 @@ def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentCo
     def animation():  # its display controls rerun this view alone, not the page
         view_controls(REVERSE_VIEW, widths=(1.0, 1.5, 1.0))  # room for "Show predicted x₀" on one line
         style = _animation_style(display)
-        st.plotly_chart(_reverse_figure(run, run.key, run.source, sampler, style, base, base_id),
+        st.plotly_chart(_reverse_figure(trajectory, run.key, run.source, sampler, style, base, base_id),
                         config=PLOT_CONFIG, key="reverse_chart")
         moving = f"all {n:,} move" if style.animated >= n else f"{style.animated:,} of them move (Points animated)"
         st.caption(
@@ -470,13 +489,13 @@ def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentCo
     animation()
 
 
-def results_panel(run: FinishedRun, scores: Evaluation, config: ExperimentConfig,
+def results_panel(run: FinishedRun, trajectory: Trajectory, scores: Evaluation, config: ExperimentConfig,
                   baseline: tuple | None = None) -> None:
     """``baseline``: (its trajectory, its scores, an id for caching) when a baseline is pinned."""
     st.subheader("Results")
     base_samples = None if baseline is None else baseline[0].samples
     base_id = None if baseline is None else baseline[2]
-    st.plotly_chart(_comparison_figure(run, run.key, run.source, config.sampler, base_samples, base_id),
+    st.plotly_chart(_comparison_figure(trajectory, run.key, run.source, config.sampler, base_samples, base_id),
                     config=PLOT_CONFIG)
     rows = [
         ("Energy distance", scores.energy_distance),
@@ -513,52 +532,23 @@ def results_panel(run: FinishedRun, scores: Evaluation, config: ExperimentConfig
     )
 
 
-FIELD_TIMES = 20  # noise levels precomputed per run: the slider moves between them without the server
-FIELD_GRID = 15  # arrows per axis
-
-
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _ideal(data: DataConfig, schedule: ScheduleConfig) -> IdealDenoiser:
-    return ideal_denoiser(data, _schedule(schedule))
-
-
-@st.cache_resource(max_entries=8, show_spinner="Computing the learned and the ideal field at 20 noise levels…")
-def _field(_run: FinishedRun, key: TrainingKey, source: str, quantity: str, frame_ms: int):
-    """The field figure and its error curve, computed once per run: every frame is in the figure,
-    so moving its slider costs the server nothing."""
-    schedule, ideal = _schedule(key.schedule), _ideal(key.data, key.schedule)
-    T = schedule.num_timesteps
-    times = np.unique(np.linspace(0, T - 1, FIELD_TIMES).round().astype(int))
-    data = torch.from_numpy(_data_points(key.data, 1000, 11)).double()
-    noise = torch.randn(data.shape, generator=torch.Generator().manual_seed(12)).double()
-    grid = field_grid(np.concatenate([data.numpy(), noise.numpy()]), num=FIELD_GRID, pad=0.25)  # data and N(0, I)
-    frames = [field_at(_run.model, ideal, schedule, int(t), grid) for t in times]
-    if quantity == "score":
-        learned = np.stack([f.learned_score for f in frames])
-        wanted = np.stack([f.ideal_score for f in frames])
-    else:
-        learned, wanted = np.stack([f.learned for f in frames]), np.stack([f.ideal for f in frames])
-    shown = np.stack([noised(data[:300], schedule, int(t), noise[:300]).numpy() for t in times])
-    curve = field_error_curve(_run.model, ideal, schedule, data, times, seed=13)
-    if quantity == "score":  # |score error| = |eps error| / s, and flow's eps error is a |v error|
-        table = schedule.float64
-        curve_error = curve.error * (table["signal"][times] if schedule.is_flow else 1.0) / table["sigma"][times]
-    else:
-        curve_error = curve.error
-    label = "score" if quantity == "score" else ("v" if schedule.is_flow else "ε")
-    user = key.data.to_user  # positions in the user's units; the arrows are scaled per t anyway
-    xs, ys = user(np.stack([grid[0], np.full_like(grid[0], grid[1][0])], 1))[:, 0], \
-        user(np.stack([np.full_like(grid[1], grid[0][0]), grid[1]], 1))[:, 1]
+def _field_figures(_view: tasks.FieldView, key: TrainingKey, source: str, quantity: str, frame_ms: int):
+    """The field figure and its error curve, drawn once per run from the worker's arrays: every
+    frame is in the figure, so moving its slider costs the server nothing."""
     axis = charts.TimeAxis.of(key.schedule)
-    return (charts.frozen(charts.field_figure(times, xs, ys, learned, wanted, user(shown), quantity=label,
+    v = _view
+    return (charts.frozen(charts.field_figure(v.times, v.xs, v.ys, v.learned, v.ideal, v.shown, quantity=v.label,
                                               frame_ms=frame_ms, axis=axis)),
-            charts.frozen(charts.field_error_figure(times, curve_error, quantity=label, axis=axis)))
+            charts.frozen(charts.field_error_figure(v.times, v.curve_error, quantity=v.label, axis=axis)))
 
 
 def field_panel(run: FinishedRun, display: Display) -> None:
     st.subheader("The learned field against the ideal one")
-    ideal = _ideal(run.key.data, run.key.schedule)
-    figure, error = _field(run, run.key, run.source, display.field, display.frame_ms)
+    view = computed(run, tasks.Field(display.field), f"Computing the learned and the ideal field at {tasks.FIELD_TIMES} noise levels")
+    if view is None:
+        return
+    figure, error = _field_figures(view, run.key, run.source, display.field, display.frame_ms)
     st.plotly_chart(figure, config=PLOT_CONFIG, key="field_chart")
     flow = run.key.schedule.objective == "flow"
     if display.field == "score":
@@ -568,7 +558,7 @@ def field_panel(run: FinishedRun, display: Display) -> None:
     st.caption(
         f"At each noise level t (▶ or the slider): the network's {quantity} (orange) and the ideal one (black) on a "
         f"grid, the red map their difference, the data noised to t faint behind. The ideal denoiser here is "
-        f"{ideal.description}. Look for the t's and the places where orange leaves black: that is where samples go "
+        f"{view.ideal_description}. Look for the t's and the places where orange leaves black: that is where samples go "
         "wrong."
         + (" With optimal-transport pairs the network learns a straighter field than this ideal one of independent "
            "pairs, so part of the gap is by design, not error." if flow and run.key.train.coupling == "ot" else "")
@@ -578,34 +568,19 @@ def field_panel(run: FinishedRun, display: Display) -> None:
                "peaks are the noise levels the network has not learned.")
 
 
-DRIFT_FRAMES = 30  # kept frames compared (at most)
-DRIFT_POINTS = 400  # points drawn per set and frame
-
-
-@st.cache_resource(max_entries=8, show_spinner="Comparing each kept frame with the true noised data…")
-def _drift(_run: FinishedRun, key: TrainingKey, source: str, sampler: SamplerConfig, frame_ms: int):
-    trajectory, _ = _run.sampled(sampler)
-    schedule = _schedule(key.schedule)
-    keep = np.unique(np.linspace(0, len(trajectory.frames) - 1, min(DRIFT_FRAMES, len(trajectory.frames))).round()
-                     .astype(int))
-    kept = dataclasses.replace(trajectory, frames=trajectory.frames[keep], frame_times=trajectory.frame_times[keep],
-                               predicted_x0=trajectory.predicted_x0[keep])
-    curve = drift_curve(kept, key.data, schedule, seed=sampler.seed + 1,
-                        ot_batch=key.train.batch_size if key.schedule.objective == "flow" and key.train.coupling == "ot" else None)
-    data = torch.from_numpy(_data_points(key.data, DRIFT_POINTS, 21)).double()
-    noise = torch.randn(data.shape, generator=torch.Generator().manual_seed(22)).double()
-    if key.schedule.objective == "flow" and key.train.coupling == "ot":  # the pairs training saw
-        noise = paired_in_batches(data, noise, key.train.batch_size)
-    truth = np.stack([(a * data + s * noise).numpy() for a, s in map(schedule.path_at_frame, kept.frame_times.tolist())])
-    shown = kept.frames[:, :DRIFT_POINTS]
-    user = key.data.to_user
-    return (charts.frozen(charts.drift_figure(kept.frame_times, user(truth), user(shown), curve.ratio, frame_ms,
-                                              axis=charts.TimeAxis.of(key.schedule))), curve)
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _drift_figure(_view: tasks.DriftView, key: TrainingKey, source: str, sampler: SamplerConfig, frame_ms: int):
+    v = _view
+    return charts.frozen(charts.drift_figure(v.frame_times, v.truth, v.shown, v.curve.ratio, frame_ms,
+                                             axis=charts.TimeAxis.of(key.schedule)))
 
 
 def drift_panel(run: FinishedRun, config: ExperimentConfig, display: Display) -> None:
     st.subheader("Forward against reverse: where sampling drifts")
-    figure, curve = _drift(run, run.key, run.source, config.sampler, display.frame_ms)
+    view = computed(run, tasks.Drift(config.sampler), "Comparing each kept frame with the true noised data")
+    if view is None:
+        return
+    figure, curve = _drift_figure(view, run.key, run.source, config.sampler, display.frame_ms), view.curve
     st.plotly_chart(figure, config=PLOT_CONFIG, key="drift_chart")
     worst = int(np.argmax(curve.ratio[1:])) + 1 if len(curve.ratio) > 1 else 0
     axis = charts.TimeAxis.of(run.key.schedule)
@@ -635,7 +610,7 @@ def downloads_panel(run: FinishedRun, trajectory: Trajectory, config: Experiment
                                "Load with python -m diffusion --load-checkpoint model.safetensors.")
     animation.download_button(
         "Animation (HTML)", key="download_animation", width="stretch", file_name="reverse_process.html", on_click="ignore",
-        mime="text/html", data=lambda: _reverse_figure(run, run.key, run.source, config.sampler,
+        mime="text/html", data=lambda: _reverse_figure(trajectory, run.key, run.source, config.sampler,
                                                        _animation_style(display)).to_html(include_plotlyjs=True),
         help="A standalone page with the reverse animation; opens offline.",
     )

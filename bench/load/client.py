@@ -28,6 +28,13 @@ Widget states: the browser sends the value of every widget it shows. This client
 widget states: every widget on the page is keyed, and the server keeps a keyed widget's value
 in the session when it is not sent, so the page behaves the same (it just never changes a widget).
 
+Churn (``--churn``): the user finishes short runs again and again. Each query may hold
+``{cycle}``, replaced by 0, 1, 2...: a new session opens the next cycle's link once the last one
+showed 'Finished' with every view drawn (a full script run with no '…' in any text: no view
+waiting for a worker, no deferred part of the page). It answers the page's first-paint probe
+(a components v2 element, ``ui.panels.draw_the_rest_when_painted``) at once, as a browser that
+has painted would. One 'cycle' event per finished, fully drawn run, with its seconds.
+
 Training progress is read from the page itself: any text element (``st.progress`` text,
 markdown, caption...) matching '**Label** ... step N' is parsed into (label, step). Output: one
 JSON line per event on stdout, timestamps from ``time.time()``.
@@ -55,6 +62,8 @@ from websockets.exceptions import ConnectionClosed
 # '**Training** · epoch 5 / 1,000 · step 5 · 1.0 s · ETA 3.0 s' (the label may change; 'step N' stays)
 PROGRESS_RE = re.compile(r"\*\*([^*]+)\*\*(.*?)\bstep ([\d,]+)")
 MAX_TEXT = 4000  # longer strings (chart specs) are not progress texts: skip them, cheaply
+PAINT_PROBE = "ddpm_lab_first_paint"  # the page's components v2 probe that asks for the rest of a fresh page
+TRIGGER_ID = "$$STREAMLIT_INTERNAL_KEY_{id}__events"  # streamlit 1.67: a bidi component's trigger aggregator
 
 FULL_RUN_DONE = {ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_WITH_COMPILE_ERROR}
 RUN_DONE = FULL_RUN_DONE | {ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY}
@@ -109,11 +118,18 @@ class UserStats:
 class StreamlitUser:
     """One session on the server, driven like the browser drives it."""
 
-    def __init__(self, user: int, port: int, query: str, emit: Callable[[dict], None], host: str = "127.0.0.1"):
+    def __init__(self, user: int, port: int, query: str, emit: Callable[[dict], None], host: str = "127.0.0.1",
+                 churn: bool = False):
         self.user = user
         self.url = f"ws://{host}:{port}/_stcore/stream"
         self.origin = f"http://{host}:{port}"
-        self.query = query.lstrip("?")
+        self.template = query.lstrip("?")
+        self.churn = churn
+        self.cycle = 0
+        self.query = self.template.replace("{cycle}", "0")
+        self._busy_run = False  # a text with '…' in this full run: something still to come
+        self._cycle_done = False
+        self._probes: list[str] = []
         self.emit = emit
         self.stats = UserStats(user, self.query)
         self.page_script_hash = ""
@@ -127,11 +143,15 @@ class StreamlitUser:
         self._ws = None
 
     # --- what the client sends ---------------------------------------------------------------
-    def _rerun_msg(self, fragment_id: str | None = None, auto: bool = False) -> bytes:
+    def _rerun_msg(self, fragment_id: str | None = None, auto: bool = False, painted: str | None = None) -> bytes:
         msg = BackMsg()
         state = msg.rerun_script
         state.query_string = self.query
         state.widget_states.SetInParent()
+        if painted is not None:  # what the probe's setTriggerValue('painted', true) sends
+            widget = state.widget_states.widgets.add()
+            widget.id = TRIGGER_ID.format(id=painted)
+            widget.json_trigger_value = json.dumps([{"event": "painted", "value": True}])
         state.page_script_hash = self.page_script_hash
         state.page_name = self.page_name
         if fragment_id:
@@ -203,6 +223,7 @@ class StreamlitUser:
             fragments = list(msg.metadata.run.fragment_ids)
             self._fragments_this_run = fragments
             if not fragments:  # a full run: the frontend drops every auto-rerun timer
+                self._busy_run = False
                 self._clear_timers()
                 session = msg.new_session
                 if session.page_script_hash:
@@ -226,13 +247,22 @@ class StreamlitUser:
             if status in FULL_RUN_DONE:
                 self.stats.full_runs += 1
                 self.emit({"event": "script_finished", "user": self.user, "full": True})
+                finished = self.stats.last_progress is not None and self.stats.last_progress[0] == "Finished"
+                if self.churn and finished and not self._busy_run:
+                    self._cycle_done = True
             elif status == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY:
                 self.stats.fragment_runs += 1
         elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
             element = msg.delta.new_element
             if element.WhichOneof("type") == "exception":  # the page shows a Python exception
                 self._error(f"page exception: {element.exception.type}: {element.exception.message}"[:500])
-            for text in _texts(element):
+            if element.WhichOneof("type") == "bidi_component" and element.bidi_component.component_name.endswith(
+                    PAINT_PROBE):
+                self._probes.append(element.bidi_component.id)
+            texts = _texts(element)
+            if any("…" in text for text in texts):  # a deferred part, or a view's progress polled by its fragment
+                self._busy_run = True
+            for text in texts:
                 found = progress_in(text)
                 if found is not None:
                     if found != self.stats.last_progress:
@@ -257,13 +287,31 @@ class StreamlitUser:
     # --- the session -------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, exit_when: str | None = None) -> None:
         """Connect, open the link, stay until ``stop`` (or until the progress label is
-        ``exit_when``), then close the websocket cleanly so the server ends the session."""
+        ``exit_when``), then close the websocket cleanly so the server ends the session. With
+        ``churn``, open the next cycle's link in a new session after each finished run, until ``stop``."""
+        try:
+            while not stop.is_set():
+                started = time.time()
+                await self._session(stop, exit_when)
+                if not (self.churn and self._cycle_done):
+                    break
+                self.emit({"event": "cycle", "user": self.user, "cycle": self.cycle, "seconds": time.time() - started})
+                self.cycle += 1
+                self.query = self.template.replace("{cycle}", str(self.cycle))
+                self._cycle_done, self._busy_run, self.stats.last_progress = False, False, None
+                self.page_script_hash = self.page_name = ""
+                self._cache.clear()
+        finally:
+            self._clear_timers()
+            self.emit({"event": "closed", "user": self.user, "stats": _public(self.stats)})
+
+    async def _session(self, stop: asyncio.Event, exit_when: str | None) -> None:
         try:
             async with connect(self.url, subprotocols=["streamlit"], origin=self.origin, max_size=None,
                                open_timeout=60, ping_interval=20, ping_timeout=60, close_timeout=5) as ws:
                 self._ws = ws
                 self.stats.connected_at = time.time()
-                self.emit({"event": "connected", "user": self.user})
+                self.emit({"event": "connected", "user": self.user, "cycle": self.cycle})
                 await self._send_rerun()
                 receiver = asyncio.ensure_future(self._receive(ws, exit_when, stop))
                 stopper = asyncio.ensure_future(stop.wait())
@@ -276,13 +324,17 @@ class StreamlitUser:
             self._error(f"{type(error).__name__}: {error}")
         finally:
             self._clear_timers()
-            self.emit({"event": "closed", "user": self.user, "stats": _public(self.stats)})
 
     async def _receive(self, ws, exit_when: str | None, stop: asyncio.Event) -> None:
         async for raw in ws:
             if isinstance(raw, str):
                 continue
             self._handle(raw)
+            while self._probes and not self.script_running:  # the browser has painted: ask for the rest
+                await ws.send(self._rerun_msg(painted=self._probes.pop(0)))
+                self.stats.reruns_sent += 1
+            if self._cycle_done:
+                return  # this run is finished and drawn: the next cycle opens a new session
             if exit_when and self.stats.last_progress and self.stats.last_progress[0] == exit_when \
                     and not self.script_running:
                 return  # this user leaves; the others stay
@@ -296,7 +348,7 @@ def _public(stats: UserStats) -> dict:
 
 
 async def run_users(port: int, queries: list[str], duration: float, exit_when: str | None = None,
-                    stagger: float = 0.0) -> None:
+                    stagger: float = 0.0, churn: bool = False) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -307,7 +359,7 @@ async def run_users(port: int, queries: list[str], duration: float, exit_when: s
         sys.stdout.write(json.dumps(event) + "\n")
         sys.stdout.flush()
 
-    users = [StreamlitUser(i, port, q, emit) for i, q in enumerate(queries)]
+    users = [StreamlitUser(i, port, q, emit, churn=churn) for i, q in enumerate(queries)]
     tasks = []
     for user in users:
         tasks.append(asyncio.ensure_future(user.run(stop, exit_when)))
@@ -333,8 +385,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=900.0, help="stop after this many seconds at most")
     parser.add_argument("--exit-when", default=None, help="each user leaves once its progress label is this")
     parser.add_argument("--stagger", type=float, default=0.0, help="seconds between users' connections")
+    parser.add_argument("--churn", action="store_true", help="open the next cycle's link after each finished run")
     args = parser.parse_args(argv)
-    asyncio.run(run_users(args.port, args.query, args.duration, args.exit_when, args.stagger))
+    asyncio.run(run_users(args.port, args.query, args.duration, args.exit_when, args.stagger, args.churn))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""The headless command: ``python -m diffusion [--preset reference] [flags]``.
+"""The headless command: ``python -m cli [--preset reference] [flags]`` (``python -m diffusion`` runs it too).
 
 Trains, samples and scores one experiment without a browser. Bad input exits with status 2 and
 one line naming the flag and what is allowed. Every setting's flag is derived from its
 declaration in ``diffusion/config.py``. ``--out DIR`` also writes a standalone HTML figure, drawn
-by the dashboard's chart builders (``ui.charts``, plotly): this front end lives outside the core.
+by the dashboard's chart builders (``charts``, plotly): this front end lives outside the core.
 
 What the page watches during training, ``--out`` writes and ``--json`` reports (keys
 ``loss_by_t`` and ``previews``, the same rows; empty cells are null there):
@@ -60,20 +60,11 @@ from diffusion.config import PRESETS, SECTIONS, Declared, ExperimentConfig, decl
 from diffusion.datasets import PointsError, load_points, make_dataset
 from diffusion.ideal import drift_curve, field_at, field_grid, ideal_denoiser
 from diffusion.metrics import evaluate
-from diffusion.monitoring import (
-    LOSS_BY_T_COLUMNS,
-    PREVIEW_COLUMNS,
-    LossByT,
-    Previewer,
-    live_model,
-    loss_by_t_rows,
-    loss_floor_by_bin,
-    preview_rows,
-    preview_steps,
-)
+from diffusion.monitoring import LOSS_BY_T_COLUMNS, PREVIEW_COLUMNS, loss_by_t_rows, loss_floor_by_bin, preview_rows
 from diffusion.samplers import sample_model, training_salt
 from diffusion.schedules import NoiseSchedule
 from diffusion.training import Trainer, TrainingDiverged
+from runtime.watch import AtSteps, Watch
 
 # config field -> the flags that set it (the current one first), for error messages
 FIELD_FLAGS = {d.path: (d.flag, *d.setting.old_flags) for d in experiment_settings()}
@@ -212,11 +203,6 @@ class _Progress:
         sys.stderr.flush()
 
 
-LOSS_BY_T_BINS = 20
-NUM_PREVIEWS = 20  # at most, at fixed steps (monitoring.preview_steps)
-PREVIEW_POINTS, PREVIEW_SAMPLE_STEPS = 300, 30  # what the page previews
-
-
 @dataclass(frozen=True)
 class Watched:
     """What the command saw while training: the rows of loss_by_t.csv and previews.csv (as
@@ -227,32 +213,26 @@ class Watched:
 
 
 def _train(config: ExperimentConfig, device: torch.device, quiet: bool, watch: bool) -> tuple[Trainer, Watched]:
-    """Train to the end; with ``watch``, also bin the tail's loss by t and take the previews."""
+    """Train to the end; with ``watch``, also bin the loss by t and take the previews at fixed
+    steps (the runtime's ``Watch``, as the page's runs are watched, with the command's policy)."""
     trainer = Trainer(config, device)
     progress = _Progress(enabled=not quiet)
-    T = trainer.schedule.num_timesteps
-    if watch:
-        loss_by_t = LossByT.for_run(T, trainer.total_steps, min(LOSS_BY_T_BINS, T))
-        previewer = Previewer(trainer.schedule, trainer.dataset, seed=config.train.seed,
-                              num_points=PREVIEW_POINTS, sample_steps=min(PREVIEW_SAMPLE_STEPS, T))
-        due, previews = set(preview_steps(trainer.total_steps, NUM_PREVIEWS)), []
+    watcher = Watch(config.training, trainer, AtSteps.for_run(trainer.total_steps)) if watch else None
     for record in trainer.run():
-        if watch:
-            if record.step >= loss_by_t.tail_start:  # the file reports only the tail
-                loss_by_t.update(record.step, record.t, record.sample_losses)
-            if record.step in due:
-                previews.append(previewer.preview(live_model(trainer), record.step))
+        if watcher is not None:
+            watcher.record(record)
         progress.update(record.step, record.total_steps, record.loss)
         epoch_done = record.step % trainer.steps_per_epoch == 0
         if not quiet and epoch_done and record.epoch % 100 == 0:
             if progress.enabled:
                 sys.stderr.write("\r\033[K")
             print(f"Epoch {record.epoch}, Loss: {record.loss:.4f}", flush=True)
-    if not watch:
+    if watcher is None:
         return trainer, Watched()
-    floor = loss_floor_by_bin(trainer.dataset, NoiseSchedule.from_config(config.schedule), loss_by_t.num_bins,
+    floor = loss_floor_by_bin(trainer.dataset, NoiseSchedule.from_config(config.schedule), watcher.loss_by_t.num_bins,
                               coupling=config.train.coupling)
-    return trainer, Watched(tuple(loss_by_t_rows(loss_by_t.snapshot(), floor)), tuple(preview_rows(previews)))
+    return trainer, Watched(tuple(loss_by_t_rows(watcher.loss_by_t.snapshot(), floor)),
+                            tuple(preview_rows(watcher.previews)))
 
 
 def _json_row(row: dict) -> dict:
@@ -279,7 +259,7 @@ def _write_outputs(out: Path, config, losses, trajectory, dataset, watched: Watc
             writer.writerows(rows)
     (out / "config.json").write_text(config.to_json())
     _write_field_and_drift(out, config, model, schedule, trajectory, dataset)
-    from ui import charts  # plotly lives with the dashboard's chart builders
+    import charts  # plotly: imported only when a figure is written
 
     data = dataset.sample(len(trajectory.samples), torch.Generator().manual_seed(config.sampler.seed + 1))
     shown = dataclasses.replace(trajectory, frames=user(trajectory.frames), predicted_x0=user(trajectory.predicted_x0))

@@ -1,0 +1,5 @@
+import sys
+
+from cli.command import main
+
+sys.exit(main())

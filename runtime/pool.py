@@ -1,0 +1,143 @@
+"""Worker processes seen from the server: start them, send them jobs, read what they say.
+
+Why processes: a training step is ~35 small torch calls, and a thread re-takes the GIL around each;
+any Python work beside it in the server (a script run, a figure, Streamlit's GC) makes every
+handoff wait. With three or four users training in threads, pages took minutes to draw.
+
+Each worker is a fresh interpreter (``python -m runtime.worker FD``, never a fork of the server
+after torch has started its threads) that imports only the core and this package, runs one torch
+thread at a lower CPU priority than the server, and talks over one socket pair
+(``runtime.messages``). The worker dies with its server: however the server ends, its end of the
+socket closes, and the worker sees end-of-file within one chunk. PR_SET_PDEATHSIG would not do:
+Linux sends it when the *thread* that started the child exits, and Streamlit's script threads end
+after every run.
+
+The pool decides nothing about jobs: its owner (``runtime.registry.RunRegistry``) gets every
+message and every exit through the two callbacks it passes in.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from .messages import FromWorker, Quit, ToWorker
+from .worker import receive, send
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Worker:
+    """One worker process and its socket."""
+
+    def __init__(self, index: int):
+        self.index = index
+        parent, child = socket.socketpair()
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+            [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "runtime.worker", str(child.fileno())],
+            pass_fds=(child.fileno(),), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+        )
+        child.close()
+        self.conn = Connection(parent.detach())
+        self._send_lock = threading.Lock()
+
+    def send(self, message: ToWorker) -> bool:
+        """False if the worker is gone (its reader reports that separately)."""
+        try:
+            with self._send_lock:
+                send(self.conn, message)
+            return True
+        except (OSError, EOFError):
+            return False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+class WorkerPool:
+    """``size`` worker processes, each with a reader thread that hands its messages to
+    ``on_message(worker, message)`` and reports a dead worker to ``on_exit(worker, exit code)``,
+    then starts a replacement, so the pool keeps its size."""
+
+    def __init__(self, size: int, on_message: Callable[[Worker, FromWorker], None],
+                 on_exit: Callable[[Worker, int | None], None]):
+        self.size = max(1, size)
+        self._on_message, self._on_exit = on_message, on_exit
+        self.workers: list[Worker] = []
+        self._closing = False
+        self._lock = threading.Lock()
+        for index in range(self.size):
+            self._start(index)
+        atexit.register(self.close)
+
+    def _start(self, index: int) -> Worker:
+        worker = Worker(index)
+        with self._lock:
+            if index < len(self.workers):
+                self.workers[index] = worker
+            else:
+                self.workers.append(worker)
+        threading.Thread(target=self._read, args=(worker,), name=f"worker-{index}-reader", daemon=True).start()
+        return worker
+
+    def _read(self, worker: Worker) -> None:
+        while True:
+            try:
+                message = receive(worker.conn)
+            except (EOFError, OSError):
+                break
+            except Exception as error:  # noqa: BLE001 - an unreadable message: the worker is unusable
+                print(f"worker {worker.pid}: unreadable message ({error!r}); stopping it", file=sys.stderr)
+                worker.process.kill()
+                break
+            self._on_message(worker, message)
+        code = worker.process.wait()
+        worker.conn.close()
+        if self._closing:
+            return
+        self._on_exit(worker, code)
+        self._start(worker.index)
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [w.pid for w in self.workers]
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Ask every worker to quit, wait up to ``timeout``, then kill what is left."""
+        if self._closing:
+            return
+        self._closing = True
+        with self._lock:
+            workers = list(self.workers)
+        for worker in workers:
+            worker.send(Quit())
+        deadline = time.monotonic() + timeout
+        for worker in workers:
+            try:
+                worker.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                worker.process.wait()
+
+
+def default_size() -> int:
+    """``DDPM_LAB_WORKERS`` if set, else one worker per core."""
+    configured = os.environ.get("DDPM_LAB_WORKERS")
+    if configured:
+        return int(configured)
+    return os.cpu_count() or 1

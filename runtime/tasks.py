@@ -1,0 +1,226 @@
+"""The computations a worker runs on a trained model, besides training: each a frozen task (its
+parameters, hashable: with the run's identity it is the result's cache key) and a function that
+computes its result from the model. The page asks for them, shows their progress and draws the
+results; the server's process never calls the model.
+
+    Sample   the reverse trajectory for a sampler, with its kept frames, and its metrics
+    Field    the learned field against the ideal one at ``FIELD_TIMES`` noise levels, and its error curve
+    Drift    the sampler's x_t against the true q(x_t) at each kept frame
+    Budget   energy distance over its floor for every sampler family at a range of step counts
+
+Each ``compute_*`` function is deterministic (its randomness comes from fixed seeds), so a result
+computed in a worker equals one computed in-process, bit for bit (``tests/test_runtime.py``).
+Positions come back in the user's units (``DataConfig.to_user``); metrics in the model's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from diffusion.budget import BudgetRow, budget_plan, families_of, iter_budget
+from diffusion.config import SamplerConfig, TrainingKey
+from diffusion.datasets import make_dataset
+from diffusion.denoiser import Denoiser
+from diffusion.flow import paired_in_batches
+from diffusion.ideal import DriftCurve, drift_curve, field_at, field_error_curve, field_grid, ideal_denoiser, noised
+from diffusion.metrics import Evaluation, evaluate
+from diffusion.samplers import sample_model, training_salt
+from diffusion.schedules import NoiseSchedule
+from diffusion.trajectory import Trajectory
+
+FIELD_TIMES = 20  # noise levels of the field view: its slider moves between them in the browser
+FIELD_GRID = 15  # arrows per axis
+DRIFT_FRAMES = 30  # kept frames compared (at most)
+DRIFT_POINTS = 400  # points drawn per set and frame
+
+Report = Callable[[int, int, str, object], None]  # (done, total, what was just done, partial result)
+
+
+def model_from(key: TrainingKey, weights: dict[str, torch.Tensor]) -> Denoiser:
+    """The trained network of ``key`` with ``weights`` (its sampling weights), in eval mode."""
+    model = Denoiser(key.denoiser, key.schedule.num_timesteps, torch.Generator().manual_seed(0),
+                     objective=key.schedule.objective)
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def data_points(key: TrainingKey, n: int, seed: int) -> np.ndarray:
+    """n points of the run's data (model units), from a generator seeded with ``seed``."""
+    return make_dataset(key.data).sample(n, torch.Generator().manual_seed(seed)).numpy()
+
+
+# --- sampling -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    sampler: SamplerConfig
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """A sampler's trajectory and its metrics; ``error`` instead when sampling failed or gave
+    points that are not finite (nothing non-finite is drawn or offered)."""
+
+    trajectory: Trajectory | None
+    scores: Evaluation | None
+    error: str | None = None
+
+
+def compute_sample(task: Sample, key: TrainingKey, model: Denoiser, report: Report) -> Sampled:
+    schedule = NoiseSchedule.from_config(key.schedule)
+    try:
+        trajectory = sample_model(model, schedule, task.sampler, run_salt=training_salt(key))
+    except (ArithmeticError, RuntimeError, ValueError) as error:
+        return Sampled(None, None, f"Sampling failed: {error}. Try other schedule or sampler settings.")
+    if not trajectory.finite or len(trajectory.samples) < 2:
+        return Sampled(trajectory, None, "Sampling produced NaN or inf: this model is unusable. Retrain with a "
+                                         "lower learning rate.")
+    return Sampled(trajectory, evaluate(trajectory.samples, make_dataset(key.data)))
+
+
+# --- the learned field against the ideal one -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    quantity: str  # "eps" (the model's own output: eps, or flow matching's v) or "score"
+
+
+@dataclass(frozen=True)
+class FieldView:
+    """The field at ``times`` (model indices) on a grid, positions in the user's units."""
+
+    times: np.ndarray  # (K,)
+    xs: np.ndarray  # (nx,) grid columns
+    ys: np.ndarray  # (ny,) grid rows
+    learned: np.ndarray  # (K, G, 2)
+    ideal: np.ndarray  # (K, G, 2)
+    shown: np.ndarray  # (K, 300, 2) the data noised to each t
+    curve_error: np.ndarray  # (K,) mean |learned - ideal| over the noised data
+    label: str  # what the arrows are: "score", "ε" or "v"
+    ideal_description: str
+
+
+def compute_field(task: Field, key: TrainingKey, model: Denoiser, report: Report) -> FieldView:
+    schedule = NoiseSchedule.from_config(key.schedule)
+    ideal = ideal_denoiser(key.data, schedule)
+    T = schedule.num_timesteps
+    times = np.unique(np.linspace(0, T - 1, FIELD_TIMES).round().astype(int))
+    data = torch.from_numpy(data_points(key, 1000, 11)).double()
+    noise = torch.randn(data.shape, generator=torch.Generator().manual_seed(12)).double()
+    grid = field_grid(np.concatenate([data.numpy(), noise.numpy()]), num=FIELD_GRID, pad=0.25)  # data and N(0, I)
+    frames = []
+    for i, t in enumerate(times.tolist()):
+        frames.append(field_at(model, ideal, schedule, t, grid))
+        report(i + 1, len(times) + 1, f"noise level {i + 1} of {len(times)}", None)
+    if task.quantity == "score":
+        learned = np.stack([f.learned_score for f in frames])
+        wanted = np.stack([f.ideal_score for f in frames])
+    else:
+        learned, wanted = np.stack([f.learned for f in frames]), np.stack([f.ideal for f in frames])
+    shown = np.stack([noised(data[:300], schedule, int(t), noise[:300]).numpy() for t in times])
+    curve = field_error_curve(model, ideal, schedule, data, times, seed=13)
+    if task.quantity == "score":  # |score error| = |eps error| / s, and flow's eps error is a |v error|
+        table = schedule.float64
+        curve_error = curve.error * (table["signal"][times] if schedule.is_flow else 1.0) / table["sigma"][times]
+    else:
+        curve_error = curve.error
+    label = "score" if task.quantity == "score" else ("v" if schedule.is_flow else "ε")
+    user = key.data.to_user  # positions in the user's units; the arrows are scaled per t anyway
+    xs = user(np.stack([grid[0], np.full_like(grid[0], grid[1][0])], 1))[:, 0]
+    ys = user(np.stack([np.full_like(grid[1], grid[0][0]), grid[1]], 1))[:, 1]
+    return FieldView(times, xs, ys, learned, wanted, user(shown), curve_error, label, ideal.description)
+
+
+# --- forward against reverse ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Drift:
+    sampler: SamplerConfig
+
+
+@dataclass(frozen=True)
+class DriftView:
+    frame_times: np.ndarray  # (K,) kept frames' times
+    truth: np.ndarray  # (K, DRIFT_POINTS, 2) q(x_t), user's units
+    shown: np.ndarray  # (K, DRIFT_POINTS, 2) the sampler's x_t, user's units
+    curve: DriftCurve
+
+
+def compute_drift(task: Drift, key: TrainingKey, model: Denoiser, report: Report,
+                  trajectory: Trajectory | None = None) -> DriftView | None:
+    """None when the sampler's points are not finite (the page says so with the samples)."""
+    if trajectory is None:
+        trajectory = compute_sample(Sample(task.sampler), key, model, report).trajectory
+        if trajectory is None or not trajectory.finite:
+            return None
+    schedule = NoiseSchedule.from_config(key.schedule)
+    keep = np.unique(np.linspace(0, len(trajectory.frames) - 1, min(DRIFT_FRAMES, len(trajectory.frames))).round()
+                     .astype(int))
+    kept = dataclasses.replace(trajectory, frames=trajectory.frames[keep], frame_times=trajectory.frame_times[keep],
+                               predicted_x0=trajectory.predicted_x0[keep])
+    ot = key.schedule.objective == "flow" and key.train.coupling == "ot"
+    curve = drift_curve(kept, key.data, schedule, seed=task.sampler.seed + 1, ot_batch=key.train.batch_size if ot else None)
+    data = torch.from_numpy(data_points(key, DRIFT_POINTS, 21)).double()
+    noise = torch.randn(data.shape, generator=torch.Generator().manual_seed(22)).double()
+    if ot:  # the pairs training saw
+        noise = paired_in_batches(data, noise, key.train.batch_size)
+    truth = np.stack([(a * data + s * noise).numpy() for a, s in map(schedule.path_at_frame, kept.frame_times.tolist())])
+    user = key.data.to_user
+    return DriftView(kept.frame_times, user(truth), user(kept.frames[:, :DRIFT_POINTS]), curve)
+
+
+# --- the sampling budget --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Budget:
+    num_samples: int
+    seed: int
+    variance: str
+    clip_x0: bool
+
+    @classmethod
+    def of(cls, sampler: SamplerConfig) -> Budget:
+        return cls(sampler.num_samples, sampler.seed, sampler.variance, sampler.clip_x0)
+
+
+def budget_size(key: TrainingKey) -> int:
+    """Rows of a run's budget."""
+    schedule = NoiseSchedule.from_config(key.schedule)
+    return len(budget_plan(key.schedule.num_timesteps, families=families_of(schedule)))
+
+
+def compute_budget(task: Budget, key: TrainingKey, model: Denoiser, report: Report,
+                   stopped: Callable[[], bool] = lambda: False) -> tuple[BudgetRow, ...]:
+    schedule = NoiseSchedule.from_config(key.schedule)
+    total, rows = budget_size(key), []
+    for row in iter_budget(model, schedule, make_dataset(key.data), num_samples=task.num_samples, seed=task.seed,
+                           variance=task.variance, clip_x0=task.clip_x0):
+        rows.append(row)
+        report(len(rows), total, f"{row.sampler} {'' if row.eta is None else f'η={row.eta:g} '}with {row.steps} "
+                                 f"steps: {row.ratio:.2f} × floor", tuple(rows))
+        if stopped():
+            break
+    return tuple(rows)
+
+
+def compute(task, key: TrainingKey, model: Denoiser, report: Report, stopped: Callable[[], bool]):
+    """Run ``task`` on ``model``."""
+    match task:
+        case Sample():
+            return compute_sample(task, key, model, report)
+        case Field():
+            return compute_field(task, key, model, report)
+        case Drift():
+            return compute_drift(task, key, model, report)
+        case Budget():
+            return compute_budget(task, key, model, report, stopped)
+    raise TypeError(f"unknown task {task!r}")
