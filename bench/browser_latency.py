@@ -26,6 +26,8 @@ keeps old copies of its elements, hidden or greyed out (``data-stale``).
   1 or more points but fewer than the finished run had (the new run's first points);
 - learning rate: ArrowRight / ArrowLeft on 'Learning rate' (from 1e-3, then from 2e-3, cached by
   the first try), the same;
+- pause: on ``/?epochs=20000&pace=false&seed=N``, a second into training, click 'Pause', until the
+  progress bar says 'Paused' (the worker has handed the run back);
 - play: press the reverse animation's '▶ Play' at the page's default frame duration; frames per
   second = (plotly_animatingframe events - 1) / time from the first to the last of them.
 
@@ -82,6 +84,7 @@ _INIT_JS = r"""
     logAxis: () => { const d = b.chart('loss_chart'); return !!d && d._fullLayout.yaxis.type === 'log'; },
     paths: () => { const d = b.chart('reverse_chart'); return !!d && d._fullData.some(t => t.name === 'paths'); },
     newRun: (before) => { const n = b.points('loss_chart'); return n >= 1 && n < before; },
+    paused: () => /\bPaused\b/.test(b.progress()),
   };
   // from the document's start: the first frame with a loss point drawn, then one more frame
   const firstLoss = () => {
@@ -316,6 +319,20 @@ def measure_all(s: Session, log: Callable[[str], None]) -> list[Row]:
 
     rows.append(_tries(Row("Trails slider 0 → 1 (ArrowRight) → reverse chart has a 'paths' trace", "≤ 0.3 s", "s"),
                        fresh(trails)))
+    log(" | ".join(rows[-1].cells()))
+
+    # 3b. Pause while a long run trains: the progress bar says 'Paused' (the worker has handed it back)
+    def pause(context):
+        page, _ = s.page(context)
+        page.goto(s.url(f"epochs=20000&pace=false&seed={next(seeds)}"), wait_until="commit")
+        s.poll(page, lambda: "Training" in page.evaluate("() => window.__bench.progress()"), 90, "training")
+        page.wait_for_timeout(1000)  # a second of training, the live charts redrawing
+        button = page.get_by_role("button", name=re.compile("Pause")).filter(visible=True).first
+        s.arm(page, "paused")
+        button.click()
+        return s.measured_s(page)
+
+    rows.append(_tries(Row("'Pause' while training → progress bar says 'Paused'", "≤ 0.2 s", "s"), fresh(pause)))
     log(" | ".join(rows[-1].cells()))
 
     # 4. T: a new run's first loss points
