@@ -15,7 +15,7 @@ level (``monitoring.LossByT``).
 
 Speed: at the reference's size (a 4.5k-parameter MLP, batches of 128) a step's arithmetic takes
 tens of microseconds and torch's per-call machinery the rest. So a step calls the denoiser's
-hand-written backward pass (``Denoiser.mse_and_grads``) instead of autograd, and ``Adam`` below
+hand-written backward pass (``Denoiser.losses_and_grads``) instead of autograd, and ``Adam`` below
 instead of ``torch.optim.Adam``; both give torch's numbers (see their docstrings). Together they
 take a reference step from about 650 to 250 us on one core.
 """
