@@ -276,9 +276,6 @@ class PointSet:
         """Points from the model's (standardised) units to the user's: x * scale + offset."""
         return np.asarray(points, dtype=np.float64) * self.scale + np.asarray(self.offset)
 
-    def from_user(self, points: np.ndarray) -> np.ndarray:
-        return (np.asarray(points, dtype=np.float64) - np.asarray(self.offset)) / self.scale
-
     @classmethod
     def from_array(cls, points: np.ndarray, offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0) -> PointSet:
         if not (np.isfinite(offset).all() and math.isfinite(scale) and scale > 0):

@@ -202,14 +202,6 @@ def make_dataset(config: DataConfig) -> Dataset:
     return ToyShape(config.name)
 
 
-def parse_points_csv(data: bytes | str, *, standardize: bool = True) -> np.ndarray:
-    """The points of a CSV file, (N, 2) float32: standardised (mean 0, overall std 1), or as written."""
-    points = _read_points(data)
-    if standardize:
-        return points_in_user_units(points).array.copy()
-    return points.astype(np.float32)
-
-
 def _read_points(data: bytes | str) -> np.ndarray:
     """Read a CSV with a header row naming columns x and y (others are ignored): (N, 2) float64
     in the file's units. Standardised (``points_in_user_units``) the points have mean 0 and overall

@@ -99,14 +99,6 @@ class Denoiser(nn.Module):
         """x (B, 2), t (B,) long in [0, T) or floating in [0, 1] -> prediction (B, 2)."""
         return self.net(torch.cat([x, self.features(t)], dim=1))  # (B, 2 + F)
 
-    def mse_and_grads(
-        self, x: torch.Tensor, t: torch.Tensor, target: torch.Tensor
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """L = mean((eps_theta(x, t) - target)^2) (as ``F.mse_loss``), and dL/dp for each of
-        ``parameters()``, in that order: ``losses_and_grads`` without the per-sample losses."""
-        loss, _, grads = self.losses_and_grads(x, t, target)
-        return loss, grads
-
     @torch.no_grad()
     def losses_and_grads(
         self, x: torch.Tensor, t: torch.Tensor, target: torch.Tensor
@@ -183,7 +175,3 @@ class Denoiser(nn.Module):
             return torch.addmm(bias_out, h, weight_out)  # (N, 2)
 
         return eps
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

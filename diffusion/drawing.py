@@ -1,39 +1,34 @@
-"""A drawing as a point set: fabric.js canvas JSON (from ``streamlit-drawable-canvas``) to 2-D points.
+"""A drawing as a point set: strokes (polylines) and dots, given as arrays, to 2-D points.
 
-Drawing units: the canvas's centre is the origin, y points up (the canvas's y points down), and
-half the canvas's longer side is 1, so a square canvas spans [-1, 1]^2 and a wide one keeps its
-aspect ratio. The model never sees these units directly: like an uploaded file, the points are
+Whatever drew them (the page's canvas, ``ui/canvas.py``; a notebook; a plotted curve), strokes
+come in as (n, 2) arrays of vertices and dots as (k, 2) centres, in drawing units: the page's are
+centred with y up and half the canvas's longer side = 1. Like an uploaded file, the points are
 standardised for training and outputs go back to drawing units (``points_in_user_units``).
 
 Points are laid out evenly along the drawing's total stroke length: with ``count`` points the
 k-th sits at arc length (k + 1/2) · L / count, so each stroke gets a share proportional to its
-length and consecutive points on a stroke are L / count apart. A single point (a 'Circle' from the
-canvas's point mode, or a stroke shorter than a pixel) counts as a stroke of length ``DOT_LENGTH``:
-its share of points all sit at its centre, and the jitter spreads them into a small blob. Jitter is
-Gaussian, std ``jitter`` per axis, each coordinate clipped to ±3 · jitter, so every point is within
-3 · jitter of the drawing on each axis (3√2 · jitter in distance).
+length and consecutive points on a stroke are L / count apart. A dot counts as a stroke of length
+``DOT_LENGTH``: its share of points all sit at its centre, and the jitter spreads them into a
+small blob; so does a stroke shorter than ``resolution`` (a click without moving). Jitter is
+Gaussian, std ``jitter`` per axis, each coordinate clipped to ±3 · jitter, so every point is
+within 3 · jitter of the drawing on each axis (3√2 · jitter in distance).
 
-Pure numpy; the page draws the canvas (``ui/drawing.py``).
+Pure numpy.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
 from .config import MAX_POINTS
 
 MIN_COUNT = 2  # fewer points than this is no distribution
-DOT_LENGTH = 0.25  # a single point weighs as much as a stroke this long (drawing units)
-MIN_SPREAD_PX = 1.0  # a stroke shorter than this is a single point; a drawing narrower than it, one spot
+DOT_LENGTH = 0.25  # a dot weighs as much as a stroke this long (drawing units)
 JITTER_CLIP = 3.0  # jitter is clipped at this many standard deviations
-CANVAS_SIZE = (200, 200)  # (width, height) in pixels of the page's canvas (it fits the sidebar); the starters are drawn for it
-FABRIC_VERSION = "7.4.0"  # what the component's fabric.js writes in its JSON
-_ORIGIN = {"left": 0.0, "top": 0.0, "center": 0.5, "right": 1.0, "bottom": 1.0}
-_STROKES = {"path", "line"}
-_DOTS = {"circle"}
+RESOLUTION = 0.01  # default: a stroke shorter than this is a dot, a drawing narrower than it one spot
 
 
 class DrawingError(ValueError):
@@ -44,180 +39,59 @@ class EmptyDrawingError(DrawingError):
     """Nothing is drawn yet: the page shows this as a hint rather than an error."""
 
 
-# --- geometry of one fabric.js object, in canvas pixels ------------------------------------------
-
-
-def _quad(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, n: int) -> np.ndarray:
-    """n + 1 points of the quadratic Bézier p0 -> p1 -> p2 at evenly spaced t (n segments)."""
-    t = np.linspace(0.0, 1.0, n + 1)[:, None]
-    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
-
-
-def _cubic(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, p3: np.ndarray, n: int) -> np.ndarray:
-    t = np.linspace(0.0, 1.0, n + 1)[:, None]
-    return (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t**2 * p2 + t**3 * p3
-
-
-def _pieces(control: np.ndarray) -> int:
-    """How finely to flatten a curve: about one chord per 0.5 px of its control polygon."""
-    length = float(np.linalg.norm(np.diff(control, axis=0), axis=1).sum())
-    return int(min(256, max(4, math.ceil(length / 0.5))))
-
-
-def _path_polylines(path: list) -> list[np.ndarray]:
-    """The subpaths of an SVG path in fabric.js's absolute form (M, L, H, V, Q, C, Z) as polylines,
-    each (n, 2) in the path's own coordinates. Curves are flattened finely enough (chords of about
-    0.5 px) that arc lengths are exact to well under a pixel."""
-    polylines: list[np.ndarray] = []
-    current: list[np.ndarray] = []
-    start = here = None
-    for command in path:
-        if not command:
-            continue
-        op, args = str(command[0]), [float(v) for v in command[1:]]
-        if op != "M" and here is None:
-            raise DrawingError(f"a path starts with {op!r} instead of a move (M); redraw the stroke")
-        if op == "M":
-            if len(current) > 1:
-                polylines.append(np.concatenate(current))
-            here = start = np.array(args[:2])
-            current = [here[None]]
-        elif op == "L":
-            here = np.array(args[:2])
-            current.append(here[None])
-        elif op == "H":
-            here = np.array([args[0], here[1]])
-            current.append(here[None])
-        elif op == "V":
-            here = np.array([here[0], args[0]])
-            current.append(here[None])
-        elif op == "Q":
-            p1, p2 = np.array(args[0:2]), np.array(args[2:4])
-            current.append(_quad(here, p1, p2, _pieces(np.stack([here, p1, p2])))[1:])
-            here = p2
-        elif op == "C":
-            p1, p2, p3 = np.array(args[0:2]), np.array(args[2:4]), np.array(args[4:6])
-            current.append(_cubic(here, p1, p2, p3, _pieces(np.stack([here, p1, p2, p3])))[1:])
-            here = p3
-        elif op in "Zz":
-            current.append(start[None])
-            here = start
-        else:
-            raise DrawingError(f"a path uses the SVG command {op!r}, which can't be read; redraw the stroke")
-    if len(current) > 1 or (len(current) == 1 and not polylines):
-        polylines.append(np.concatenate(current))
-    return polylines
-
-
-def _origin(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) else _ORIGIN.get(str(value), 0.0)
-
-
-def _placement(obj: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(centre, 2x2 matrix) taking an object's own coordinates, relative to its centre, to canvas
-    pixels: fabric's ``left``/``top`` locate the object's origin (``originX``/``originY``) on its
-    bounding box, which includes the stroke; then scale, flip and rotation about the centre.
-    Skew is not applied (the canvas's edit tool does not skew)."""
-    sx = float(obj.get("scaleX", 1.0)) * (-1 if obj.get("flipX") else 1)
-    sy = float(obj.get("scaleY", 1.0)) * (-1 if obj.get("flipY") else 1)
-    stroke = float(obj.get("strokeWidth", 0.0) or 0.0) if obj.get("stroke") else 0.0
-    width, height = float(obj.get("width", 0.0)), float(obj.get("height", 0.0))
-    if obj.get("strokeUniform"):
-        box = np.array([abs(width * sx) + stroke, abs(height * sy) + stroke])
-    else:
-        box = np.array([(width + stroke) * abs(sx), (height + stroke) * abs(sy)])
-    angle = math.radians(float(obj.get("angle", 0.0)))
-    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    to_centre = np.array([0.5 - _origin(obj.get("originX", "left")), 0.5 - _origin(obj.get("originY", "top"))]) * box
-    centre = np.array([float(obj.get("left", 0.0)), float(obj.get("top", 0.0))]) + rotation @ to_centre
-    return centre, rotation @ np.diag([sx, sy])
-
-
-def _object_geometry(obj: dict) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(strokes, dots) of one canvas object, in canvas pixels: polylines (n, 2) and centres (2,)."""
-    kind = str(obj.get("type", "")).lower()
-    centre, matrix = _placement(obj)
-    if kind == "path":
-        polylines = _path_polylines(obj.get("path") or [])
-        if not polylines:
-            return [], []
-        # fabric keeps a path's commands as drawn and places them by their bounding box's centre
-        # (``pathOffset``), which is not serialised: recompute it from the (flattened) geometry.
-        everything = np.concatenate(polylines)
-        path_offset = (everything.min(0) + everything.max(0)) / 2
-        return [(p - path_offset) @ matrix.T + centre for p in polylines], []
-    if kind == "line":  # x1, y1, x2, y2 are relative to the line's centre
-        ends = np.array([[obj.get("x1", 0.0), obj.get("y1", 0.0)], [obj.get("x2", 0.0), obj.get("y2", 0.0)]], float)
-        return [ends @ matrix.T + centre], []
-    if kind in _DOTS:
-        return [], [centre]
-    raise DrawingError(
-        f"the drawing holds a {obj.get('type')!r} shape, which can't be turned into points; "
-        "undo it or clear the canvas, and draw with free strokes or points"
-    )
-
-
-# --- the drawing as points -----------------------------------------------------------------------
-
-
-def _to_units(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Canvas pixels (y down) to drawing units (y up, centred, half the longer side = 1)."""
-    width, height = size
-    half = max(width, height) / 2
-    return np.stack([(pixels[..., 0] - width / 2) / half, (height / 2 - pixels[..., 1]) / half], -1)
-
-
-def _check(count: int, jitter: float, size: tuple[int, int]) -> None:
+def _check(count: int, jitter: float, resolution: float) -> None:
     if isinstance(count, bool) or not isinstance(count, int | np.integer) or not MIN_COUNT <= count <= MAX_POINTS:
         raise DrawingError(f"the number of points must be a whole number from {MIN_COUNT} to {MAX_POINTS:,}; got {count!r}")
     if not (isinstance(jitter, int | float | np.floating) and math.isfinite(jitter) and jitter >= 0):
         raise DrawingError(f"the jitter must be a finite number >= 0 (drawing units); got {jitter!r}")
-    if len(size) != 2 or min(size) <= 0:
-        raise DrawingError(f"the canvas size must be two positive numbers (width, height) in pixels; got {size!r}")
+    if not (isinstance(resolution, int | float | np.floating) and math.isfinite(resolution) and resolution > 0):
+        raise DrawingError(f"the resolution must be a finite number > 0 (drawing units); got {resolution!r}")
 
 
-def points_from_canvas(json_data: dict | None, *, count: int, jitter: float, seed: int,
-                       size: tuple[int, int] = CANVAS_SIZE) -> np.ndarray:  # (count, 2) float64
-    """``count`` points spaced evenly along the drawing's strokes, jittered, in drawing units.
+def _vertices(array: np.ndarray, what: str) -> np.ndarray:
+    """``array`` as (n, 2) float64 with n >= 1 finite rows, or a DrawingError naming ``what``."""
+    vertices = np.asarray(array, dtype=np.float64)
+    if vertices.ndim != 2 or vertices.shape[1] != 2 or not len(vertices) or not np.isfinite(vertices).all():
+        raise DrawingError(f"{what} must be an (n, 2) array of finite numbers with n >= 1; got shape {vertices.shape}")
+    return vertices
 
-    ``json_data`` is the canvas's fabric.js JSON (``{"objects": [...]}``): freehand strokes
-    ('Path', SVG commands M/L/Q/C/Z), straight lines ('Line') and single points ('Circle').
-    ``size`` is the canvas's (width, height) in pixels. The jitter is drawn from
-    ``np.random.default_rng(seed)``: the same drawing, count, jitter and seed give the same bits.
-    Raises ``DrawingError`` (``EmptyDrawingError`` when nothing is drawn) with what to do."""
-    _check(count, jitter, size)
-    objects = (json_data or {}).get("objects") or []
-    if not objects:
-        raise EmptyDrawingError("the drawing is empty: draw a stroke or a few points on the canvas, or load a starter")
-    strokes, dots, kinds = [], [], set()
-    for obj in objects:
-        obj_strokes, obj_dots = _object_geometry(obj)
-        for line in obj_strokes:  # a click without moving is a stroke of (almost) no length: a dot
-            if np.linalg.norm(np.diff(line, axis=0), axis=1).sum() < MIN_SPREAD_PX:
-                dots.append(line.mean(0))
-                kinds.add("stroke")
-            else:
-                strokes.append(line)
-        dots.extend(obj_dots)
-        kinds.update(["point"] if obj_dots else [])
-    every_vertex = np.concatenate([*strokes, *(d[None] for d in dots)]) if strokes or dots else np.zeros((0, 2))
-    if len(every_vertex) == 0:
-        raise EmptyDrawingError("the drawing is empty: draw a stroke or a few points on the canvas, or load a starter")
-    if np.ptp(every_vertex, axis=0).max() < MIN_SPREAD_PX:
-        if len(objects) == 1 and kinds == {"point"}:
+
+def points_from_strokes(strokes: Sequence[np.ndarray], dots: np.ndarray | Sequence = (), *, count: int,
+                        jitter: float, seed: int, resolution: float = RESOLUTION) -> np.ndarray:  # (count, 2) float64
+    """``count`` points spaced evenly along ``strokes`` and on ``dots``, jittered, in drawing units.
+
+    ``strokes``: polylines, each (n, 2), its vertices in drawing order; ``dots``: (k, 2) centres.
+    A stroke shorter than ``resolution`` counts as a dot at its mean; a drawing narrower than
+    ``resolution`` both ways has no spread and is refused. The jitter is drawn from
+    ``np.random.default_rng(seed)``: the same strokes, dots, count, jitter and seed give the same
+    bits. Raises ``DrawingError`` (``EmptyDrawingError`` when nothing is drawn) with what to do."""
+    _check(count, jitter, resolution)
+    lines = [_vertices(line, "a stroke") for line in strokes]
+    centres = list(_vertices(dots, "the dots")) if len(dots) else []
+    if not lines and not centres:
+        raise EmptyDrawingError("the drawing is empty: draw a stroke or a few points")
+    kept = []
+    for line in lines:  # a stroke of (almost) no length is a dot
+        if np.linalg.norm(np.diff(line, axis=0), axis=1).sum() < resolution:
+            centres.append(line.mean(0))
+        else:
+            kept.append(line)
+    every_vertex = np.concatenate([*kept, *(c[None] for c in centres)])
+    if np.ptp(every_vertex, axis=0).max() < resolution:
+        if not lines and len(centres) == 1:
             what = "the drawing is a single point"
-        elif kinds == {"stroke"} and len(objects) == 1:
+        elif len(lines) == 1 and len(centres) == 1:
             what = "the stroke has zero length (a click without moving)"
         else:
             what = "everything drawn is at one spot"
         raise DrawingError(f"{what}, so the data would have no spread; draw a longer stroke or add points elsewhere")
 
-    # Segments in drawing units; a dot is a segment from its centre to itself, weighing DOT_LENGTH.
-    centres = _to_units(np.array(dots).reshape(-1, 2), size)
-    start = np.concatenate([*(_to_units(line[:-1], size) for line in strokes), centres])  # (S, 2)
-    end = np.concatenate([*(_to_units(line[1:], size) for line in strokes), centres])  # (S, 2)
+    # Segments; a dot is a segment from its centre to itself, weighing DOT_LENGTH.
+    dot_array = np.array(centres).reshape(-1, 2)
+    start = np.concatenate([*(line[:-1] for line in kept), dot_array])  # (S, 2)
+    end = np.concatenate([*(line[1:] for line in kept), dot_array])  # (S, 2)
     weight = np.linalg.norm(end - start, axis=1)  # (S,)
-    weight[len(weight) - len(centres):] = DOT_LENGTH
+    weight[len(weight) - len(dot_array):] = DOT_LENGTH
     cumulative = np.concatenate([[0.0], np.cumsum(weight)])  # (S + 1,)
     s = (np.arange(count) + 0.5) * cumulative[-1] / count  # arc-length positions, (count,)
     segment = np.clip(np.searchsorted(cumulative, s, side="right") - 1, 0, len(weight) - 1)
@@ -227,60 +101,6 @@ def points_from_canvas(json_data: dict | None, *, count: int, jitter: float, see
     rng = np.random.default_rng(seed)
     noise = np.clip(rng.standard_normal((count, 2)), -JITTER_CLIP, JITTER_CLIP)
     return points + float(jitter) * noise
-
-
-# --- starter drawings ----------------------------------------------------------------------------
-
-
-def _path_object(commands: list[list], size: tuple[int, int] = CANVAS_SIZE, stroke_width: int = 3) -> dict:
-    """A fabric.js 'Path' object from SVG commands in drawing units, placed where they say."""
-    width, height = size
-    half = max(width, height) / 2
-
-    def px(x: float, y: float) -> list[float]:
-        return [round(width / 2 + x * half, 2), round(height / 2 - y * half, 2)]
-
-    path = [[op, *(v for i in range(0, len(args), 2) for v in px(args[i], args[i + 1]))] for op, *args in commands]
-    flat = np.concatenate(_path_polylines(path))
-    low, high = flat.min(0), flat.max(0)
-    return {
-        "type": "Path", "version": FABRIC_VERSION, "originX": "left", "originY": "top",
-        "left": float(low[0] - stroke_width / 2), "top": float(low[1] - stroke_width / 2),
-        "width": float(high[0] - low[0]), "height": float(high[1] - low[1]),
-        "fill": None, "stroke": "black", "strokeWidth": stroke_width, "strokeLineCap": "round",
-        "strokeLineJoin": "round", "scaleX": 1, "scaleY": 1, "angle": 0, "path": path,
-    }
-
-
-def _circle(cx: float, cy: float, r: float) -> list[list]:
-    """A closed circle as 8 quadratic arcs of 45° (control points at r / cos 22.5°)."""
-    reach = r / math.cos(math.pi / 8)
-    commands = [["M", cx + r, cy]]
-    for k in range(8):
-        mid, end = math.pi / 4 * (k + 0.5), math.pi / 4 * (k + 1)
-        commands.append(["Q", cx + reach * math.cos(mid), cy + reach * math.sin(mid),
-                         cx + r * math.cos(end), cy + r * math.sin(end)])
-    return commands
-
-
-def _heart() -> list[list]:
-    """The classic heart curve x = 16 sin³t, y = 13 cos t − 5 cos 2t − 2 cos 3t − cos 4t, scaled."""
-    t = np.linspace(0, 2 * np.pi, 61)
-    x = 16 * np.sin(t) ** 3 / 20
-    y = (13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)) / 20 + 0.1
-    return [["M", float(x[0]), float(y[0])], *(["L", float(a), float(b)] for a, b in zip(x[1:], y[1:], strict=True))]
-
-
-def _drawing(*paths: list[list]) -> dict:
-    return {"version": FABRIC_VERSION, "objects": [_path_object(p) for p in paths]}
-
-
-STARTERS: dict[str, dict] = {
-    "letter A": _drawing([["M", -0.55, -0.8], ["L", 0.0, 0.8], ["L", 0.55, -0.8]], [["M", -0.3, -0.1], ["L", 0.3, -0.1]]),
-    "heart": _drawing(_heart()),
-    "smiley": _drawing(_circle(0.0, 0.0, 0.8), _circle(-0.3, 0.28, 0.08), _circle(0.3, 0.28, 0.08),
-                       [["M", -0.45, -0.2], ["Q", 0.0, -0.75, 0.45, -0.2]]),
-}  # fabric.js JSON for a CANVAS_SIZE canvas, ready for the component's ``initial_drawing``
 
 
 def to_csv(points: np.ndarray) -> str:

@@ -3,6 +3,9 @@
     q(x_t | x_0)        = N(sqrt(abar_t) x_0, (1 - abar_t) I)                     (eq. 4)
     q(x_t | x_{t-1})    = N(sqrt(alpha_t) x_{t-1}, beta_t I)                      (eq. 2)
     q(x_{t-1} | x_t, x_0) = N(coef1_t x_0 + coef2_t x_t, beta-tilde_t I)          (eqs. 6-7)
+
+The posterior's coefficients are columns of the schedule's table (``posterior_mean_coef1``,
+``posterior_mean_coef2``, ``posterior_variance``), which the DDPM sampler steps with.
 """
 
 from __future__ import annotations
@@ -20,13 +23,6 @@ def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: 
         schedule.sqrt_alphas_cumprod[t][:, None] * x0
         + schedule.sqrt_one_minus_alphas_cumprod[t][:, None] * noise
     )
-
-
-def q_posterior(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, float]:
-    """Mean and variance of q(x_{t-1} | x_t, x_0) at a single step t."""
-    table = schedule.float64
-    mean = table["posterior_mean_coef1"][t] * x0 + table["posterior_mean_coef2"][t] * x_t
-    return mean, float(table["posterior_variance"][t])
 
 
 def frame_indices(num_states: int, num_frames: int) -> np.ndarray:

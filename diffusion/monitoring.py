@@ -71,12 +71,6 @@ def _numpy(values) -> np.ndarray:
     return np.asarray(values)
 
 
-def per_sample_losses(noise_pred: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """l_i = ||eps_theta_i - eps_i||^2 / 2 (mean over the coordinates), shape (B,): their batch mean
-    is the training loss (``F.mse_loss``)."""
-    return (noise_pred - noise).square().mean(dim=1)
-
-
 @dataclass(frozen=True)
 class LossByTSnapshot:
     """The binned loss at one step, copied out for the page: read-only arrays, all (num_bins,)."""

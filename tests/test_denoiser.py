@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from diffusion.config import DenoiserConfig
-from diffusion.denoiser import Denoiser, count_parameters, time_features
+from diffusion.denoiser import Denoiser, time_features
 
 
 def _linears(model: Denoiser) -> list[nn.Linear]:
@@ -22,7 +22,7 @@ def test_reference_architecture_is_3_64_64_2_relu(gen):
     shapes = [(m.in_features, m.out_features) for m in _linears(model)]
     assert shapes == [(3, 64), (64, 64), (64, 2)]
     assert [type(m) for m in model.net if not isinstance(m, nn.Linear)] == [nn.ReLU, nn.ReLU]
-    assert count_parameters(model) == (3 * 64 + 64) + (64 * 64 + 64) + (64 * 2 + 2)  # 4546
+    assert sum(p.numel() for p in model.parameters()) == (3 * 64 + 64) + (64 * 64 + 64) + (64 * 2 + 2)  # 4546
 
 
 @pytest.mark.parametrize(
@@ -117,10 +117,12 @@ def test_the_hand_written_backward_pass_equals_autograd(activation, time_embeddi
     model = Denoiser(config, 50, g)
     x, target = torch.randn(33, 2, generator=g), torch.randn(33, 2, generator=g)
     t = torch.randint(0, 50, (33,), generator=g)
-    loss, grads = model.mse_and_grads(x, t, target)
-    expected = F.mse_loss(model(x, t), target)
+    loss, sample_losses, grads = model.losses_and_grads(x, t, target)
+    prediction = model(x, t)
+    expected = F.mse_loss(prediction, target)
     expected_grads = torch.autograd.grad(expected, list(model.parameters()))
     torch.testing.assert_close(loss, expected.detach(), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(sample_losses, (prediction - target).detach().square().mean(1), rtol=1e-6, atol=1e-7)
     for mine, theirs in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-7)
 

@@ -1,4 +1,6 @@
-"""A drawing (the canvas's fabric.js JSON) to points: spacing, jitter, determinism, refusals, CSV."""
+"""A drawing to points. The core (``diffusion.drawing``): strokes and dots given as arrays laid out
+by arc length, jitter, determinism, refusals, CSV. The page's reader of the canvas's fabric.js
+JSON (``ui.canvas``): where strokes, curves, moved objects and dots land, the starters."""
 
 from __future__ import annotations
 
@@ -8,17 +10,155 @@ import pytest
 from diffusion.config import MAX_POINTS
 from diffusion.datasets import load_points, points_in_user_units
 from diffusion.drawing import (
-    CANVAS_SIZE,
     DOT_LENGTH,
     JITTER_CLIP,
-    STARTERS,
     DrawingError,
     EmptyDrawingError,
-    points_from_canvas,
+    points_from_strokes,
     to_csv,
 )
+from ui.canvas import CANVAS_SIZE, STARTERS, points_from_canvas, strokes_from_canvas
 
 SIZE = (200, 200)  # 1 drawing unit = 100 px
+
+# --- the core: strokes and dots as arrays ------------------------------------------------------------
+
+LINE = np.array([[-0.5, 0.5], [0.5, 0.5]])  # a horizontal stroke of length 1
+
+
+def test_points_on_a_straight_stroke_are_evenly_spaced_at_length_over_count():
+    points = points_from_strokes([LINE], count=50, jitter=0.0, seed=0)
+    assert points.shape == (50, 2)
+    np.testing.assert_allclose(points[:, 1], 0.5, atol=1e-12)
+    np.testing.assert_allclose(np.diff(points[:, 0]), 1.0 / 50, rtol=1e-9)
+    np.testing.assert_allclose([points[0, 0], points[-1, 0]], [-0.5 + 0.01, 0.5 - 0.01], atol=1e-12)
+
+
+def test_a_polyline_is_followed_vertex_to_vertex():
+    corner = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]])  # length 2, turning at (1, 0)
+    points = points_from_strokes([corner], count=4, jitter=0.0, seed=0)
+    np.testing.assert_allclose(points, [[0.25, 0.0], [0.75, 0.0], [1.0, 0.25], [1.0, 0.75]], atol=1e-12)
+
+
+def test_each_stroke_gets_points_in_proportion_to_its_length():
+    long, short = np.array([[-1.0, 0.8], [0.5, 0.8]]), np.array([[-1.0, -0.8], [-0.5, -0.8]])  # 1.5 and 0.5
+    points = points_from_strokes([long, short], count=400, jitter=0.0, seed=0)
+    assert (points[:, 1] > 0).sum() == 300 and (points[:, 1] < 0).sum() == 100
+
+
+@pytest.mark.parametrize("jitter", [0.01, 0.05])
+def test_jitter_keeps_every_point_within_three_jitters_of_the_stroke(jitter):
+    clean = points_from_strokes([LINE], count=5000, jitter=0.0, seed=3)
+    noisy = points_from_strokes([LINE], count=5000, jitter=jitter, seed=3)
+    offset = noisy - clean
+    assert np.abs(offset).max() <= JITTER_CLIP * jitter + 1e-12
+    assert np.abs(offset[:, 1] / jitter).max() > 2.5  # the clip is reached, not a tiny noise
+    # Gaussian clipped at 3 std: the std shrinks by under 1.5 %; 5000 draws give ~1 % error per axis
+    np.testing.assert_allclose(offset.std(axis=0), jitter, rtol=0.05)
+
+
+def test_same_seed_same_bits_other_seed_other_points():
+    strokes, dots = strokes_from_canvas(STARTERS["heart"])
+    a = points_from_strokes(strokes, dots, count=1000, jitter=0.02, seed=7)
+    b = points_from_strokes(strokes, dots, count=1000, jitter=0.02, seed=7)
+    c = points_from_strokes(strokes, dots, count=1000, jitter=0.02, seed=8)
+    assert a.tobytes() == b.tobytes()
+    assert not np.allclose(a, c)
+
+
+@pytest.mark.parametrize("count", [2, 3, 999, 1000, 5000])
+def test_count_is_the_number_of_points(count):
+    assert points_from_canvas(STARTERS["smiley"], count=count, jitter=0.01, seed=0).shape == (count, 2)
+
+
+def test_dots_become_equal_blobs_at_their_centres():
+    points = points_from_strokes([], [[-0.5, 0.5], [0.5, -0.5]], count=400, jitter=0.02, seed=0)
+    first = np.linalg.norm(points - [-0.5, 0.5], axis=1) <= JITTER_CLIP * 0.02 * np.sqrt(2)
+    second = np.linalg.norm(points - [0.5, -0.5], axis=1) <= JITTER_CLIP * 0.02 * np.sqrt(2)
+    assert first.sum() == 200 and second.sum() == 200
+    np.testing.assert_allclose(points[first].mean(0), [-0.5, 0.5], atol=0.005)
+
+
+def test_a_dot_weighs_as_much_as_a_stroke_of_dot_length():
+    stroke = np.array([[-1.0, 0.8], [-1.0 + 3 * DOT_LENGTH, 0.8]])  # three dots' worth
+    points = points_from_strokes([stroke], [[0.0, -0.5]], count=400, jitter=0.0, seed=0)
+    assert (points[:, 1] < 0).sum() == 100
+
+
+def test_a_stroke_shorter_than_the_resolution_is_a_dot_at_its_mean():
+    tiny = np.array([[0.0, 0.0], [0.004, 0.0]])
+    points = points_from_strokes([tiny], [[0.5, 0.0]], count=100, jitter=0.0, seed=0, resolution=0.01)
+    assert sorted({tuple(np.round(p, 9)) for p in points}) == [(0.002, 0.0), (0.5, 0.0)]
+    longer = points_from_strokes([tiny], [[0.5, 0.0]], count=100, jitter=0.0, seed=0, resolution=0.001)
+    assert len({tuple(p) for p in longer}) > 2  # above the resolution it is a stroke
+
+
+def test_nothing_given_is_an_empty_drawing():
+    for strokes, dots in (([], ()), ([], np.zeros((0, 2)))):
+        with pytest.raises(EmptyDrawingError, match="the drawing is empty: draw a stroke or a few points"):
+            points_from_strokes(strokes, dots, count=100, jitter=0.01, seed=0)
+
+
+@pytest.mark.parametrize(
+    "strokes, dots, what",
+    [
+        ([], [[0.3, 0.3]], "the drawing is a single point"),
+        ([np.array([[0.3, 0.3], [0.3, 0.3]])], (), r"the stroke has zero length \(a click without moving\)"),
+        ([], [[0.3, 0.3], [0.302, 0.3]], "everything drawn is at one spot"),
+        ([np.array([[0.3, 0.3], [0.3, 0.3]])], [[0.3, 0.3]], "everything drawn is at one spot"),
+    ],
+    ids=["one-dot", "zero-length-stroke", "two-dots-at-one-spot", "stroke-and-dot-at-one-spot"],
+)
+def test_a_drawing_without_spread_is_refused_saying_why(strokes, dots, what):
+    with pytest.raises(DrawingError, match=f"{what}, so the data would have no spread; draw a longer stroke"):
+        points_from_strokes(strokes, dots, count=100, jitter=0.01, seed=0)
+
+
+@pytest.mark.parametrize("count", [0, 1, MAX_POINTS + 1, 2.5, True])
+def test_count_outside_the_range_is_refused(count):
+    with pytest.raises(DrawingError, match=f"the number of points must be a whole number from 2 to {MAX_POINTS:,}"):
+        points_from_strokes([LINE], count=count, jitter=0.01, seed=0)
+
+
+@pytest.mark.parametrize("jitter", [-0.1, float("nan"), float("inf")])
+def test_bad_jitter_is_refused(jitter):
+    with pytest.raises(DrawingError, match="the jitter must be a finite number >= 0"):
+        points_from_strokes([LINE], count=10, jitter=jitter, seed=0)
+
+
+@pytest.mark.parametrize("resolution", [0, -0.01, float("nan")])
+def test_bad_resolution_is_refused(resolution):
+    with pytest.raises(DrawingError, match="the resolution must be a finite number > 0"):
+        points_from_strokes([LINE], count=10, jitter=0.0, seed=0, resolution=resolution)
+
+
+@pytest.mark.parametrize(
+    "strokes, dots, what",
+    [
+        ([np.array([0.0, 1.0])], (), "a stroke"),
+        ([np.zeros((0, 2))], (), "a stroke"),
+        ([np.array([[0.0, 0.0], [np.nan, 1.0]])], (), "a stroke"),
+        ([LINE], [[0.0, 0.0, 0.0]], "the dots"),
+    ],
+    ids=["flat", "no-vertices", "nan", "three-columns"],
+)
+def test_arrays_that_are_not_n_by_2_finite_are_refused(strokes, dots, what):
+    with pytest.raises(DrawingError, match=f"{what} must be an \\(n, 2\\) array of finite numbers"):
+        points_from_strokes(strokes, dots, count=10, jitter=0.0, seed=0)
+
+
+def test_csv_round_trip_through_load_points_gives_the_same_data():
+    points = points_from_canvas(STARTERS["letter A"], count=777, jitter=0.02, seed=1)
+    text = to_csv(points)
+    assert text.splitlines()[0] == "x,y" and len(text.splitlines()) == 778
+    np.testing.assert_array_equal(load_points(text, standardize=False).points.array, points.astype(np.float32))
+    loaded = load_points(text.encode())
+    drawn = points_in_user_units(points)
+    assert loaded.points == drawn  # same digest, offset and scale: the same cached run
+    np.testing.assert_allclose(loaded.points.to_user(loaded.points.array), points, atol=1e-6)
+
+
+# --- the page's canvas: fabric.js JSON (ui/canvas.py) --------------------------------------------------
 
 
 def _path(*commands, origin="center", left=None, top=None, stroke_width=3) -> dict:
@@ -50,13 +190,16 @@ def _drawing(*objects) -> dict:
 STRAIGHT = _drawing(_path(("M", 50, 50), ("L", 150, 50)))
 
 
-def test_points_on_a_straight_stroke_are_evenly_spaced_at_length_over_count():
+def test_canvas_pixels_become_drawing_units_with_y_up():
+    strokes, dots = strokes_from_canvas(_drawing(_path(("M", 50, 50), ("L", 150, 50)), _dot(150, 150)), SIZE)
+    assert len(strokes) == 1
+    np.testing.assert_allclose(strokes[0], [[-0.5, 0.5], [0.5, 0.5]], atol=1e-12)  # canvas y = 50: above the centre
+    np.testing.assert_allclose(dots, [[0.5, -0.5]], atol=1e-12)
+
+
+def test_a_straight_stroke_on_the_canvas_gives_evenly_spaced_points():
     points = points_from_canvas(STRAIGHT, count=50, jitter=0.0, seed=0, size=SIZE)
-    assert points.shape == (50, 2)
-    np.testing.assert_allclose(points[:, 1], 0.5, atol=1e-12)  # canvas y = 50 is above the centre: y up
-    gaps = np.diff(points[:, 0])
-    np.testing.assert_allclose(gaps, 1.0 / 50, rtol=1e-9)
-    np.testing.assert_allclose([points[0, 0], points[-1, 0]], [-0.5 + 0.01, 0.5 - 0.01], atol=1e-12)
+    np.testing.assert_allclose(points, points_from_strokes([LINE], count=50, jitter=0.0, seed=0), atol=1e-12)
 
 
 def test_a_curved_stroke_is_sampled_by_arc_length():
@@ -65,13 +208,6 @@ def test_a_curved_stroke_is_sampled_by_arc_length():
     points = points_from_canvas(drawing, count=200, jitter=0.0, seed=0, size=SIZE)
     chords = np.linalg.norm(np.diff(points, axis=0), axis=1)
     assert chords.std() / chords.mean() < 1e-3, (chords.min(), chords.max())
-
-
-def test_each_stroke_gets_points_in_proportion_to_its_length():
-    long = _path(("M", 0, 20), ("L", 150, 20))  # 1.5 units
-    short = _path(("M", 0, 180), ("L", 50, 180))  # 0.5 units
-    points = points_from_canvas(_drawing(long, short), count=400, jitter=0.0, seed=0, size=SIZE)
-    assert (points[:, 1] > 0).sum() == 300 and (points[:, 1] < 0).sum() == 100
 
 
 def test_a_moved_stroke_is_placed_where_it_was_moved():
@@ -83,43 +219,11 @@ def test_a_moved_stroke_is_placed_where_it_was_moved():
     np.testing.assert_allclose([points[:, 0].min(), points[:, 0].max()], [-0.2 + 0.05, 0.8 - 0.05], atol=1e-9)
 
 
-@pytest.mark.parametrize("jitter", [0.01, 0.05])
-def test_jitter_keeps_every_point_within_three_jitters_of_the_stroke(jitter):
-    clean = points_from_canvas(STRAIGHT, count=5000, jitter=0.0, seed=3, size=SIZE)
-    noisy = points_from_canvas(STRAIGHT, count=5000, jitter=jitter, seed=3, size=SIZE)
-    offset = noisy - clean
-    assert np.abs(offset).max() <= JITTER_CLIP * jitter + 1e-12
-    assert np.abs(offset[:, 1] / jitter).max() > 2.5  # the clip is reached, not a tiny noise
-    # Gaussian clipped at 3 std: the std shrinks by under 1.5 %; 5000 draws give ~1 % error per axis
-    np.testing.assert_allclose(offset.std(axis=0), jitter, rtol=0.05)
-
-
-def test_same_seed_same_bits_other_seed_other_points():
-    a = points_from_canvas(STARTERS["heart"], count=1000, jitter=0.02, seed=7)
-    b = points_from_canvas(STARTERS["heart"], count=1000, jitter=0.02, seed=7)
-    c = points_from_canvas(STARTERS["heart"], count=1000, jitter=0.02, seed=8)
-    assert a.tobytes() == b.tobytes()
-    assert not np.allclose(a, c)
-
-
-@pytest.mark.parametrize("count", [2, 3, 999, 1000, 5000])
-def test_count_is_the_number_of_points(count):
-    assert points_from_canvas(STARTERS["smiley"], count=count, jitter=0.01, seed=0).shape == (count, 2)
-
-
-def test_point_mode_dots_become_equal_blobs_at_their_centres():
-    drawing = _drawing(_dot(50, 50), _dot(150, 150))  # (-0.5, 0.5) and (0.5, -0.5)
-    points = points_from_canvas(drawing, count=400, jitter=0.02, seed=0, size=SIZE)
+def test_point_mode_dots_become_blobs_at_their_centres():
+    points = points_from_canvas(_drawing(_dot(50, 50), _dot(150, 150)), count=400, jitter=0.02, seed=0, size=SIZE)
     first = np.linalg.norm(points - [-0.5, 0.5], axis=1) <= JITTER_CLIP * 0.02 * np.sqrt(2)
-    second = np.linalg.norm(points - [0.5, -0.5], axis=1) <= JITTER_CLIP * 0.02 * np.sqrt(2)
-    assert first.sum() == 200 and second.sum() == 200
+    assert first.sum() == 200
     np.testing.assert_allclose(points[first].mean(0), [-0.5, 0.5], atol=0.005)
-
-
-def test_a_dot_weighs_as_much_as_a_stroke_of_dot_length():
-    stroke = _path(("M", 0, 20), ("L", 100 * DOT_LENGTH * 3, 20))  # three dots' worth
-    points = points_from_canvas(_drawing(stroke, _dot(100, 150)), count=400, jitter=0.0, seed=0, size=SIZE)
-    assert (points[:, 1] < 0).sum() == 100
 
 
 def test_a_click_in_stroke_mode_is_a_dot():
@@ -146,38 +250,17 @@ def test_starters_convert_and_fill_the_canvas(name):
     points_in_user_units(points)  # usable as data
 
 
-def test_empty_drawing_is_refused_with_what_to_do():
+def test_an_empty_canvas_is_refused_with_what_to_do_there():
     for empty in (None, {}, {"objects": []}, _drawing({"type": "Path", "path": []})):
-        with pytest.raises(EmptyDrawingError, match="the drawing is empty: draw a stroke or a few points"):
+        with pytest.raises(EmptyDrawingError, match="the drawing is empty: draw a stroke or a few points on the canvas, "
+                                                    "or load a starter"):
             points_from_canvas(empty, count=100, jitter=0.01, seed=0)
 
 
-def test_single_point_is_refused_as_having_no_spread():
-    with pytest.raises(DrawingError, match="the drawing is a single point, so the data would have no spread"):
-        points_from_canvas(_drawing(_dot(80, 80)), count=100, jitter=0.01, seed=0)
-
-
-def test_zero_length_stroke_is_refused_as_having_no_spread():
+def test_a_zero_length_stroke_on_the_canvas_is_refused_as_having_no_spread():
     with pytest.raises(DrawingError, match=r"the stroke has zero length \(a click without moving\), so the data "
                                            "would have no spread; draw a longer stroke"):
         points_from_canvas(_drawing(_path(("M", 80, 80), ("L", 80, 80))), count=100, jitter=0.01, seed=0)
-
-
-def test_everything_at_one_spot_is_refused():
-    with pytest.raises(DrawingError, match="everything drawn is at one spot"):
-        points_from_canvas(_drawing(_dot(80, 80), _dot(80.2, 80)), count=100, jitter=0.01, seed=0)
-
-
-@pytest.mark.parametrize("count", [0, 1, MAX_POINTS + 1, 2.5, True])
-def test_count_outside_the_range_is_refused(count):
-    with pytest.raises(DrawingError, match=f"the number of points must be a whole number from 2 to {MAX_POINTS:,}"):
-        points_from_canvas(STRAIGHT, count=count, jitter=0.01, seed=0, size=SIZE)
-
-
-@pytest.mark.parametrize("jitter", [-0.1, float("nan"), float("inf")])
-def test_bad_jitter_is_refused(jitter):
-    with pytest.raises(DrawingError, match="the jitter must be a finite number >= 0"):
-        points_from_canvas(STRAIGHT, count=10, jitter=jitter, seed=0, size=SIZE)
 
 
 def test_shapes_it_cannot_read_are_named():
@@ -186,12 +269,7 @@ def test_shapes_it_cannot_read_are_named():
         points_from_canvas(_drawing(rect, _dot(80, 80)), count=10, jitter=0.01, seed=0)
 
 
-def test_csv_round_trip_through_load_points_gives_the_same_data():
-    points = points_from_canvas(STARTERS["letter A"], count=777, jitter=0.02, seed=1)
-    text = to_csv(points)
-    assert text.splitlines()[0] == "x,y" and len(text.splitlines()) == 778
-    np.testing.assert_array_equal(load_points(text, standardize=False).points.array, points.astype(np.float32))
-    loaded = load_points(text.encode())
-    drawn = points_in_user_units(points)
-    assert loaded.points == drawn  # same digest, offset and scale: the same cached run
-    np.testing.assert_allclose(loaded.points.to_user(loaded.points.array), points, atol=1e-6)
+@pytest.mark.parametrize("size", [(0, 200), (200,), (-1, 5)])
+def test_a_bad_canvas_size_is_refused(size):
+    with pytest.raises(DrawingError, match="the canvas size must be two positive numbers"):
+        points_from_canvas(STRAIGHT, count=10, jitter=0.0, seed=0, size=size)

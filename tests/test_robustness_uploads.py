@@ -25,7 +25,7 @@ from streamlit.testing.v1 import AppTest
 
 from diffusion import checkpoints, reference
 from diffusion.config import MAX_DEPTH, MAX_HIDDEN, MAX_POINTS, MAX_TIMESTEPS, ExperimentConfig
-from diffusion.datasets import PointsError, parse_points_csv
+from diffusion.datasets import PointsError, load_points
 from diffusion.denoiser import Denoiser
 from tests.pages import FAST, fresh_caches, open_page, poll_until, status  # noqa: F401
 from ui import panels
@@ -34,6 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 MB = 1_000_000  # the smaller reading of Streamlit's "megabytes", so the bound holds either way
 
 pytestmark = pytest.mark.usefixtures("fresh_caches")
+
+
+def read_csv(data: bytes | str, *, standardize: bool = True) -> np.ndarray:
+    """The points ``load_points`` reads from a CSV file, as the model trains on them: (N, 2) float32."""
+    return load_points(data, standardize=standardize).points.array
 
 
 def csv_bytes(points: np.ndarray, header: str = "x,y") -> bytes:
@@ -89,34 +94,34 @@ BAD_POINTS = {
 def test_a_bad_point_file_gets_a_message_saying_what_is_wrong_and_allowed(case):
     data, expected = BAD_POINTS[case]
     with pytest.raises(PointsError) as error:
-        parse_points_csv(data)
+        read_csv(data)
     assert str(error.value) == expected
 
 
 def test_a_file_with_old_mac_cr_line_endings_is_read():
     data = b"x,y\r1,2\r3,4\r"
-    np.testing.assert_array_equal(parse_points_csv(data, standardize=False), [[1, 2], [3, 4]])
-    np.testing.assert_array_equal(parse_points_csv(data), [[-1, -1], [1, 1]])  # mean (2, 3), std 1
+    np.testing.assert_array_equal(read_csv(data, standardize=False), [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(read_csv(data), [[-1, -1], [1, 1]])  # mean (2, 3), std 1
 
 
 def test_the_largest_allowed_point_set_is_accepted_and_one_more_row_is_refused():
-    assert parse_points_csv(rows(MAX_POINTS)).shape == (MAX_POINTS, 2)
+    assert read_csv(rows(MAX_POINTS)).shape == (MAX_POINTS, 2)
     with pytest.raises(PointsError, match=f"{MAX_POINTS:,}"):
-        parse_points_csv(rows(MAX_POINTS + 1))
+        read_csv(rows(MAX_POINTS + 1))
 
 
 def test_a_million_rows_are_refused_at_the_row_past_the_limit_without_reading_the_rest():
     # the last line is not a number: a parser that read on would report it instead of the limit
     million = b"x,y\n" + b"0.5,-1.25\n" * 1_000_000 + b"not,numbers\n"
     with pytest.raises(PointsError) as error:
-        parse_points_csv(million)
+        read_csv(million)
     assert str(error.value) == TOO_MANY
 
 
 @pytest.mark.parametrize("scale", [1e-6, 1.0, 1e12, 1e14])
 def test_any_allowed_scale_is_standardised_to_mean_0_and_std_1(scale):
     raw = np.random.default_rng(1).normal(loc=3.0, size=(500, 2)) * scale
-    points = parse_points_csv(csv_bytes(raw))
+    points = read_csv(csv_bytes(raw))
     assert points.dtype == np.float32 and np.isfinite(points).all()
     np.testing.assert_allclose(points.mean(axis=0), 0.0, atol=1e-6)
     assert points.astype(np.float64).std() == pytest.approx(1.0, rel=1e-6)
@@ -125,14 +130,14 @@ def test_any_allowed_scale_is_standardised_to_mean_0_and_std_1(scale):
 
 
 def test_the_size_limit_of_1e15_is_inclusive_and_stated():
-    assert parse_points_csv(b"x,y\n1e15,-1e15\n0,0\n").shape == (2, 2)
+    assert read_csv(b"x,y\n1e15,-1e15\n0,0\n").shape == (2, 2)
     with pytest.raises(PointsError, match="beyond 1e15"):
-        parse_points_csv(b"x,y\n1.0000001e15,0\n0,0\n")
+        read_csv(b"x,y\n1.0000001e15,0\n0,0\n")
 
 
 def test_header_case_spacing_extra_columns_and_a_utf8_bom_are_accepted():
     data = "\ufeff label , Y ,X\nа,2,1\nb,4,3\n".encode()
-    np.testing.assert_allclose(parse_points_csv(data, standardize=False), [[1, 2], [3, 4]])
+    np.testing.assert_allclose(read_csv(data, standardize=False), [[1, 2], [3, 4]])
 
 
 CELL = hs.one_of(hs.floats(allow_nan=True, allow_infinity=True).map(repr), hs.integers().map(str),
@@ -147,7 +152,7 @@ CELL = hs.one_of(hs.floats(allow_nan=True, allow_infinity=True).map(repr), hs.in
 def test_any_csv_text_is_either_standardised_points_or_a_points_error(header, body, newline):
     text = newline.join([header, *body]) + newline
     try:
-        points = parse_points_csv(text.encode())
+        points = read_csv(text.encode())
     except PointsError:
         return
     assert points.dtype == np.float32 and points.shape[1] == 2 and 2 <= len(points) <= MAX_POINTS
@@ -165,7 +170,7 @@ def test_max_upload_size_is_set_and_the_largest_allowed_csv_fits_under_it():
     widest = np.full((MAX_POINTS, 2), -1.2345678901234567e-100)
     data = csv_bytes(widest)
     assert len(data) < limit, f"{len(data):,} bytes for {MAX_POINTS:,} points, limit {limit:,}"
-    assert parse_points_csv(data, standardize=False).shape == (MAX_POINTS, 2)
+    assert read_csv(data, standardize=False).shape == (MAX_POINTS, 2)
 
 
 def largest_model_file() -> bytes:

@@ -1,9 +1,10 @@
 """The Data section's drawing: a canvas whose strokes become the point set to train on.
 
 The canvas is ``streamlit-drawable-canvas`` (fabric.js; its own toolbar, shown on hover, has
-undo, redo and a bin that resets to the loaded starter). Conversion is the core's
-(``diffusion/drawing.py``); this module only draws. It runs as a fragment, so a stroke reruns this
-section, not the whole page; 'Train on this' then reruns the page once.
+undo, redo and a bin that resets to the loaded starter). Reading its JSON is ``ui/canvas.py``'s,
+turning strokes into points the core's (``diffusion/drawing.py``); this module only draws. It runs
+as a fragment, so a stroke reruns this section, not the whole page; 'Train on this' then reruns
+the page once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from streamlit_drawable_canvas import st_canvas
 
 from diffusion.config import DataConfig
 from diffusion.datasets import points_in_user_units
-from diffusion.drawing import CANVAS_SIZE, STARTERS, DrawingError, EmptyDrawingError, points_from_canvas, to_csv
+from diffusion.drawing import DrawingError, EmptyDrawingError, to_csv
+from ui.canvas import CANVAS_SIZE, STARTERS, points_from_canvas
 
 TOOLS = {"freedraw": "Strokes", "point": "Points"}
 COUNT_RANGE = (100, 5000, 1000, 100)  # low, high, default, step of the point-count slider
