@@ -6,9 +6,9 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from runtime.worker import CHUNK_STEPS
 from tests import pages
 from tests.pages import fresh_caches, poll_until, status, wait_finished  # noqa: F401  (fresh_caches: the fixture)
-from runtime.worker import CHUNK_STEPS
 from ui import panels
 from ui.controls import SETTINGS, preset_values
 
