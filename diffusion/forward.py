@@ -14,12 +14,9 @@ from .schedules import NoiseSchedule
 
 
 def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Draw x_t ~ q(x_t | x_0) given the noise: sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps.
-    x0, noise (B, D); t (B,) long."""
-    return (
-        schedule.sqrt_alphas_cumprod[t][:, None] * x0
-        + schedule.sqrt_one_minus_alphas_cumprod[t][:, None] * noise
-    )
+    """Draw x_t ~ q(x_t | x_0) given the noise: sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, the
+    schedule's path (``NoiseSchedule.x_t``, what training draws). x0, noise (B, D); t (B,) long."""
+    return schedule.x_t(x0, t, noise)
 
 
 def q_posterior(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, float]:

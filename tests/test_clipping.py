@@ -26,16 +26,14 @@ import torch
 from diffusion.config import DenoiserConfig, SamplerConfig, reference
 from diffusion.denoiser import Denoiser
 from diffusion.samplers import (
-    ddim_step,
-    ddpm_step,
     iter_sample,
     sample,
     sample_model,
     sampling_seed,
-    timesteps,
     training_salt,
     weights_salt,
 )
+from diffusion.schedules import ddim_step, ddpm_step, timesteps
 from tests.conftest import REPO_ROOT
 from ui import command as cli
 

@@ -23,14 +23,16 @@ from diffusion.config import (
 )
 from diffusion.datasets import GaussianMixture, make_dataset
 from diffusion.denoiser import Denoiser, features_at
-from diffusion.flow import ode_times, ot_pairing, path_sample, sample_flow, velocity_target
+from diffusion.flow import FlowPath, ode_times, ot_pairing, path_sample, velocity_target
 from diffusion.ideal import empirical_posterior_mean, ideal_denoiser
 from diffusion.monitoring import loss_floor_by_bin
+from diffusion.samplers import sample
 from diffusion.schedules import NoiseSchedule
 from diffusion.training import Trainer
 from ui.controls import read_link
 
 FLOW = ScheduleConfig(objective="flow", num_timesteps=100)
+FLOW_1000 = FlowPath.from_config(ScheduleConfig(objective="flow", num_timesteps=1000))
 
 
 def flow_config(**train) -> ExperimentConfig:
@@ -136,7 +138,7 @@ def test_euler_and_heun_are_exact_on_straight_paths_and_count_their_calls(kind, 
         return point_mass_velocity(x, t)
 
     config = SamplerConfig(kind=kind, sample_steps=steps, num_samples=64, num_frames=200)
-    trajectory = sample_flow(counted, config, gen(0), num_timesteps=1000)
+    trajectory = sample(counted, FLOW_1000, config, gen(0))
     x1 = torch.randn(64, 2, generator=gen(0))  # the sampler's first draw
     assert np.allclose(trajectory.samples, MU.expand(64, 2).numpy(), atol=1e-5)
     assert len(calls) == model_calls(kind, steps) == (2 * steps - 1 if kind == "heun" else steps)
@@ -153,7 +155,7 @@ def test_heun_beats_euler_on_a_curved_field_by_its_order():
     for kind in ("euler", "heun"):
         for steps in (10, 20):
             config = SamplerConfig(kind=kind, sample_steps=steps, num_samples=8, num_frames=2)
-            samples = sample_flow(lambda x, t: x, config, gen(0)).samples  # dx/dt = x, solved backwards
+            samples = sample(lambda x, t: x, FLOW_1000, config, gen(0)).samples  # dx/dt = x, solved backwards
             x1 = torch.randn(8, 2, generator=gen(0)).numpy()
             errors[kind, steps] = float(np.abs(samples - x1 * math.exp(-1)).max())
     assert 1.8 < errors["euler", 10] / errors["euler", 20] < 2.2
