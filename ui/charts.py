@@ -554,17 +554,16 @@ def sampler_family(sampler: str, eta: float | None) -> str:
 def budget_figure(rows: list, current: tuple[str, int] | None, baseline: list | None = None) -> go.Figure:
     """Energy distance over floor against the number of model calls (log x), a line per sampler
     family; the current sampler setting is ringed. ``baseline``: a pinned run's rows, dotted, on
-    the same axis (a DDPM run beside a flow matching one)."""
+    the same axis (a DDPM run beside a flow matching one). Families in the order of their rows; one
+    without a colour in ``FAMILY_COLORS`` takes plotly's next."""
     fig = go.Figure()
     for these, suffix, dash in ((rows, "", "solid"), (baseline or [], " · baseline", "dot")):
-        for family in FAMILY_COLORS:
+        for family in dict.fromkeys(sampler_family(r.sampler, r.eta) for r in these):
             mine = [r for r in these if sampler_family(r.sampler, r.eta) == family]
-            if not mine:
-                continue
             name = family + suffix
             fig.add_trace(go.Scatter(
                 x=[r.model_calls for r in mine], y=[r.ratio for r in mine], mode="lines+markers", name=name,
-                line=dict(color=FAMILY_COLORS[family], width=2, dash=dash), marker=dict(size=7),
+                line=dict(color=FAMILY_COLORS.get(family), width=2, dash=dash), marker=dict(size=7),
                 opacity=1.0 if not suffix else 0.6, customdata=[[r.steps, r.seconds] for r in mine],
                 hovertemplate=name + ": %{customdata[0]} steps, %{x} model calls, %{customdata[1]:.2f} s, "
                                      "%{y:.2f} × floor<extra></extra>"))
