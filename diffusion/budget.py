@@ -110,7 +110,8 @@ def budget_steps(num_timesteps: int, steps: Iterable[int] | None, defaults: tupl
 
 def budget_plan(
     num_timesteps: int,
-    steps: Iterable[int] | None,
+    steps: Iterable[int] | None = None,
+    *,
     families: Iterable[tuple[SamplerKind, float | None]],
 ) -> list[tuple[SamplerKind, float | None, int]]:
     """(sampler, eta, steps) of every row, in the order ``iter_budget`` computes them: family by
@@ -164,7 +165,7 @@ def iter_budget(
     families = schedule.budget_families if families is None else tuple(families)
     if not {kind for kind, _ in families} <= set(schedule.sampler_kinds):
         raise ValueError(f"the samplers {[k for k, _ in families]} do not fit the {schedule.objective} objective")
-    plan = budget_plan(schedule.num_timesteps, steps, families)
+    plan = budget_plan(schedule.num_timesteps, steps, families=families)
     score = energy_scorer(dataset, num_samples)
     if hasattr(model, "at_fixed_times"):
         with torch.inference_mode():
@@ -209,7 +210,7 @@ def budget_rows(
     """Every row of the budget; ``on_progress(done, total)`` after each."""
     families = schedule.budget_families if families is None else tuple(families)
     steps = None if steps is None else tuple(steps)
-    total = len(budget_plan(schedule.num_timesteps, steps, families))
+    total = len(budget_plan(schedule.num_timesteps, steps, families=families))
     rows = []
     for row in iter_budget(model, schedule, dataset, num_samples=num_samples, seed=seed, steps=steps,
                            families=families, variance=variance, clip_x0=clip_x0, device=device):

@@ -84,11 +84,11 @@ def test_bad_steps_are_refused_in_words(steps):
 ])
 def test_bad_families_are_refused_in_words(families, match):
     with pytest.raises(ValueError, match=match):
-        budget_plan(100, None, families)
+        budget_plan(100, families=families)
 
 
 def test_the_plan_goes_family_by_family_fewest_steps_first():
-    plan = budget_plan(20, [20, 5, 10], DDPM_FAMILIES)
+    plan = budget_plan(20, [20, 5, 10], families=DDPM_FAMILIES)
     assert plan == [("ddpm", None, 5), ("ddpm", None, 10), ("ddpm", None, 20), ("ddim", 0.0, 5), ("ddim", 0.0, 10),
                     ("ddim", 0.0, 20), ("ddim", 1.0, 5), ("ddim", 1.0, 10), ("ddim", 1.0, 20)]
 
@@ -145,7 +145,7 @@ def rows(short, short_eps):
 
 
 def test_each_row_is_a_direct_sampler_call_scored_as_the_panel_does(short, short_eps, rows):
-    assert [(r.sampler, r.eta, r.steps) for r in rows] == budget_plan(T, [5, 20, T], DDPM_FAMILIES)
+    assert [(r.sampler, r.eta, r.steps) for r in rows] == budget_plan(T, [5, 20, T], families=DDPM_FAMILIES)
     for r in rows:
         config = SamplerConfig(kind=r.sampler, eta=r.eta or 0.0, sample_steps=r.steps, num_samples=200, num_frames=2,
                                seed=5)
@@ -199,7 +199,7 @@ def test_a_row_as_a_dict_has_the_csv_columns(rows):
 # The command
 
 SMALL = ["--timesteps", "100", "--epochs", "50", "--samples", "100", "--frames", "2", "--device", "cpu"]
-PLAN = budget_plan(100, None, DDPM_FAMILIES)  # 5, 10, 20, 50, 100 for each of the three families
+PLAN = budget_plan(100, families=DDPM_FAMILIES)  # 5, 10, 20, 50, 100 for each of the three families
 
 
 def _run(argv: list[str]) -> str:
