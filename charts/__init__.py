@@ -3,6 +3,7 @@ write the same figures to a standalone HTML file."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,8 +11,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from diffusion.config import ExperimentConfig
+from diffusion.objectives import objective_of, path_class
+from diffusion.paths import ObjectivePath
 from diffusion.samplers import Trajectory
-from diffusion.schedules import NoiseSchedule
 
 DATA_COLOR = "#1f77b4"
 SAMPLE_COLOR = "#ff7f0e"
@@ -23,35 +25,37 @@ PLAY_MS = 40  # default frame duration of the animations: 25 frames a second
 
 @dataclass(frozen=True)
 class TimeAxis:
-    """How the views write time: DDPM's steps t = 0..T, or flow matching's t in [0, 1].
+    """How the views write a path's time (its ``continuous_time``): steps t = 0..T (DDPM), or a
+    continuous t in [0, 1] (flow matching).
 
     Two kinds of time come in: a frame time k (an animation's frames: T for x_T ... 0 for the data;
-    a flow trajectory's are t T, floats) and a level index k = 0..T-1 (the field's and the loss's
-    noise levels; flow matching's level k is t = (k + 1) / T)."""
+    on a continuous path t T, floats) and a level index k = 0..T-1 (the field's and the loss's
+    noise levels; on a continuous path level k stands for the t in [k / T, (k + 1) / T) and sits at
+    its end, t = (k + 1) / T, the path's ``grid_times``)."""
 
     num_timesteps: int
-    flow: bool = False
+    continuous: bool = False
 
     @classmethod
     def of(cls, schedule) -> TimeAxis:
-        """From a ``ScheduleConfig`` or a ``NoiseSchedule``."""
+        """From a ``ScheduleConfig`` or a path."""
         config = getattr(schedule, "config", schedule)
-        return cls(config.num_timesteps, config.objective == "flow")
+        return cls(config.num_timesteps, path_class(config.objective).continuous_time)
 
     def frame(self, k: float) -> float:
-        return float(k) / self.num_timesteps if self.flow else float(k)
+        return float(k) / self.num_timesteps if self.continuous else float(k)
 
     def level(self, k) -> np.ndarray:
         k = np.asarray(k, dtype=np.float64)
-        return (k + 1) / self.num_timesteps if self.flow else k
+        return (k + 1) / self.num_timesteps if self.continuous else k
 
     def label(self, value: float) -> str:
         """A frame's name (unique for up to 1,000 frames)."""
-        return f"t = {value:.3f}" if self.flow else f"t = {int(round(value))}"
+        return f"t = {value:.3f}" if self.continuous else f"t = {int(round(value))}"
 
     @property
     def title(self) -> str:
-        return "time t (0 = data, 1 = noise)" if self.flow else "noise level t (0 = data, T-1 = noise)"
+        return "time t (0 = data, 1 = noise)" if self.continuous else "noise level t (0 = data, T-1 = noise)"
 
 
 class FrozenFigure(go.Figure):
@@ -94,47 +98,34 @@ def axis_range(*point_sets: np.ndarray, pad: float = 0.1) -> tuple[list[float], 
 # --- schedule ------------------------------------------------------------------------------------
 
 
-def flow_path_figure(schedule: NoiseSchedule, ddpm: NoiseSchedule | None = None) -> go.Figure:
-    """Flow matching's path x_t = a x_0 + s eps: a = 1 - t and s = t against t in [0, 1], and its
-    log SNR = 2 log(a / s); DDPM's (a = sqrt(abar), s = sqrt(1 - abar) at t = k / T) dashed beside
-    it when ``ddpm`` is given."""
-    t = np.linspace(0.0, 1.0, 201)
-    inner = t[1:-1]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("weights of x₀ and ε in x_t", "log SNR(t) = 2 log(a/s)"),
-                        horizontal_spacing=0.1)
-    fig.add_trace(go.Scatter(x=t, y=1 - t, mode="lines", name="a = 1 − t (flow)", line=dict(color=DATA_COLOR)), 1, 1)
-    fig.add_trace(go.Scatter(x=t, y=t, mode="lines", name="s = t (flow)", line=dict(color=SAMPLE_COLOR)), 1, 1)
-    fig.add_trace(go.Scatter(x=inner, y=2 * np.log((1 - inner) / inner), mode="lines", name="flow",
-                             line=dict(color=DATA_COLOR)), 1, 2)
-    if ddpm is not None:
-        tk = (np.arange(ddpm.num_timesteps) + 1) / ddpm.num_timesteps
-        dashed = dict(dash="dash", width=1.2)
-        fig.add_trace(go.Scatter(x=tk, y=ddpm.float64["signal"], mode="lines", name="√ᾱ (DDPM)",
-                                 line=dict(color=DATA_COLOR, **dashed)), 1, 1)
-        fig.add_trace(go.Scatter(x=tk, y=ddpm.float64["sigma"], mode="lines", name="√(1−ᾱ) (DDPM)",
-                                 line=dict(color=SAMPLE_COLOR, **dashed)), 1, 1)
-        fig.add_trace(go.Scatter(x=tk, y=ddpm.log_snr, mode="lines", name="DDPM", line=dict(color=BASELINE_COLOR, **dashed)), 1, 2)
-    fig.update_xaxes(title_text="t")
-    fig.update_yaxes(range=[0, 1.02], row=1, col=1)
-    fig.update_layout(height=260, showlegend=True, margin=dict(l=10, r=10, t=30, b=10),
-                      legend=dict(orientation="h", y=-0.3, x=0, font=dict(size=10)))
-    return fig
+ROLE_COLORS = {"signal": DATA_COLOR, "noise": SAMPLE_COLOR, "reference": BASELINE_COLOR}
 
 
-def schedule_figure(schedule: NoiseSchedule) -> go.Figure:
-    """beta_t, alpha-bar_t and log-SNR(t) against t (flow matching: its path, ``flow_path_figure``)."""
-    if schedule.is_flow:
-        return flow_path_figure(schedule)
-    t = np.arange(1, schedule.num_timesteps + 1)
-    table = schedule.float64
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("β_t", "ᾱ_t (signal kept)", "log SNR(t)"),
-                        horizontal_spacing=0.08)
-    fig.add_trace(go.Scatter(x=t, y=table["betas"], mode="lines", name="β_t"), 1, 1)
-    fig.add_trace(go.Scatter(x=t, y=table["alphas_cumprod"], mode="lines", name="ᾱ_t"), 1, 2)
-    fig.add_trace(go.Scatter(x=t, y=schedule.log_snr, mode="lines", name="log SNR"), 1, 3)
-    fig.update_xaxes(title_text="t")
-    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
-    fig.update_layout(height=260, showlegend=False, margin=dict(l=10, r=10, t=30, b=10))
+def schedule_figure(schedule: ObjectivePath, reference: ObjectivePath | None = None) -> go.Figure:
+    """The path's chart (``ObjectivePath.chart``): its plots side by side; ``reference``, another
+    path, dashed on the plots that show the same quantity against t in [0, 1] (flow matching's
+    weights and log SNR beside DDPM's)."""
+    chart = schedule.chart()
+    plots = chart.plots
+    if reference is not None:
+        beside = reference.path_curves()
+        plots = tuple(plot if plot.shows is None else
+                      dataclasses.replace(plot, curves=plot.curves + beside.curves(plot.shows, beside=True))
+                      for plot in plots)
+    fig = make_subplots(rows=1, cols=len(plots), subplot_titles=[plot.title for plot in plots],
+                        horizontal_spacing=0.08 if len(plots) > 2 else 0.1)
+    for col, plot in enumerate(plots, start=1):
+        for curve in plot.curves:
+            line = {"color": ROLE_COLORS[curve.role]} if curve.role else {}
+            if curve.dashed:
+                line |= {"dash": "dash", "width": 1.2}
+            fig.add_trace(go.Scatter(x=curve.x, y=curve.y, mode="lines", name=curve.name, line=line or None), 1, col)
+        if plot.unit_range:
+            fig.update_yaxes(range=[0, 1.02], row=1, col=col)
+    legend = any(len(plot.curves) > 1 for plot in plots)
+    fig.update_xaxes(title_text=chart.x_title)
+    fig.update_layout(height=260, showlegend=legend, margin=dict(l=10, r=10, t=30, b=10),
+                      **({"legend": dict(orientation="h", y=-0.3, x=0, font=dict(size=10))} if legend else {}))
     return fig
 
 
@@ -497,9 +488,9 @@ def loss_by_t_figure(t_start: np.ndarray, t_end: np.ndarray, recent: np.ndarray,
                      window: int, axis: TimeAxis | None = None) -> go.Figure:
     """The training loss binned by noise level t (a mean over recent steps) and, where known, the
     irreducible loss of each bin: the gap is what the network still gets wrong there. Bins are of
-    level indices (t_end exclusive); flow matching's are drawn as the t in [0, 1] they cover."""
+    level indices (t_end exclusive); on a continuous time axis they are drawn as the t in [0, 1] they cover."""
     axis = axis or TimeAxis(1000)
-    if axis.flow:  # level k covers t in [k / T, (k + 1) / T)
+    if axis.continuous:  # level k covers t in [k / T, (k + 1) / T)
         low, high = t_start / axis.num_timesteps, t_end / axis.num_timesteps
         centres, width, shown, hover = (low + high) / 2, high - low, np.stack([low, high], 1), "t %{customdata[0]:.2f}-%{customdata[1]:.2f}"
     else:
@@ -546,25 +537,23 @@ FAMILY_COLORS = {"DDPM": SAMPLE_COLOR, "DDIM η=0": DATA_COLOR, "DDIM η=1": X0_
 
 
 def sampler_family(sampler: str, eta: float | None) -> str:
-    if sampler in ("euler", "heun"):
-        return f"{sampler.capitalize()} (flow)"
-    return "DDPM" if sampler == "ddpm" else f"DDIM η={eta:g}"
+    """A budget family's name (its path's ``family_label``), e.g. "DDIM η=0", "Heun (flow)"."""
+    return path_class(objective_of(sampler)).family_label(sampler, eta)
 
 
 def budget_figure(rows: list, current: tuple[str, int] | None, baseline: list | None = None) -> go.Figure:
     """Energy distance over floor against the number of model calls (log x), a line per sampler
     family; the current sampler setting is ringed. ``baseline``: a pinned run's rows, dotted, on
-    the same axis (a DDPM run beside a flow matching one)."""
+    the same axis (a DDPM run beside a flow matching one). Families in the order of their rows; one
+    without a colour in ``FAMILY_COLORS`` takes plotly's next."""
     fig = go.Figure()
     for these, suffix, dash in ((rows, "", "solid"), (baseline or [], " · baseline", "dot")):
-        for family in FAMILY_COLORS:
+        for family in dict.fromkeys(sampler_family(r.sampler, r.eta) for r in these):
             mine = [r for r in these if sampler_family(r.sampler, r.eta) == family]
-            if not mine:
-                continue
             name = family + suffix
             fig.add_trace(go.Scatter(
                 x=[r.model_calls for r in mine], y=[r.ratio for r in mine], mode="lines+markers", name=name,
-                line=dict(color=FAMILY_COLORS[family], width=2, dash=dash), marker=dict(size=7),
+                line=dict(color=FAMILY_COLORS.get(family), width=2, dash=dash), marker=dict(size=7),
                 opacity=1.0 if not suffix else 0.6, customdata=[[r.steps, r.seconds] for r in mine],
                 hovertemplate=name + ": %{customdata[0]} steps, %{x} model calls, %{customdata[1]:.2f} s, "
                                      "%{y:.2f} × floor<extra></extra>"))

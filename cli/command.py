@@ -61,8 +61,9 @@ from diffusion.datasets import PointsError, load_points, make_dataset
 from diffusion.ideal import drift_curve, field_at, field_grid, ideal_denoiser
 from diffusion.metrics import evaluate
 from diffusion.monitoring import LOSS_BY_T_COLUMNS, PREVIEW_COLUMNS, loss_by_t_rows, loss_floor_by_bin, preview_rows
+from diffusion.objectives import path_of
+from diffusion.paths import ObjectivePath
 from diffusion.samplers import sample_model, training_salt
-from diffusion.schedules import NoiseSchedule
 from diffusion.training import Trainer, TrainingDiverged
 from runtime.watch import AtSteps, Watch
 
@@ -229,7 +230,7 @@ def _train(config: ExperimentConfig, device: torch.device, quiet: bool, watch: b
             print(f"Epoch {record.epoch}, Loss: {record.loss:.4f}", flush=True)
     if watcher is None:
         return trainer, Watched()
-    floor = loss_floor_by_bin(trainer.dataset, NoiseSchedule.from_config(config.schedule), watcher.loss_by_t.num_bins,
+    floor = loss_floor_by_bin(trainer.dataset, path_of(config.schedule), watcher.loss_by_t.num_bins,
                               coupling=config.train.coupling)
     return trainer, Watched(tuple(loss_by_t_rows(watcher.loss_by_t.snapshot(), floor)),
                             tuple(preview_rows(watcher.previews)))
@@ -270,7 +271,7 @@ FIELD_COLUMNS = ("t", "x", "y", "eps_x", "eps_y", "ideal_x", "ideal_y")
 DRIFT_COLUMNS = ("t", "energy_distance", "floor")
 
 
-def _write_field_and_drift(out: Path, config, model, schedule: NoiseSchedule, trajectory, dataset) -> None:
+def _write_field_and_drift(out: Path, config, model, schedule: ObjectivePath, trajectory, dataset) -> None:
     """field.csv: the learned eps_theta and the ideal eps* (``diffusion.ideal``: exact for a Gaussian
     or mixture, else of a fixed 20,000-point sample or of the user's points) on a 21 x 21 grid
     spanning the data (20,000 draws, seed 0) padded by its standard deviation, at t = 0, T/10, T/4,
@@ -290,16 +291,16 @@ def _write_field_and_drift(out: Path, config, model, schedule: NoiseSchedule, tr
             for (x, y), (ex, ey), (ix, iy) in zip(positions.tolist(), frame.learned.tolist(), frame.ideal.tolist(),
                                               strict=True):
                 writer.writerow([t, x, y, ex, ey, ix, iy])
-    ot = config.schedule.objective == "flow" and config.train.coupling == "ot"
+    coupled = schedule.batch_coupled(config.train.coupling)
     drift = drift_curve(trajectory, dataset, schedule, seed=config.sampler.seed + 1,
-                        ot_batch=config.train.batch_size if ot else None)
+                        ot_batch=config.train.batch_size if coupled else None)
     with open(out / "drift.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(DRIFT_COLUMNS)
         writer.writerows(zip(drift.times.tolist(), drift.energy_distance.tolist(), drift.floor.tolist(), strict=True))
 
 
-def _budget(args: argparse.Namespace, model, schedule: NoiseSchedule, config: ExperimentConfig, dataset,
+def _budget(args: argparse.Namespace, model, schedule: ObjectivePath, config: ExperimentConfig, dataset,
             device: torch.device) -> list[dict] | None:
     """With --budget, the budget's rows (``diffusion.budget``) for the sampler's sample count, seed,
     DDPM variance and clipping, with a progress bar on a terminal: written to DIR/budget.csv with
@@ -360,7 +361,7 @@ def run(argv: list[str] | None = None) -> int:
             raise UsageError(f"--load-checkpoint: {error}") from None
         config = loaded.replace(sampler=config.sampler)
         model = model.to(device)
-        schedule = NoiseSchedule.from_config(config.schedule).to(device)
+        schedule = path_of(config.schedule).to(device)
     else:
         try:
             trainer, watched = _train(config, device, quiet, watch=bool(args.out or args.json))

@@ -9,13 +9,14 @@ seconds sampling took (scoring excluded). A row whose samples are not finite sco
 
 DDPM with S < T is respaced DDPM (Nichol & Dhariwal 2021, sec. 4): the chain on the S evenly
 spaced times DDIM uses, with betas beta'_i = 1 - abar_{s_i} / abar_{s_{i-1}} derived from the
-alpha-bars at the kept times (``samplers.ddpm_step`` with ``t_prev``); at S = T it is plain DDPM.
+alpha-bars at the kept times (``schedules.ddpm_step`` with ``t_prev``); at S = T it is plain DDPM.
 Its variance is ``variance`` (sigma^2 = beta' or beta-tilde'). DDIM at eta 1 on the same times is
 respaced DDPM with the posterior variance (Song et al.), so the two DDPM variances differ from it
 only where beta' and beta-tilde' differ.
 
-Flow matching's budget has the ODE solvers instead (``FLOW_FAMILIES``): Euler (S calls) and Heun
-(2S - 1 calls), at S = 1, 2, 5, 10, ... so its rows share the axis of model calls with DDPM's.
+The families and their default step counts are the path's (``budget_families``,
+``budget_steps``): flow matching's are its ODE solvers, Euler (S calls) and Heun (2S - 1 calls),
+at S = 1, 2, 5, 10, ... so its rows share the axis of model calls with DDPM's.
 
 Every row samples with a generator seeded with ``seed``: all rows start from the same x_T (common
 random numbers), and a row is exactly ``samplers.sample`` with the row's config and that seed.
@@ -32,22 +33,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import SamplerConfig, SamplerKind, Variance
+from .config import SAMPLERS_OF, SamplerConfig, SamplerKind, Variance
 from .datasets import Dataset
 from .metrics import Comparison, energy_distance, mean_pairwise_distance
-from .samplers import EpsFn, sample
-from .schedules import NoiseSchedule
+from .objectives import objective_of, path_class
+from .paths import ModelFn, ObjectivePath
+from .samplers import sample
 
-DEFAULT_STEPS = (5, 10, 20, 50, 100, 200, 500)  # and T
-FLOW_STEPS = (1, 2, 5, 10, 20, 50, 100, 200, 500)  # and T
-DEFAULT_FAMILIES: tuple[tuple[SamplerKind, float | None], ...] = (("ddpm", None), ("ddim", 0.0), ("ddim", 1.0))
 _NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "euler": "Euler", "heun": "Heun"}
-FLOW_FAMILIES: tuple[tuple[SamplerKind, float | None], ...] = (("euler", None), ("heun", None))
 
 
-def families_of(schedule: NoiseSchedule) -> tuple[tuple[SamplerKind, float | None], ...]:
-    """The samplers a schedule's objective can run: DDPM and DDIM, or the flow ODE solvers."""
-    return FLOW_FAMILIES if schedule.is_flow else DEFAULT_FAMILIES
 BUDGET_COLUMNS = ("sampler", "eta", "steps", "model_calls", "seconds", "energy_distance", "floor")
 
 
@@ -97,11 +92,11 @@ def energy_scorer(
     return score
 
 
-def budget_steps(num_timesteps: int, steps: Iterable[int] | None = None, *, flow: bool = False) -> tuple[int, ...]:
-    """The step counts to try, ascending, without repeats or any above T (default: 5, 10, 20, 50,
-    100, 200, 500 and T; for flow matching also 1 and 2)."""
+def budget_steps(num_timesteps: int, steps: Iterable[int] | None, defaults: tuple[int, ...]) -> tuple[int, ...]:
+    """The step counts to try, ascending, without repeats or any above T (``steps``, or if None the
+    path's ``defaults`` and T: DDPM's 5, 10, 20, 50, 100, 200, 500 and T, flow matching's also 1 and 2)."""
     T = int(num_timesteps)
-    wanted = (*(FLOW_STEPS if flow else DEFAULT_STEPS), T) if steps is None else tuple(steps)
+    wanted = (*defaults, T) if steps is None else tuple(steps)
     for s in wanted:
         if isinstance(s, bool) or not isinstance(s, int) or s < 1:
             raise ValueError(f"steps must be whole numbers of at least 1; got {s!r}")
@@ -111,25 +106,28 @@ def budget_steps(num_timesteps: int, steps: Iterable[int] | None = None, *, flow
 def budget_plan(
     num_timesteps: int,
     steps: Iterable[int] | None = None,
-    families: Iterable[tuple[SamplerKind, float | None]] = DEFAULT_FAMILIES,
+    *,
+    families: Iterable[tuple[SamplerKind, float | None]],
 ) -> list[tuple[SamplerKind, float | None, int]]:
     """(sampler, eta, steps) of every row, in the order ``iter_budget`` computes them: family by
-    family, fewest steps first. The families are all DDPM's (ddpm, ddim) or all flow matching's
-    (euler, heun)."""
+    family, fewest steps first (by default each family's path's ``budget_steps`` and T). The
+    families are all of one objective's samplers (``config.SAMPLERS_OF``)."""
     plan = []
     families = tuple(families)
     kinds = {kind for kind, _ in families}
-    unknown = kinds - {"ddpm", "ddim", "euler", "heun"}
+    allowed = "; or ".join(f"{' or '.join(map(repr, ks))} ({o})" for o, ks in SAMPLERS_OF.items())
+    unknown = kinds - {k for ks in SAMPLERS_OF.values() for k in ks}
     if unknown:
-        raise ValueError(f"sampler must be 'ddpm' or 'ddim' (DDPM), or 'euler' or 'heun' (flow matching); got {sorted(unknown)[0]!r}")
-    if kinds - {"ddpm", "ddim"} and kinds - {"euler", "heun"}:
-        raise ValueError(f"samplers must be ddpm and ddim, or euler and heun (flow matching), not both; got {sorted(kinds)}")
+        raise ValueError(f"sampler must be {allowed}; got {sorted(unknown)[0]!r}")
+    if len({objective_of(kind) for kind in kinds}) > 1:
+        raise ValueError(f"samplers must all be of one objective ({allowed}), not several; got {sorted(kinds)}")
     for kind, eta in families:
-        if kind in ("ddpm", "euler", "heun") and eta is not None:
+        if kind != "ddim" and eta is not None:
             raise ValueError(f"{_NAMES[kind]} takes no eta (use None); got {eta!r}")
         if kind == "ddim" and (eta is None or not 0 <= eta <= 1):
             raise ValueError(f"DDIM's eta must be in [0, 1]; got {eta!r}")
-        plan += [(kind, eta, s) for s in budget_steps(num_timesteps, steps, flow=kind in ("euler", "heun"))]
+        defaults = path_class(objective_of(kind)).budget_steps
+        plan += [(kind, eta, s) for s in budget_steps(num_timesteps, steps, defaults)]
     return plan
 
 
@@ -144,8 +142,8 @@ def row_config(
 
 
 def iter_budget(
-    model: torch.nn.Module | EpsFn,
-    schedule: NoiseSchedule,
+    model: torch.nn.Module | ModelFn,
+    schedule: ObjectivePath,
     dataset: Dataset,
     *,
     num_samples: int = 1000,
@@ -157,25 +155,24 @@ def iter_budget(
     device: torch.device | str = "cpu",
 ) -> Iterator[BudgetRow]:
     """Yield the budget's rows as they complete, in ``budget_plan`` order. ``model`` is a trained
-    ``Denoiser`` or its function (x, t) -> eps (or velocity). ``families`` default to the schedule's
-    objective's (``families_of``)."""
-    families = families_of(schedule) if families is None else tuple(families)
-    if {kind for kind, _ in families} & {"euler", "heun"} and not schedule.is_flow or \
-            {kind for kind, _ in families} & {"ddpm", "ddim"} and schedule.is_flow:
-        raise ValueError(f"the samplers {[k for k, _ in families]} do not fit the {schedule.config.objective} objective")
-    plan = budget_plan(schedule.num_timesteps, steps, families)
+    ``Denoiser`` or its function (x, t) -> output (eps, or velocity). ``families`` default to the
+    path's (``budget_families``)."""
+    families = schedule.budget_families if families is None else tuple(families)
+    if not {kind for kind, _ in families} <= set(schedule.sampler_kinds):
+        raise ValueError(f"the samplers {[k for k, _ in families]} do not fit the {schedule.objective} objective")
+    plan = budget_plan(schedule.num_timesteps, steps, families=families)
     score = energy_scorer(dataset, num_samples)
     if hasattr(model, "at_fixed_times"):
         with torch.inference_mode():
-            eps_fn = model.at_fixed_times()
+            model_fn = model.at_fixed_times()
     else:
-        eps_fn = model
+        model_fn = model
     calls = 0
 
     def counted(x: torch.Tensor, t: int | float) -> torch.Tensor:
         nonlocal calls
         calls += 1
-        return eps_fn(x, t)
+        return model_fn(x, t)
 
     for kind, eta, s in plan:
         config = row_config(kind, eta, s, num_samples=num_samples, seed=seed, variance=variance, clip_x0=clip_x0)
@@ -192,8 +189,8 @@ def iter_budget(
 
 
 def budget_rows(
-    model: torch.nn.Module | EpsFn,
-    schedule: NoiseSchedule,
+    model: torch.nn.Module | ModelFn,
+    schedule: ObjectivePath,
     dataset: Dataset,
     *,
     num_samples: int = 1000,
@@ -206,9 +203,9 @@ def budget_rows(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[BudgetRow]:
     """Every row of the budget; ``on_progress(done, total)`` after each."""
-    families = families_of(schedule) if families is None else tuple(families)
+    families = schedule.budget_families if families is None else tuple(families)
     steps = None if steps is None else tuple(steps)
-    total = len(budget_plan(schedule.num_timesteps, steps, families))
+    total = len(budget_plan(schedule.num_timesteps, steps, families=families))
     rows = []
     for row in iter_budget(model, schedule, dataset, num_samples=num_samples, seed=seed, steps=steps,
                            families=families, variance=variance, clip_x0=clip_x0, device=device):

@@ -369,18 +369,14 @@ class ScheduleConfig:
     def __post_init__(self):
         _validate(self)
         _in_range(_field(ScheduleConfig, "beta_end"), self.beta_end, _getter(schedule=self))
-        if self.objective == "flow":
-            return
+        if not _field(ScheduleConfig, "kind").applies_in(_getter(schedule=self)):
+            return  # no beta schedule on this objective's path (the declaration of ``kind`` says where)
         log_abar_T = float(np.log1p(-self.betas()).sum())
         if log_abar_T < math.log(MIN_ALPHA_BAR):
             raise ValueError(
                 f"schedule.beta_end / num_timesteps leave no signal at all: alpha-bar_T = exp({log_abar_T:.0f}), "
                 f"below {MIN_ALPHA_BAR:g}, which the samplers cannot divide by. Use fewer steps or smaller betas."
             )
-
-    @property
-    def is_flow(self) -> bool:
-        return self.objective == "flow"
 
     def betas(self) -> np.ndarray:
         """beta_1..beta_T in float64, shape (T,) (DDPM's; flow matching has none)."""

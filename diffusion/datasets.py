@@ -2,7 +2,7 @@
 
 Every draw goes through an explicit ``torch.Generator``. Where the density is known in closed form
 (a Gaussian or a mixture of isotropic Gaussians) the dataset also knows the exact optimal noise
-prediction eps*(x_t, t) = E[eps | x_t] and the irreducible part of the DDPM loss.
+prediction eps*(x_t, t) = E[eps | x_t] on any path x_t = a x_0 + s eps, and the irreducible part of the loss.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .config import MAX_POINTS, DataConfig, PointSet
-from .schedules import NoiseSchedule
+from .paths import ObjectivePath
 
 
 class PointsError(ValueError):
@@ -49,7 +49,7 @@ class GaussianMixture:
         second = (w[:, None] * (means**2 + np.array(self.stds)[:, None] ** 2)).sum(0)
         return np.sqrt(second - self.mean**2)
 
-    def _component_terms(self, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule):
+    def _component_terms(self, x_t: torch.Tensor, t: torch.Tensor, schedule: ObjectivePath):
         """Per component k, at x_t = a x_0 + s eps (a, s: the schedule's signal and sigma at level
         t): the log-responsibility log p(k | x_t), E[eps | x_t, k] and E[x_0 | x_t, k], in float64.
         Shapes (B, K), (B, K, 2), (B, K, 2). With var_k = a^2 s_k^2 + s^2:
@@ -74,52 +74,51 @@ class GaussianMixture:
         x0_k = means + (a * s2_k / var)[:, :, None] * centred
         return log_r, eps_k, x0_k
 
-    def target_terms(self, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule):
+    def target_terms(self, x_t: torch.Tensor, t: torch.Tensor, schedule: ObjectivePath):
         """Per component k, the conditional mean and per-coordinate variance of the network's target
-        (eps for DDPM, the velocity v = eps - x_0 for flow matching) given x_t: (log r (B, K),
-        mean (B, K, 2), variance (B, K)). Within a component x_0 is Gaussian given x_t with
-        variance s_k^2 s^2 / var_k; eps = (x_t - a x_0) / s, so Var(eps | x_t, k) = a^2 s_k^2 / var_k;
-        on flow matching's path (a + s = 1) v = (x_t - x_0) / s, so Var(v | x_t, k) = s_k^2 / var_k."""
+        (the path's ``target``: eps for DDPM, the velocity v = eps - x_0 for flow matching) given x_t:
+        (log r (B, K), mean (B, K, 2), variance (B, K)). The target is linear in (x_0, eps), so its
+        mean is the target of the means. Within a component x_0 is Gaussian given x_t with variance
+        s_k^2 s^2 / var_k, so Var(target | x_t, k) = g s_k^2 / var_k with g the path's ``target_gain``
+        (eps: a^2; v on flow matching's path: 1)."""
         log_r, eps_k, x0_k = self._component_terms(x_t, t, schedule)
         t = t.cpu()
         a = torch.tensor(schedule.float64["signal"])[t].to(x_t.device)[:, None]
         s = torch.tensor(schedule.float64["sigma"])[t].to(x_t.device)[:, None]
         s2_k = torch.tensor(self.stds, dtype=torch.float64, device=x_t.device) ** 2
         var = a**2 * s2_k + s**2
-        if schedule.is_flow:
-            return log_r, eps_k - x0_k, s2_k / var
-        return log_r, eps_k, a**2 * s2_k / var
+        return log_r, schedule.target(x0_k, eps_k), schedule.target_gain(a, s) * s2_k / var
 
-    def optimal_eps(self, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+    def optimal_eps(self, x_t: torch.Tensor, t: torch.Tensor, schedule: ObjectivePath) -> torch.Tensor:
         """eps*(x_t, t) = E[eps | x_t]: per component s (x_t - a mu_k) / (a^2 s_k^2 + s^2) (DDPM:
         a = sqrt(abar), s = sqrt(1 - abar)), weighted by the posterior over components. x_t (B, 2), t (B,)."""
         t = torch.as_tensor(t, dtype=torch.long).expand(len(x_t))
         log_r, eps_k, _ = self._component_terms(x_t, t, schedule)
         return (log_r.exp()[:, :, None] * eps_k).sum(1).to(x_t.dtype)
 
-    def optimal_target(self, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+    def optimal_target(self, x_t: torch.Tensor, t: torch.Tensor, schedule: ObjectivePath) -> torch.Tensor:
         """The ideal prediction E[target | x_t]: eps* for DDPM, v* = E[eps - x_0 | x_t] for flow matching."""
         t = torch.as_tensor(t, dtype=torch.long).expand(len(x_t))
         log_r, mean_k, _ = self.target_terms(x_t, t, schedule)
         return (log_r.exp()[:, :, None] * mean_k).sum(1).to(x_t.dtype)
 
     def irreducible_loss(
-        self, schedule: NoiseSchedule, *, n: int = 4096, generator: torch.Generator | None = None
+        self, schedule: ObjectivePath, *, n: int = 4096, generator: torch.Generator | None = None
     ) -> np.ndarray:
         """Per-dimension E||target - target*||^2 / 2 at each level t, shape (T,): the floor of the
         loss (target: eps for DDPM, v for flow matching).
 
-        One Gaussian, exactly: a^2 s0^2 / (a^2 s0^2 + s^2) for eps (DDPM: abar s0^2 / (abar s0^2 + 1 - abar)),
-        s0^2 / (a^2 s0^2 + s^2) for v. A mixture has no closed form: Monte Carlo with ``n`` draws per t
-        (the same x_0 and eps at every t)."""
+        One Gaussian, exactly: g s0^2 / (a^2 s0^2 + s^2) with g the path's ``target_gain`` (eps: a^2, so
+        DDPM's abar s0^2 / (abar s0^2 + 1 - abar); v: 1). A mixture has no closed form: Monte Carlo with
+        ``n`` draws per t (the same x_0 and eps at every t)."""
         a, s = schedule.float64["signal"], schedule.float64["sigma"]
         if len(self.means) == 1:
             s2 = self.stds[0] ** 2
-            return (1.0 if schedule.is_flow else a**2) * s2 / (a**2 * s2 + s**2)
+            return schedule.target_gain(a, s) * s2 / (a**2 * s2 + s**2)
         generator = generator or torch.Generator().manual_seed(0)
         x0 = self.sample(n, generator).double()
         eps = torch.randn(n, 2, generator=generator, dtype=torch.float64)
-        target = eps - x0 if schedule.is_flow else eps
+        target = schedule.target(x0, eps)
         out = np.empty(len(a))
         for t in range(len(a)):
             x_t = a[t] * x0 + s[t] * eps

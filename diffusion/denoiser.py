@@ -1,6 +1,7 @@
-"""The network: a small MLP on [x_t, time features] that predicts the noise eps (DDPM) or the
-velocity eps - x_0 (flow matching). Its time input is a continuous time s in [0, 1]: s = t / T
-for DDPM's index t, tau itself for flow matching (``time_features``)."""
+"""The network: a small MLP on [x_t, time features] that predicts its path's target (the noise eps
+for DDPM, the velocity eps - x_0 for flow matching). Its time input is a continuous time s in
+[0, 1], at the T levels the path's ``grid_times`` (DDPM: t / T for the index t; flow matching:
+tau itself)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DenoiserConfig, Objective
+from .objectives import path_class
 
 _ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -45,16 +47,10 @@ def features_at(config: DenoiserConfig, s: torch.Tensor) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1).float()
 
 
-def grid_times(num_timesteps: int, objective: Objective = "ddpm") -> torch.Tensor:
-    """The model times of the T levels, float64 (T,): t / T for DDPM's index t = 0..T-1; for flow
-    matching tau_k = (k + 1) / T, so level T - 1 is pure noise (tau = 1) as DDPM's last index is."""
-    k = torch.arange(num_timesteps, dtype=torch.float64)
-    return (k + (objective == "flow")) / num_timesteps
-
-
 def time_features(config: DenoiserConfig, num_timesteps: int, objective: Objective = "ddpm") -> torch.Tensor:
-    """Table of time features for the levels t = 0..T-1 (``grid_times``), shape (T, F)."""
-    return features_at(config, grid_times(num_timesteps, objective))
+    """Table of time features for the levels t = 0..T-1 of ``objective``'s path (its
+    ``grid_times``), shape (T, F)."""
+    return features_at(config, path_class(objective).grid_times(num_timesteps))
 
 
 class Denoiser(nn.Module):

@@ -1,4 +1,4 @@
-"""Flow matching: the straight path from data to noise, and the ODE solvers that walk it back.
+"""Flow matching's path: the straight line from data to noise, and the ODE solvers that walk it back.
 
 The path (rectified flow; Lipman et al. 2023, Liu et al. 2023), t in [0, 1]:
     x_t = (1 - t) x_0 + t eps,            eps ~ N(0, I)
@@ -26,21 +26,23 @@ and v(x, t) = (x - mu) / t, the ideal field of data that is a single point mu (x
 
 Randomness: x_1 ~ N(0, I) is the first draw of the sampler's generator, as DDPM's x_T is, so with
 the same seed and number of samples a flow run and a DDPM run start from the same points.
+
+The views look at T levels tau_k = (k + 1) / T, k = 0..T-1 (``FlowPath``: a = 1 - tau_k, s = tau_k),
+so level T - 1 is pure noise as DDPM's last index is; the network's time input is tau itself, and
+training's t in [k / T, (k + 1) / T) counts as level k. A frame time is t T, as DDPM's are steps.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .config import SamplerConfig
-from .forward import frame_indices
-from .trajectory import SamplerStep, Trajectory
-
-VelocityFn = Callable[[torch.Tensor, float], torch.Tensor]  # (x (N, 2), t in [0, 1]) -> v (N, 2)
+from .config import MAX_ODE_STEPS, SAMPLERS_OF, Coupling, SamplerConfig, SamplerKind, ScheduleConfig
+from .paths import ModelFn, ObjectivePath, PathChart, PathCurves, PathPlot
+from .trajectory import SamplerStep
 
 
 def path_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -85,71 +87,6 @@ def euler_step(v: torch.Tensor, t: float, t_next: float, x: torch.Tensor) -> tor
     return torch.add(x, v, alpha=t_next - t)
 
 
-def iter_flow_sample(
-    velocity: VelocityFn,
-    config: SamplerConfig,
-    generator: torch.Generator,
-    *,
-    num_samples: int | None = None,
-    device: torch.device | str = "cpu",
-    sample_steps: int | None = None,
-    num_timesteps: int = 1000,
-) -> Iterator[tuple[SamplerStep, torch.Tensor]]:
-    """Yield (the state before each step, x after it) for Euler or Heun (``config.kind``). The
-    step's ``t`` is its time in units of the T levels, t T (a float), like DDPM's model index + 1
-    as a frame time; its ``eps`` is the model's velocity there. x_1 ~ N(0, I) from ``generator``."""
-    if config.kind not in ("euler", "heun"):
-        raise ValueError(f"a flow sampler is euler or heun; got {config.kind!r}")
-    n = config.num_samples if num_samples is None else num_samples
-    times = ode_times(config.sample_steps if sample_steps is None else sample_steps)
-    x = torch.randn(n, 2, generator=generator).to(device)
-    for i in range(len(times) - 1):
-        t, t_next = float(times[i]), float(times[i + 1])
-        with torch.inference_mode():
-            v = velocity(x, t)
-            x_next = euler_step(v, t, t_next, x)
-            if config.kind == "heun" and t_next > 0:
-                v_next = velocity(x_next, t_next)
-                x_next = torch.add(x, v.add(v_next), alpha=(t_next - t) / 2)
-        yield SamplerStep(i, t * num_timesteps, x, v), x_next
-        x = x_next
-
-
-def sample_flow(
-    velocity: VelocityFn,
-    config: SamplerConfig,
-    generator: torch.Generator,
-    *,
-    device: torch.device | str = "cpu",
-    sample_steps: int | None = None,
-    num_timesteps: int = 1000,
-) -> Trajectory:
-    """Solve from t = 1 to 0 keeping ``config.num_frames`` evenly spaced states; frame times are
-    t T (floats, T = ``num_timesteps``: the units of DDPM's frame times), x_1 first, x_0 last.
-    The predicted x_0 of a frame is x - t v."""
-    start = time.perf_counter()
-    steps = config.sample_steps if sample_steps is None else sample_steps
-    keep = set(frame_indices(steps + 1, config.num_frames).tolist())
-    frames, frame_times, x0_preds = [], [], []
-    x_end = None
-    for step, x_end in iter_flow_sample(velocity, config, generator, device=device, sample_steps=steps,  # noqa: B007
-                                        num_timesteps=num_timesteps):
-        if step.index in keep:
-            t = step.t / num_timesteps
-            frames.append(step.x.cpu())
-            frame_times.append(step.t)
-            x0_preds.append(torch.add(step.x, step.eps, alpha=-t).cpu())
-    frames.append(x_end.cpu())
-    frame_times.append(0.0)
-    x0_preds.append(x_end.cpu())
-    return Trajectory(
-        frames=torch.stack(frames).numpy(),
-        frame_times=np.array(frame_times, dtype=np.float64),
-        predicted_x0=torch.stack(x0_preds).numpy(),
-        seconds=time.perf_counter() - start,
-    )
-
-
 def straight_path_frames(x0: torch.Tensor, noise: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, np.ndarray]:
     """The forward path x_t = (1 - t) x_0 + t eps at evenly spaced t from 0 to 1, each point on
     its own straight line to its own eps. Returns frames (K, N, D) and their times t in [0, 1]."""
@@ -158,3 +95,159 @@ def straight_path_frames(x0: torch.Tensor, noise: torch.Tensor, num_frames: int)
     times = np.linspace(0.0, 1.0, num_frames)
     frames = torch.stack([(1 - float(t)) * x0 + float(t) * noise for t in times])
     return frames, times
+
+
+@dataclass(frozen=True, eq=False)
+class FlowPath(ObjectivePath):
+    """Flow matching's path on the T levels tau_k = (k + 1) / T: a = 1 - tau_k, s = tau_k, and at
+    any continuous t in (0, 1] (``path_at`` with a float: its solvers ask there)."""
+
+    objective = "flow"
+    label = "flow"
+    sampler_kinds = SAMPLERS_OF["flow"]
+    preview_kind = "euler"
+    output_name = "v"
+    budget_families = (("euler", None), ("heun", None))
+    budget_steps = (1, 2, 5, 10, 20, 50, 100, 200, 500)
+    continuous_time = True
+    frame_dtype = np.float64
+    floor_formula = "s0^2 / ((1 - t)^2 s0^2 + t^2) at t = (k + 1) / T"
+    forward_words = ("moved along flow matching's path: each slides in a straight line to its own noise ε; the lines "
+                     "cross, and the model learns their average")
+    output_words = "velocity v(x, t) (where a point at x moves as t falls is −v)"
+    score_words = "score −ε/t, with ε = x + (1 − t) v,"
+
+    @classmethod
+    def from_config(cls, config: ScheduleConfig) -> FlowPath:
+        tau = cls.grid_times(config.num_timesteps)
+        table = {"signal": 1.0 - tau, "sigma": tau}
+        for values in table.values():
+            values.flags.writeable = False
+        return cls(config=config, float64=table)
+
+    @classmethod
+    def grid_times(cls, num_timesteps: int) -> np.ndarray:
+        """tau_k = (k + 1) / T."""
+        return np.arange(1, num_timesteps + 1, dtype=np.float64) / num_timesteps
+
+    @classmethod
+    def family_label(cls, kind: SamplerKind, eta: float | None) -> str:
+        return f"{kind.capitalize()} ({cls.label})"
+
+    def path_at(self, t: int | float) -> tuple[float, float]:
+        """At level index t (int), or at the continuous time t in (0, 1] (float): (1 - t, t)."""
+        if isinstance(t, float):
+            if not 0.0 < t <= 1.0:
+                raise ValueError(f"t must be in (0, 1] (flow matching's time); got {t!r}")
+            return 1.0 - t, t
+        return super().path_at(t)
+
+    def path_at_frame(self, k: float) -> tuple[float, float]:
+        """A frame time k = tau T need not be whole: the path is exact at any tau, (1 - tau, tau)."""
+        tau = float(k) / self.num_timesteps
+        return 1.0 - tau, tau
+
+    def path_curves(self) -> PathCurves:
+        t = np.linspace(0.0, 1.0, 201)
+        inner = t[1:-1]
+        return PathCurves(t, 1 - t, t, inner, 2 * np.log((1 - inner) / inner), signal_name="a = 1 − t",
+                          sigma_name="s = t", label=self.label)
+
+    def chart(self) -> PathChart:
+        """a = 1 - t and s = t against t in [0, 1], and log SNR = 2 log(a / s)."""
+        curves = self.path_curves()
+        return PathChart(
+            heading="Flow matching's path",
+            plots=(PathPlot("weights of x₀ and ε in x_t", curves.curves("weights"), unit_range=True, shows="weights"),
+                   PathPlot("log SNR(t) = 2 log(a/s)", curves.curves("log_snr"), shows="log_snr")),
+            caption="Flow matching has no β schedule: a point x₀ moves on the straight line x_t = (1 − t) x₀ + t ε to "
+                    "its noise ε as t goes from 0 to 1, and the network learns the velocity ε − x₀ along it. Its "
+                    "weights of x₀ and ε add to 1. At t = 1 no signal is left, so x₁ is exactly N(0, I), where "
+                    f"sampling starts. The β settings do not apply; T = {self.num_timesteps:,} only sets how finely "
+                    "the views divide [0, 1].",
+        )
+
+    def reference(self) -> ScheduleConfig:
+        """DDPM's reference linear schedule at the same T: its √ᾱ, √(1 − ᾱ) and log SNR beside these."""
+        return ScheduleConfig(num_timesteps=self.num_timesteps)
+
+    def forward_frames(self, x0: torch.Tensor, num_frames: int,
+                       generator: torch.Generator) -> tuple[torch.Tensor, np.ndarray]:
+        """Each point on its own straight line to its own eps (drawn from ``generator``), at evenly
+        spaced t from 0 to 1; frame times t T."""
+        noise = torch.randn(x0.shape, generator=generator)
+        frames, times = straight_path_frames(x0, noise, num_frames)
+        return frames, times * self.num_timesteps
+
+    # --- training: t ~ U[0, 1], the velocity as the target -------------------------------------------
+
+    def training_draw(
+        self, x0: torch.Tensor, generator: torch.Generator, coupling: Coupling
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """t ~ U[0, 1) (continuous; level k holds t in [k / T, (k + 1) / T)), then eps, reordered
+        within the batch by ``ot_pairing`` for the optimal-transport coupling."""
+        T = self.num_timesteps
+        t = torch.rand(len(x0), generator=generator)
+        level = (t * T).long().clamp_(max=T - 1)
+        noise = torch.randn(x0.shape, generator=generator)
+        if self.batch_coupled(coupling):
+            noise = ot_pairing(x0, noise)
+        return t, level, noise
+
+    def x_t(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return path_sample(x0, t, noise)
+
+    def target(self, x0, noise):
+        """v = eps - x_0."""
+        return velocity_target(x0, noise)
+
+    def target_gain(self, a, s):
+        """(-s - a)^2 = 1 on this path (a + s = 1)."""
+        return 1.0
+
+    def batch_coupled(self, coupling: Coupling) -> bool:
+        return coupling == "ot"
+
+    def x0_hat(self, x: torch.Tensor, output: torch.Tensor, a: float, s: float) -> torch.Tensor:
+        """x - t v (s = t)."""
+        return torch.add(x, output, alpha=-s)
+
+    def eps_hat(self, x, output, a: float, s: float):
+        """x + (1 - t) v (a = 1 - t)."""
+        return x + a * output
+
+    # --- samplers: Euler and Heun from t = 1 to 0 --------------------------------------------------
+
+    @property
+    def max_sample_steps(self) -> int:
+        return MAX_ODE_STEPS
+
+    def num_sample_steps(self, config: SamplerConfig, sample_steps: int | None = None) -> int:
+        return config.sample_steps if sample_steps is None else sample_steps
+
+    def sampler_draws(
+        self, config: SamplerConfig, generator: torch.Generator, num_samples: int, sample_steps: int | None = None
+    ) -> tuple[torch.Tensor, None]:
+        """x_1 only: the solvers add no noise."""
+        return torch.randn(num_samples, 2, generator=generator), None
+
+    def iter_steps(
+        self, model: ModelFn, x: torch.Tensor, noise: None, config: SamplerConfig, sample_steps: int | None = None,
+    ) -> Iterator[tuple[SamplerStep, torch.Tensor]]:
+        """Euler or Heun (``config.kind``) on ``ode_times``. A step's ``t`` is its time in units of
+        the T levels, t T (a float), like DDPM's frame times."""
+        times = ode_times(self.num_sample_steps(config, sample_steps))
+        for i in range(len(times) - 1):
+            t, t_next = float(times[i]), float(times[i + 1])
+            with torch.inference_mode():
+                v = model(x, t)
+                x_next = euler_step(v, t, t_next, x)
+                if config.kind == "heun" and t_next > 0:
+                    v_next = model(x_next, t_next)
+                    x_next = torch.add(x, v.add(v_next), alpha=(t_next - t) / 2)
+            yield SamplerStep(i, t * self.num_timesteps, x, v), x_next
+            x = x_next
+
+    def step_frame(self, step: SamplerStep, config: SamplerConfig) -> tuple[float, torch.Tensor]:
+        """Frame time t T; the predicted x_0 is x - t v."""
+        return step.t, self.x0_hat(step.x, step.model_output, *self.path_at_frame(step.t))

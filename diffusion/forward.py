@@ -17,12 +17,9 @@ from .schedules import NoiseSchedule
 
 
 def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Draw x_t ~ q(x_t | x_0) given the noise: sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps.
-    x0, noise (B, D); t (B,) long."""
-    return (
-        schedule.sqrt_alphas_cumprod[t][:, None] * x0
-        + schedule.sqrt_one_minus_alphas_cumprod[t][:, None] * noise
-    )
+    """Draw x_t ~ q(x_t | x_0) given the noise: sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, the
+    schedule's path (``NoiseSchedule.x_t``, what training draws). x0, noise (B, D); t (B,) long."""
+    return schedule.x_t(x0, t, noise)
 
 
 def frame_indices(num_states: int, num_frames: int) -> np.ndarray:
@@ -37,17 +34,4 @@ def forward_trajectory(
     """Run the Markov chain x_0 -> x_T step by step (eq. 2) and keep evenly spaced frames.
 
     Returns frames (K, N, D) and the time of each frame (0 = data, T = the end of the chain)."""
-    T = schedule.num_timesteps
-    keep = frame_indices(T + 1, num_frames)
-    sqrt_alpha = np.sqrt(schedule.float64["alphas"])
-    sqrt_beta = np.sqrt(schedule.float64["betas"])
-    # drawn on the CPU, like every random number here, then moved: same draws on any device
-    noise = torch.randn((T,) + tuple(x0.shape), generator=generator).to(x0.device)  # (T, N, D)
-    frames, x = [], x0.clone()
-    if keep[0] == 0:
-        frames.append(x.clone())
-    for t in range(T):
-        x = x.mul_(sqrt_alpha[t]).add_(noise[t], alpha=sqrt_beta[t])
-        if t + 1 in keep:
-            frames.append(x.clone())
-    return torch.stack(frames), keep
+    return schedule.forward_frames(x0, num_frames, generator)

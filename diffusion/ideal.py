@@ -20,11 +20,12 @@ Two forms:
              the softmax is nearly one-hot, so eps* points from x straight at the nearest sample
              point (a model that matched it exactly would only reproduce the sample).
 
-Any path x_t = a x_0 + s eps works the same way (a, s: the schedule's ``signal`` and ``sigma``;
+Any path x_t = a x_0 + s eps works the same way (a, s: the path's ``signal`` and ``sigma``;
 DDPM a = sqrt(abar_t), s = sqrt(1 - abar_t)): the weights become softmax_i(-|x - a x0_i|^2 / (2 s^2)),
-eps* = (x - a E[x0 | x]) / s. Flow matching (a = 1 - t, s = t) learns the velocity, whose ideal is
-    v*(x, t) = E[eps - x_0 | x_t = x] = eps*(x, t) - E[x_0 | x_t = x],
-so ``IdealDenoiser.predict`` (what the field view draws) is eps* for DDPM and v* for flow matching.
+eps* = (x - a E[x0 | x]) / s. The network learns the path's ``target``, linear in (x_0, eps), so its
+ideal is the target of the posterior means: eps* for DDPM, and for flow matching (a = 1 - t, s = t)
+    v*(x, t) = E[eps - x_0 | x_t = x] = eps*(x, t) - E[x_0 | x_t = x].
+That is ``IdealDenoiser.predict``, what the field view draws.
 
 Times: eps and the field use the model index t = 0..T-1 (abar_t = alphas_cumprod[t]); a sampler
 ``Trajectory`` labels its frames with k = T..0, where frame k (k >= 1) is the state before the
@@ -51,18 +52,11 @@ from .datasets import Dataset, FixedPoints, GaussianMixture, make_dataset
 from .denoiser import Denoiser
 from .flow import paired_in_batches
 from .metrics import energy_distance
-from .samplers import EpsFn, Trajectory
-from .schedules import NoiseSchedule
+from .paths import ModelFn, ObjectivePath
+from .samplers import Trajectory
 
 IdealKind = Literal["exact", "empirical"]
 CHUNK_WEIGHTS = 2**17  # softmax weights held at once (x rows times sample points): ~1 MB, cache-sized
-
-
-def _check_t(schedule: NoiseSchedule, t: int) -> int:
-    T = schedule.num_timesteps
-    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < T:
-        raise ValueError(f"t must be a whole number in [0, {T - 1}] (the model's time index); got {t!r}")
-    return int(t)
 
 
 def empirical_eps(x: torch.Tensor, points: torch.Tensor, alpha_bar: float, *, chunk: int = CHUNK_WEIGHTS) -> torch.Tensor:
@@ -116,20 +110,16 @@ class IdealDenoiser:
     kind:        'exact' (closed form, Gaussian or mixture) or 'empirical' (of ``points``).
     description: one line for the page saying which it is and, if empirical, what that means."""
 
-    schedule: NoiseSchedule
+    schedule: ObjectivePath
     kind: IdealKind
     description: str
     mixture: GaussianMixture | None = None
     points: torch.Tensor | None = None  # (M, 2) float64, the empirical form's sample
 
     def path(self, t: int | float) -> tuple[float, float]:
-        """(a, s) of x_t = a x0 + s eps: at level index t (int), or at flow matching's time t (float)."""
-        if isinstance(t, float) and self.schedule.is_flow:
-            if not 0.0 < t <= 1.0:
-                raise ValueError(f"t must be in (0, 1] (flow matching's time); got {t!r}")
-            return 1.0 - t, t
-        t = _check_t(self.schedule, t)
-        return float(self.schedule.float64["signal"][t]), float(self.schedule.float64["sigma"][t])
+        """(a, s) of x_t = a x0 + s eps: at level index t (int), or at a continuous time t (float)
+        where the path has one (``ObjectivePath.path_at``)."""
+        return self.schedule.path_at(t)
 
     def _eps_and_mean(self, x: torch.Tensor, t: int | float) -> tuple[torch.Tensor, torch.Tensor]:
         """(eps*, E[x0 | x_t = x]) in float64."""
@@ -153,10 +143,10 @@ class IdealDenoiser:
         return self._eps_and_mean(x, t)[1].to(torch.as_tensor(x).dtype)
 
     def predict(self, x: torch.Tensor, t: int | float) -> torch.Tensor:
-        """What a perfect network of this objective outputs: eps* (DDPM) or v* = eps* - E[x0 | x]
-        (flow matching). (N, 2) in x's dtype."""
+        """What a perfect network of this objective outputs: the path's target of E[x0 | x] and
+        eps* (DDPM: eps*; flow matching: v* = eps* - E[x0 | x]). (N, 2) in x's dtype."""
         eps, mean = self._eps_and_mean(x, t)
-        return (eps - mean if self.schedule.is_flow else eps).to(torch.as_tensor(x).dtype)
+        return self.schedule.target(mean, eps).to(torch.as_tensor(x).dtype)
 
     __call__ = predict
 
@@ -166,7 +156,7 @@ class IdealDenoiser:
 
 
 def ideal_denoiser(
-    data: DataConfig | Dataset, schedule: NoiseSchedule, *, reference_points: int = 20_000, seed: int = 0
+    data: DataConfig | Dataset, schedule: ObjectivePath, *, reference_points: int = 20_000, seed: int = 0
 ) -> IdealDenoiser:
     """The ideal denoiser of ``data``: exact for a Gaussian or mixture; for a user's point set the
     empirical one of those very points; for any other shape the empirical one of a fixed sample of
@@ -191,10 +181,10 @@ def ideal_denoiser(
 # --- the field: learned eps against eps* on a grid ------------------------------------------------
 
 
-def noised(x0: torch.Tensor, schedule: NoiseSchedule, t: int, noise: torch.Tensor) -> torch.Tensor:
+def noised(x0: torch.Tensor, schedule: ObjectivePath, t: int, noise: torch.Tensor) -> torch.Tensor:
     """x_t = a x0 + s noise at model index t, float64, (N, 2): DDPM's eq. 4, sqrt(abar_t) x0 +
     sqrt(1 - abar_t) noise; flow matching's (1 - t) x0 + t noise at t = (index + 1) / T."""
-    t = _check_t(schedule, t)
+    t = schedule.check_level(t)
     table = schedule.float64
     return float(table["signal"][t]) * x0.double() + float(table["sigma"][t]) * noise.double()
 
@@ -218,68 +208,68 @@ def grid_points(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return np.stack([gx.ravel(), gy.ravel()], 1)
 
 
-def _as_eps_fn(model: Denoiser | EpsFn) -> tuple[EpsFn, torch.device]:
+def _as_model_fn(model: Denoiser | ModelFn) -> tuple[ModelFn, torch.device]:
     if isinstance(model, Denoiser):
         return model.at_fixed_times(), next(model.parameters()).device
     return model, torch.device("cpu")
 
 
-def _learned(eps_fn: EpsFn, device: torch.device, x: torch.Tensor, t: int) -> torch.Tensor:
-    """eps_theta at float64 points x (N, 2), computed in float32 on the model's device; float64 CPU."""
+def _learned(model_fn: ModelFn, device: torch.device, x: torch.Tensor, t: int) -> torch.Tensor:
+    """The model's output at float64 points x (N, 2), computed in float32 on its device; float64 CPU."""
     with torch.inference_mode():
-        return eps_fn(x.to(device=device, dtype=torch.float32), t).cpu().double()
+        return model_fn(x.to(device=device, dtype=torch.float32), t).cpu().double()
 
 
 @dataclass(frozen=True)
 class FieldFrame:
-    """The learned and the ideal prediction (eps, or flow matching's velocity) at one t on a grid:
-    points[iy * len(xs) + ix] = (xs[ix], ys[iy])."""
+    """The learned and the ideal output (the path's ``output_name``: eps, or flow matching's
+    velocity) at one t on a grid, points[iy * len(xs) + ix] = (xs[ix], ys[iy]), and the eps each
+    implies (the path's ``eps_hat``), from which the score follows."""
 
     t: int  # model index
     xs: np.ndarray  # (nx,)
     ys: np.ndarray  # (ny,)
     points: np.ndarray  # (G, 2), G = nx * ny
-    learned: np.ndarray  # (G, 2) eps_theta (flow: v_theta)
-    ideal: np.ndarray  # (G, 2) eps* (flow: v*)
+    learned: np.ndarray  # (G, 2) the model's output (eps_theta; flow: v_theta)
+    ideal: np.ndarray  # (G, 2) the ideal output (eps*; flow: v*)
     error: np.ndarray  # (G,) |learned - ideal|
     sigma: float  # s of the path at t (DDPM sqrt(1 - abar_t)): score = -eps / sigma
-    signal: float = 1.0  # a of the path at t
-    flow: bool = False  # learned and ideal are velocities v; eps = x + a v (a + s = 1)
-
-    def _eps(self, prediction: np.ndarray) -> np.ndarray:
-        return self.points + self.signal * prediction if self.flow else prediction
+    learned_eps: np.ndarray  # (G, 2) the eps the learned output implies
+    ideal_eps: np.ndarray  # (G, 2)
 
     @property
     def learned_score(self) -> np.ndarray:  # (G, 2)
-        return -self._eps(self.learned) / self.sigma
+        return -self.learned_eps / self.sigma
 
     @property
     def ideal_score(self) -> np.ndarray:  # (G, 2)
-        return -self._eps(self.ideal) / self.sigma
+        return -self.ideal_eps / self.sigma
 
 
 def field_at(
-    model: Denoiser | EpsFn, ideal: IdealDenoiser, schedule: NoiseSchedule, t: int,
+    model: Denoiser | ModelFn, ideal: IdealDenoiser, schedule: ObjectivePath, t: int,
     grid: tuple[np.ndarray, np.ndarray],
 ) -> FieldFrame:
-    """The learned and the ideal prediction at model index t on the grid (xs, ys) (``field_grid``):
+    """The learned and the ideal output at model index t on the grid (xs, ys) (``field_grid``):
     eps_theta and eps*, or for flow matching v_theta and v*."""
-    t = _check_t(schedule, t)
+    t = schedule.check_level(t)
+    a, s = schedule.path_at(t)
     xs, ys = (np.asarray(axis, dtype=np.float64) for axis in grid)
     points = torch.from_numpy(grid_points(xs, ys))  # (G, 2)
-    eps_fn, device = _as_eps_fn(model)
-    learned = _learned(eps_fn, device, points, t)
-    ideal_eps = ideal.predict(points, t)
+    model_fn, device = _as_model_fn(model)
+    learned = _learned(model_fn, device, points, t)
+    wanted = ideal.predict(points, t)
+    points, learned_np, wanted_np = points.numpy(), learned.numpy(), wanted.numpy()
     return FieldFrame(
-        t=t, xs=xs, ys=ys, points=points.numpy(), learned=learned.numpy(), ideal=ideal_eps.numpy(),
-        error=(learned - ideal_eps).norm(dim=1).numpy(), sigma=float(schedule.float64["sigma"][t]),
-        signal=float(schedule.float64["signal"][t]), flow=schedule.is_flow,
+        t=t, xs=xs, ys=ys, points=points, learned=learned_np, ideal=wanted_np,
+        error=(learned - wanted).norm(dim=1).numpy(), sigma=s,
+        learned_eps=schedule.eps_hat(points, learned_np, a, s), ideal_eps=schedule.eps_hat(points, wanted_np, a, s),
     )
 
 
 @dataclass(frozen=True)
 class ErrorCurve:
-    """mean |learned - ideal| (eps, or flow matching's v) over the noised data q(x_t) at each t:
+    """mean |learned - ideal| (the model's output: eps, or flow matching's v) over the noised data q(x_t) at each t:
     where the model is off."""
 
     times: np.ndarray  # (K,) model indices
@@ -287,20 +277,20 @@ class ErrorCurve:
 
 
 def field_error_curve(
-    model: Denoiser | EpsFn, ideal: IdealDenoiser, schedule: NoiseSchedule, data_sample: torch.Tensor,
+    model: Denoiser | ModelFn, ideal: IdealDenoiser, schedule: ObjectivePath, data_sample: torch.Tensor,
     times, *, seed: int = 0,
 ) -> ErrorCurve:
-    """For each t in ``times``: E |eps_theta(x_t, t) - eps*(x_t, t)| over x_t = sqrt(abar_t) x0 +
-    sqrt(1 - abar_t) eps, x0 the rows of ``data_sample`` (n, 2) and eps ~ N(0, I) drawn once from a
+    """For each t in ``times``: E |output_theta(x_t, t) - output*(x_t, t)| over x_t = a x0 + s eps
+    (DDPM: sqrt(abar_t) x0 + sqrt(1 - abar_t) eps), x0 the rows of ``data_sample`` (n, 2) and eps ~ N(0, I) drawn once from a
     generator seeded with ``seed`` (the same eps at every t, so the curve is smooth in t)."""
     times = np.asarray(times, dtype=np.int64)
     x0 = torch.as_tensor(data_sample).double()
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).double()  # drawn in float32, like all noise
-    eps_fn, device = _as_eps_fn(model)
+    model_fn, device = _as_model_fn(model)
     error = np.empty(len(times))
     for i, t in enumerate(times.tolist()):
         x_t = noised(x0, schedule, t, noise)
-        error[i] = float((_learned(eps_fn, device, x_t, t) - ideal.predict(x_t, t)).norm(dim=1).mean())
+        error[i] = float((_learned(model_fn, device, x_t, t) - ideal.predict(x_t, t)).norm(dim=1).mean())
     return ErrorCurve(times, error)
 
 
@@ -322,7 +312,7 @@ class DriftCurve:
 
 
 def drift_curve(
-    trajectory: Trajectory, data: DataConfig | Dataset, schedule: NoiseSchedule, *,
+    trajectory: Trajectory, data: DataConfig | Dataset, schedule: ObjectivePath, *,
     reference_size: int | None = None, seed: int = 1, pairs: int = 100_000, ot_batch: int | None = None,
 ) -> DriftCurve:
     """Energy distance (``metrics.energy_distance``) between each kept frame of ``trajectory`` (n
@@ -361,7 +351,7 @@ def drift_curve(
     elif not exact:
         x0_pair = dataset.sample(pairs, g).double() - dataset.sample(pairs, g).double()  # (P, 2) x0 - x0'
         noise_pair = torch.randn(pairs, 2, generator=g).double() - torch.randn(pairs, 2, generator=g).double()
-    times = np.asarray(trajectory.frame_times, dtype=np.float64 if schedule.is_flow else np.int64)
+    times = np.asarray(trajectory.frame_times, dtype=schedule.frame_dtype)
     distance, floor = np.empty(len(times)), np.empty(len(times))
     for i, k in enumerate(times.tolist()):
         signal, sigma = schedule.path_at_frame(k)

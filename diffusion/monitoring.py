@@ -11,7 +11,8 @@ For N(mu, s^2 I) it is abar_t s^2 / (abar_t s^2 + 1 - abar_t) exactly; for a mix
 Gaussians it is computed numerically (see ``loss_floor_by_bin``); for other data it is unknown.
 
 Live previews. A ``Previewer`` draws x_T (and any sampler noise) once, so successive previews
-differ only by the weights, runs a short deterministic DDIM from it, and scores the points by the
+differ only by the weights, runs a short deterministic sampler from it (the path's
+``preview_kind``: DDIM, or Euler for flow matching), and scores the points by the
 energy distance to fixed sets of true data, next to the statistic's noise floor (1/n + 1/m) E|X-X'|
 (see ``metrics``). A preview never touches the weights, the train/eval mode or any generator but
 its own, so training with or without previews gives the same bits.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -30,10 +31,8 @@ import torch
 
 from .config import DataConfig, SamplerConfig
 from .datasets import Dataset, FixedPoints, GaussianMixture, make_dataset
-from .flow import euler_step, ode_times
 from .metrics import mean_pairwise_distance
-from .samplers import EpsFn, ddim_step, timesteps
-from .schedules import NoiseSchedule
+from .paths import ModelFn, ObjectivePath
 
 if TYPE_CHECKING:
     from .denoiser import Denoiser
@@ -218,7 +217,7 @@ class BinnedFloor:
 
 
 def loss_floor_by_bin(
-    dataset: Dataset | DataConfig, schedule: NoiseSchedule, num_bins: int = 20, *,
+    dataset: Dataset | DataConfig, schedule: ObjectivePath, num_bins: int = 20, *,
     draws_per_bin: int = 40_000, seed: int = 0, coupling: str = "independent",
 ) -> BinnedFloor:
     """The irreducible per-sample loss, averaged over the t's of each bin.
@@ -244,7 +243,7 @@ def loss_floor_by_bin(
     data = make_dataset(dataset) if isinstance(dataset, DataConfig) else dataset
     T = schedule.num_timesteps
     t_start, t_end = bin_edges(T, num_bins)
-    if schedule.is_flow and coupling == "ot":
+    if schedule.batch_coupled(coupling):
         return BinnedFloor(t_start, t_end, None, None, None,
                            "unknown: with optimal-transport pairs the noise depends on the batch, so the floor of "
                            "independent pairs does not apply")
@@ -258,9 +257,8 @@ def loss_floor_by_bin(
     if len(data.means) == 1:
         per_t = data.irreducible_loss(schedule)  # (T,)
         values = np.array([per_t[a:b].mean() for a, b in zip(t_start, t_end, strict=True)])
-        formula = ("s0^2 / ((1 - t)^2 s0^2 + t^2) at t = (k + 1) / T" if schedule.is_flow
-                   else "abar_t s0^2 / (abar_t s0^2 + 1 - abar_t)")
-        return BinnedFloor(t_start, t_end, values, np.zeros(num_bins), "exact", f"exact: the mean over each bin of {formula}")
+        return BinnedFloor(t_start, t_end, values, np.zeros(num_bins), "exact",
+                           f"exact: the mean over each bin of {schedule.floor_formula}")
     generator = torch.Generator().manual_seed(seed)
     values, errors = np.empty(num_bins), np.empty(num_bins)
     for b, (a, e) in enumerate(zip(t_start, t_end, strict=True)):
@@ -276,7 +274,7 @@ def loss_floor_by_bin(
 
 
 def _mixture_conditional_variance(
-    data: GaussianMixture, schedule: NoiseSchedule, t: torch.Tensor, generator: torch.Generator
+    data: GaussianMixture, schedule: ObjectivePath, t: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
     """tr Cov(target | x_t) / 2 at x_t ~ q(x_t), one value per t (n,), in float64 (target: eps,
     or flow matching's velocity; ``GaussianMixture.target_terms``)."""
@@ -320,11 +318,13 @@ class Previewer:
     """Cheap, repeatable previews of a training run.
 
     Built once per run: from its own generator (seeded with ``seed``) it draws, in this order,
-    x_T ~ N(0, I) (num_points, 2), the per-step noise if eta > 0, ``num_reference_sets`` true sets
-    of ``reference_size`` points (default num_points) and, where no closed form exists, the
-    estimate of E|X - X'| (``metrics.mean_pairwise_distance``; exact over all pairs for a point set
-    of up to 5,000 points). Every preview then runs DDIM (Song et al. 2021, eq. 12; for flow matching, Euler) from that same
-    x_T with that same noise, so two previews differ only by the weights.
+    the draws of the path's preview sampler (``preview_kind``: DDIM for DDPM, Song et al. 2021,
+    eq. 12; Euler for flow matching), that is x_T ~ N(0, I) (num_points, 2) and the per-step noise
+    if DDIM's eta > 0, then ``num_reference_sets`` true sets of ``reference_size`` points (default
+    num_points) and, where no closed form exists, the estimate of E|X - X'|
+    (``metrics.mean_pairwise_distance``; exact over all pairs for a point set of up to 5,000
+    points). Every preview then runs that sampler from that same x_T with that same noise, so two
+    previews differ only by the weights.
 
     Scoring: E = mean over the reference sets Y_j of 2 mean|x - y| - mean|x - x'| - mean|y - y'|
     (``metrics.energy_distance`` averaged as ``metrics.evaluate`` does). The sets all have m
@@ -349,7 +349,7 @@ class Previewer:
 
     def __init__(
         self,
-        schedule: NoiseSchedule,
+        schedule: ObjectivePath,
         data: Dataset | DataConfig,
         *,
         seed: int = 0,
@@ -361,7 +361,7 @@ class Previewer:
     ):
         if num_points < 2:
             raise ValueError(f"num_points must be at least 2; got {num_points}")
-        most = 1000 if schedule.is_flow else schedule.num_timesteps
+        most = schedule.max_sample_steps
         if not 1 <= sample_steps <= most:
             raise ValueError(f"sample_steps must be from 1 to {most}; got {sample_steps}")
         if not 0 <= eta <= 1:
@@ -370,14 +370,10 @@ class Previewer:
             raise ValueError(f"num_reference_sets must be at least 1; got {num_reference_sets}")
         self.schedule = schedule
         self.dataset = make_dataset(data) if isinstance(data, DataConfig) else data
-        self.num_points, self.eta = num_points, eta
-        if schedule.is_flow:  # Euler from t = 1 to 0: flow matching's deterministic sampler
-            self.times, self.eta = ode_times(sample_steps), 0.0  # (S + 1,) descending
-        else:
-            self.times = timesteps(schedule, SamplerConfig(kind="ddim", sample_steps=sample_steps))  # (S,) descending
+        self.num_points = num_points
+        self.sampler = SamplerConfig(kind=schedule.preview_kind, sample_steps=sample_steps, eta=eta)
         generator = torch.Generator().manual_seed(seed)
-        self._x_T = torch.randn(num_points, 2, generator=generator)  # (n, 2)
-        self._noise = torch.randn(len(self.times), num_points, 2, generator=generator) if eta > 0 else None
+        self._x_T, self._noise = schedule.sampler_draws(self.sampler, generator, num_points)  # (n, 2), (S, n, 2)
         m = reference_size or num_points
         refs = [self.dataset.sample(m, generator).double() for _ in range(num_reference_sets)]
         self._references = torch.cat(refs)  # (J m, 2)
@@ -398,27 +394,23 @@ class Previewer:
         return float(2 * torch.cdist(x, self._references).mean() - torch.cdist(x, x).mean() - self._mean_yy)
 
     @torch.inference_mode()
-    def sample(self, model: Denoiser | EpsFn) -> torch.Tensor:
-        """DDIM (flow matching: Euler) from the fixed x_T with ``model`` (a Denoiser, or eps_fn(x, t)); (n, 2) on the CPU.
-        A Denoiser is read through ``at_fixed_times``, which copies the weights and changes nothing."""
+    def sample(self, model: Denoiser | ModelFn) -> torch.Tensor:
+        """The preview sampler from the fixed x_T with ``model`` (a Denoiser, or its function (x, t)
+        -> output); (n, 2) on the CPU. A Denoiser is read through ``at_fixed_times``, which copies
+        the weights and changes nothing."""
         if isinstance(model, torch.nn.Module):
             device = next(model.parameters()).device
-            eps_fn: Callable[[torch.Tensor, int], torch.Tensor] = model.at_fixed_times()
+            model_fn: ModelFn = model.at_fixed_times()
         else:
-            device, eps_fn = torch.device("cpu"), model
+            device, model_fn = torch.device("cpu"), model
+        noise = None if self._noise is None else self._noise.to(device)
         x = self._x_T.to(device)
-        if self.schedule.is_flow:
-            for t, t_next in zip(self.times[:-1].tolist(), self.times[1:].tolist(), strict=True):
-                x = euler_step(eps_fn(x, t), t, t_next, x)
-            return x.cpu()
-        for i, t in enumerate(self.times):
-            t_prev = int(self.times[i + 1]) if i + 1 < len(self.times) else -1
-            z = self._noise[i].to(device) if self._noise is not None else None
-            x = ddim_step(self.schedule, eps_fn(x, int(t)), int(t), t_prev, x, self.eta, z)
-        return x.cpu()
+        for _, x_next in self.schedule.iter_steps(model_fn, x, noise, self.sampler):  # noqa: B007
+            pass
+        return x_next.cpu()
 
     @torch.inference_mode()
-    def preview(self, model: Denoiser | EpsFn, step: int | None = None) -> Preview:
+    def preview(self, model: Denoiser | ModelFn, step: int | None = None) -> Preview:
         """Sample from the fixed x_T and score the points; ``step`` labels the preview."""
         start = time.perf_counter()
         points = self.sample(model).float().numpy().copy()

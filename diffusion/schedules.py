@@ -1,4 +1,5 @@
-"""Noise schedules: the immutable coefficient tables of DDPM (Ho et al. 2020).
+"""DDPM's path: the noise schedule's immutable coefficient table, and what DDPM does with it
+(Ho et al. 2020): x_t by q(x_t | x_0), the noise as the target, ancestral and DDIM steps.
 
 Paper symbols, named once:
     beta_t            betas                   variance added at step t
@@ -9,26 +10,53 @@ Paper symbols, named once:
     SNR(t)            snr                     alpha-bar_t / (1 - alpha-bar_t)
 
 Index t runs 0..T-1 here (paper t = index + 1). Everything is derived in float64 and held in
-float32 tensors; ``float64`` keeps the float64 numpy copies for scalar look-ups in samplers.
+float32 tensors; ``float64`` keeps the float64 numpy copies for scalar look-ups in the steps,
+and the path columns every objective has (``paths.ObjectivePath``):
+    signal    a = sqrt(abar_t)        sigma    s = sqrt(1 - abar_t)
+so x_t = a x_0 + s eps is q(x_t | x_0) (eq. 4), and the network, fed t / T, learns eps.
 
-Both objectives share three columns, the path x_t = signal_t x_0 + sigma_t eps that the views
-(ideal denoiser, loss floor, drift) work from, and the network's time input:
-    signal    sqrt(abar_t)          flow matching: 1 - tau_k, with tau_k = (k + 1) / T
-    sigma     sqrt(1 - abar_t)      flow matching: tau_k
-    times     k / T                 flow matching: tau_k (the continuous time of grid level k)
-For flow matching (``objective == "flow"``) training draws tau continuously in [0, 1]; the T
-levels tau_k = 1/T .. 1 are where the views look, and the DDPM columns (betas ...) are absent.
+Reverse steps. DDPM (Algorithm 2):
+    x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps_theta) + sigma_t z,
+    sigma_t^2 = beta_t ("beta", the reference) or beta-tilde_t ("posterior"); no noise at t = 0.
+DDIM (Song et al. 2021, eq. 12):
+    x0_hat   = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t)
+    sigma    = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)
+    x_prev   = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_theta + sigma z
+    with abar_prev = 1 after the last step (t_prev = -1).
+
+Respaced DDPM (Nichol & Dhariwal 2021, sec. 4), for fewer steps than T: on the kept times
+s_1 < ... < s_K (the same evenly spaced ones as DDIM's) the chain is DDPM with the betas
+    beta'_i = 1 - abar_{s_i} / abar_{s_{i-1}}   (abar_{s_0} = 1),
+so one step from t = s_i to t_prev = s_{i-1} uses alpha' = abar_t / abar_prev and beta' = 1 - alpha'
+in Algorithm 2, and sigma^2 = beta' or beta-tilde' = (1 - abar_prev) / (1 - abar_t) beta'. On
+consecutive times (t_prev = t - 1) this is plain DDPM, computed from the schedule's own table.
+
+Clipping x0 (``clip_x0``, off by default; diffusers' schedulers do it by default):
+    x0_c = clamp(x0_hat, -1, 1)
+    DDPM: x_{t-1} = coef1 x0_c + coef2 x_t + sigma_t z, the posterior mean of q(x_{t-1} | x_t, x_0)
+          (Ho et al. eq. 7; coef1 = sqrt(abar_prev) beta' / (1 - abar_t),
+          coef2 = sqrt(alpha') (1 - abar_prev) / (1 - abar_t)); unclipped, this is Algorithm 2's mean
+    DDIM: eps_c = (x_t - sqrt(abar_t) x0_c) / sqrt(1 - abar_t), then eq. 12 with x0_c and eps_c
+Only right for data inside [-1, 1]: the reference data sits at (2, 2), and clipping collapses it.
+With ``clip_x0`` off, the steps are computed exactly as without the option.
+
+Randomness (``sampler_draws``): x_T first, then all the per-step noise at once (DDPM, or DDIM
+with eta > 0), so two samplers given the same seed and number of samples start from the same x_T.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .config import ScheduleConfig, ScheduleKind
+from .config import SAMPLERS_OF, Coupling, SamplerConfig, SamplerKind, ScheduleConfig, ScheduleKind, Variance
+from .paths import Curve, ModelFn, ObjectivePath, PathChart, PathCurves, PathPlot
+from .trajectory import SamplerStep
 
 _TENSOR_FIELDS = (
     "betas",
@@ -41,15 +69,14 @@ _TENSOR_FIELDS = (
     "posterior_mean_coef1",
     "posterior_mean_coef2",
 )
+FAR_FROM_NOISE = 0.01  # the chart warns when abar_T is above this
 
 
 @dataclass(frozen=True, eq=False)
-class NoiseSchedule:
-    """Immutable table of DDPM coefficients; each tensor has shape (T,)."""
+class NoiseSchedule(ObjectivePath):
+    """DDPM's path: the immutable table of its coefficients; each tensor has shape (T,)."""
 
-    config: ScheduleConfig
-    float64: dict[str, np.ndarray] = dataclasses.field(repr=False)
-    betas: torch.Tensor | None = dataclasses.field(repr=False)  # None for flow matching (and the rest)
+    betas: torch.Tensor = dataclasses.field(repr=False)
     alphas: torch.Tensor = dataclasses.field(repr=False)
     alphas_cumprod: torch.Tensor = dataclasses.field(repr=False)
     alphas_cumprod_prev: torch.Tensor = dataclasses.field(repr=False)
@@ -59,14 +86,25 @@ class NoiseSchedule:
     posterior_mean_coef1: torch.Tensor = dataclasses.field(repr=False)  # multiplies x_0 (eq. 7)
     posterior_mean_coef2: torch.Tensor = dataclasses.field(repr=False)  # multiplies x_t (eq. 7)
 
+    objective = "ddpm"
+    label = "DDPM"
+    sampler_kinds = SAMPLERS_OF["ddpm"]
+    preview_kind = "ddim"
+    output_name = "ε"
+    budget_families = (("ddpm", None), ("ddim", 0.0), ("ddim", 1.0))
+    budget_steps = (5, 10, 20, 50, 100, 200, 500)
+    continuous_time = False
+    frame_dtype = np.int64
+    floor_formula = "abar_t s0^2 / (abar_t s0^2 + 1 - abar_t)"
+    forward_words = "noised step by step by q(x_t | x_{t-1})"
+    output_words = "noise ε(x, t)"
+    score_words = "score −ε/√(1−ᾱ_t)"
+
     @classmethod
-    def from_config(cls, config: ScheduleConfig) -> NoiseSchedule:
-        if config.objective == "flow":
-            tau = np.arange(1, config.num_timesteps + 1, dtype=np.float64) / config.num_timesteps
-            table = {"signal": 1.0 - tau, "sigma": tau, "times": tau}
-            for values in table.values():
-                values.flags.writeable = False
-            return cls(config=config, float64=table, **dict.fromkeys(_TENSOR_FIELDS))
+    def from_config(cls, config: ScheduleConfig) -> ObjectivePath:
+        if config.objective != cls.objective:
+            raise ValueError(f"NoiseSchedule is DDPM's path; the {config.objective!r} objective's is "
+                             "objectives.path_of(config)")
         betas = config.betas()
         alphas = 1.0 - betas
         alphas_cumprod = np.cumprod(alphas)
@@ -83,41 +121,34 @@ class NoiseSchedule:
             "posterior_mean_coef1": betas * np.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod),
             "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - alphas_cumprod),
         }
-        table |= {"signal": table["sqrt_alphas_cumprod"], "sigma": table["sqrt_one_minus_alphas_cumprod"],
-                  "times": np.arange(config.num_timesteps, dtype=np.float64) / config.num_timesteps}
+        table |= {"signal": table["sqrt_alphas_cumprod"], "sigma": table["sqrt_one_minus_alphas_cumprod"]}
         for values in table.values():
             values.flags.writeable = False
         tensors = {name: torch.tensor(table[name], dtype=torch.float32) for name in _TENSOR_FIELDS}
         return cls(config=config, float64=table, **tensors)
 
+    @classmethod
+    def grid_times(cls, num_timesteps: int) -> np.ndarray:
+        """t / T for the index t = 0..T-1 (the reference's time input)."""
+        return np.arange(num_timesteps, dtype=np.float64) / num_timesteps
+
+    @classmethod
+    def family_label(cls, kind: SamplerKind, eta: float | None) -> str:
+        return "DDPM" if kind == "ddpm" else f"DDIM η={eta:g}"
+
     def to(self, device: torch.device | str) -> NoiseSchedule:
         """A copy whose tensors live on ``device``."""
-        if self.is_flow:
-            return self
         moved = {name: getattr(self, name).to(device, copy=True) for name in _TENSOR_FIELDS}
         return dataclasses.replace(self, **moved)
 
     @property
-    def is_flow(self) -> bool:
-        return self.config.objective == "flow"
-
-    @property
     def device(self) -> torch.device:
-        return torch.device("cpu") if self.is_flow else self.betas.device
-
-    @property
-    def num_timesteps(self) -> int:
-        return len(self.float64["signal"])
+        return self.betas.device
 
     def path_at_frame(self, k: float) -> tuple[float, float]:
-        """(signal, sigma) of the state at frame time k in [0, T] (k = 0: the data; k >= 1: the
-        state the model sees at index k - 1). A flow trajectory's frame times k = tau T need not be
-        whole: its path is exact at any tau, (1 - tau, tau)."""
+        """Frame k >= 1 is the state the model sees at index k - 1."""
         if k == 0:
             return 1.0, 0.0
-        if self.is_flow:
-            tau = float(k) / self.num_timesteps
-            return 1.0 - tau, tau
         return float(self.float64["signal"][int(k) - 1]), float(self.float64["sigma"][int(k) - 1])
 
     @property
@@ -140,6 +171,122 @@ class NoiseSchedule:
     def terminal_snr(self) -> float:
         return float(self.snr[-1])
 
+    def path_curves(self) -> PathCurves:
+        t = (np.arange(self.num_timesteps) + 1) / self.num_timesteps
+        return PathCurves(t, self.float64["signal"], self.float64["sigma"], t, self.log_snr,
+                          signal_name="√ᾱ", sigma_name="√(1−ᾱ)", label=self.label)
+
+    def chart(self) -> PathChart:
+        """beta_t, alpha-bar_t and log SNR(t) against t = 1..T; abar_T, and a warning when x_T is
+        far from N(0, I) (abar_T above ``FAR_FROM_NOISE``)."""
+        t = np.arange(1, self.num_timesteps + 1)
+        table = self.float64
+        abar_T = self.terminal_alpha_bar
+        warning = None
+        if abar_T > FAR_FROM_NOISE:
+            warning = (f"x_T is far from N(0, I): ᾱ_T = {abar_T:.3f}, so x_T keeps {np.sqrt(abar_T):.0%} of the data "
+                       "while sampling starts from pure N(0, I) noise, so samples can come out shrunk toward the "
+                       "origin. Use more steps T, a larger β end, or the cosine schedule.")
+        return PathChart(
+            heading="Noise schedule",
+            plots=(PathPlot("β_t", (Curve(t, table["betas"], "β_t"),)),
+                   PathPlot("ᾱ_t (signal kept)", (Curve(t, table["alphas_cumprod"], "ᾱ_t"),), unit_range=True),
+                   PathPlot("log SNR(t)", (Curve(t, self.log_snr, "log SNR"),))),
+            metrics=(("ᾱ_T (signal left in x_T)", f"{abar_T:.3g}"), ("√ᾱ_T (share of x₀ in x_T)", f"{np.sqrt(abar_T):.2%}")),
+            warning=warning,
+        )
+
+    def forward_frames(self, x0: torch.Tensor, num_frames: int,
+                       generator: torch.Generator) -> tuple[torch.Tensor, np.ndarray]:
+        """Run the Markov chain x_0 -> x_T step by step (eq. 2), x_t = sqrt(alpha_t) x_{t-1} +
+        sqrt(beta_t) eps_t, and keep ``num_frames`` evenly spaced frames; their times 0 (data) .. T."""
+        T = self.num_timesteps
+        keep = np.unique(np.round(np.linspace(0, T, min(num_frames, T + 1))).astype(int))
+        sqrt_alpha = np.sqrt(self.float64["alphas"])
+        sqrt_beta = np.sqrt(self.float64["betas"])
+        # drawn on the CPU, like every random number here, then moved: same draws on any device
+        noise = torch.randn((T,) + tuple(x0.shape), generator=generator).to(x0.device)  # (T, N, D)
+        frames, x = [], x0.clone()
+        if keep[0] == 0:
+            frames.append(x.clone())
+        for t in range(T):
+            x = x.mul_(sqrt_alpha[t]).add_(noise[t], alpha=sqrt_beta[t])
+            if t + 1 in keep:
+                frames.append(x.clone())
+        return torch.stack(frames), keep
+
+    # --- training: q(x_t | x_0) at a uniform index, the noise as the target -------------------------
+
+    def training_draw(
+        self, x0: torch.Tensor, generator: torch.Generator, coupling: Coupling
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """t uniform over the indices 0..T-1 (its own level), then eps; pairs are always independent."""
+        t = torch.randint(0, self.num_timesteps, (len(x0),), generator=generator)
+        return t, t, torch.randn(x0.shape, generator=generator)
+
+    def x_t(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Draw x_t ~ q(x_t | x_0) given the noise: sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (eq. 4).
+        x0, noise (B, D); t (B,) long."""
+        return self.sqrt_alphas_cumprod[t][:, None] * x0 + self.sqrt_one_minus_alphas_cumprod[t][:, None] * noise
+
+    def target(self, x0, noise):
+        """eps."""
+        return noise
+
+    def target_gain(self, a, s):
+        """a^2 (the target eps: c_eps = 1, c_0 = 0)."""
+        return a**2
+
+    def x0_hat(self, x: torch.Tensor, output: torch.Tensor, a: float, s: float) -> torch.Tensor:
+        """(x - s eps) / a."""
+        return torch.add(x, output, alpha=-s).div_(a)
+
+    def eps_hat(self, x, output, a: float, s: float):
+        """The output itself."""
+        return output
+
+    # --- samplers ---------------------------------------------------------------------------------------
+
+    @property
+    def max_sample_steps(self) -> int:
+        return self.num_timesteps
+
+    def num_sample_steps(self, config: SamplerConfig, sample_steps: int | None = None) -> int:
+        return len(timesteps(self, config, sample_steps))
+
+    def sampler_draws(
+        self, config: SamplerConfig, generator: torch.Generator, num_samples: int, sample_steps: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x_T, then a z per step for DDPM and for DDIM with eta > 0."""
+        x = torch.randn(num_samples, 2, generator=generator)
+        steps = self.num_sample_steps(config, sample_steps)
+        needs_noise = config.kind == "ddpm" or config.eta > 0
+        return x, torch.randn(steps, num_samples, 2, generator=generator) if needs_noise else None
+
+    def iter_steps(
+        self, model: ModelFn, x: torch.Tensor, noise: torch.Tensor | None, config: SamplerConfig,
+        sample_steps: int | None = None,
+    ) -> Iterator[tuple[SamplerStep, torch.Tensor]]:
+        """DDPM's or DDIM's steps over ``timesteps``; ``sample_steps`` given respaces DDPM."""
+        ts = timesteps(self, config, sample_steps)
+        for i, t in enumerate(ts):
+            t = int(t)
+            z = noise[i] if noise is not None else None
+            t_prev = int(ts[i + 1]) if i + 1 < len(ts) else -1
+            with torch.inference_mode():  # entered per step: a generator must not leak the mode
+                eps = model(x, t)
+                if config.kind == "ddpm":
+                    x_next = ddpm_step(self, eps, t, x, z, config.variance, t_prev=t_prev, clip_x0=config.clip_x0)
+                else:
+                    x_next = ddim_step(self, eps, t, t_prev, x, config.eta, z, clip_x0=config.clip_x0)
+            yield SamplerStep(i, t, x, eps), x_next
+            x = x_next
+
+    def step_frame(self, step: SamplerStep, config: SamplerConfig) -> tuple[int, torch.Tensor]:
+        """Frame time t + 1; with ``clip_x0`` the clipped x0_hat the sampler stepped with."""
+        x0 = predicted_x0(self, step.x, step.model_output, step.t)
+        return step.t + 1, x0.clamp_(-1.0, 1.0) if config.clip_x0 else x0
+
 
 def make_schedule(
     kind: ScheduleKind = "linear",
@@ -149,3 +296,151 @@ def make_schedule(
 ) -> NoiseSchedule:
     """Build a schedule; raises ValueError naming the bad argument and the allowed range."""
     return NoiseSchedule.from_config(ScheduleConfig(kind=kind, num_timesteps=num_timesteps, beta_start=beta_start, beta_end=beta_end))
+
+
+# --- the reverse steps, pure functions of the table ----------------------------------------------------
+
+
+def _at(schedule: NoiseSchedule, name: str, t) -> float:
+    return float(schedule.float64[name][int(t)])
+
+
+@dataclass(frozen=True)
+class DDPMCoefficients:
+    """One (possibly respaced) DDPM step t -> t_prev, in float64: alpha' = abar_t / abar_prev,
+    beta' = 1 - alpha', sigma^2, and the posterior mean's coefficients of x_0 and x_t (eq. 7)."""
+
+    alpha: float
+    beta: float
+    sigma2: float  # 0 on the last step (t_prev = -1)
+    coef_x0: float
+    coef_xt: float
+
+
+def ddpm_coefficients(schedule: NoiseSchedule, t: int, t_prev: int, variance: Variance = "beta") -> DDPMCoefficients:
+    """The coefficients of one DDPM step; from the schedule's table when t_prev = t - 1."""
+    if t_prev == t - 1:
+        alpha, beta = _at(schedule, "alphas", t), _at(schedule, "betas", t)
+        coef_x0, coef_xt = _at(schedule, "posterior_mean_coef1", t), _at(schedule, "posterior_mean_coef2", t)
+        posterior = _at(schedule, "posterior_variance", t)
+    else:  # Nichol & Dhariwal's respacing: beta' from the alpha-bars at the kept times
+        abar_t = _at(schedule, "alphas_cumprod", t)
+        abar_prev = _at(schedule, "alphas_cumprod", t_prev) if t_prev >= 0 else 1.0
+        alpha = abar_t / abar_prev
+        beta = 1.0 - alpha
+        coef_x0 = math.sqrt(abar_prev) * beta / (1.0 - abar_t)
+        coef_xt = math.sqrt(alpha) * (1.0 - abar_prev) / (1.0 - abar_t)
+        posterior = (1.0 - abar_prev) / (1.0 - abar_t) * beta
+    sigma2 = 0.0 if t_prev < 0 else (beta if variance == "beta" else posterior)
+    return DDPMCoefficients(alpha, beta, sigma2, coef_x0, coef_xt)
+
+
+def ddpm_step(
+    schedule: NoiseSchedule,
+    noise_pred: torch.Tensor,
+    t: int,
+    x_t: torch.Tensor,
+    noise: torch.Tensor | None,
+    variance: Variance = "beta",
+    *,
+    t_prev: int | None = None,
+    clip_x0: bool = False,
+) -> torch.Tensor:
+    """One ancestral step x_t -> x_{t_prev} (default t - 1; an earlier time is a respaced step).
+    ``noise`` (z ~ N(0, I)) is ignored on the last step (t_prev = -1). ``clip_x0``: step from the
+    posterior mean with x0_hat clamped to [-1, 1]."""
+    if variance not in ("beta", "posterior"):
+        raise ValueError(f"variance must be 'beta' or 'posterior'; got {variance!r}")
+    t = int(t)
+    if not 0 <= t < schedule.num_timesteps:
+        raise ValueError(f"t must be in [0, {schedule.num_timesteps - 1}]; got {t}")
+    t_prev = t - 1 if t_prev is None else int(t_prev)
+    if not -1 <= t_prev < t:
+        raise ValueError(f"t_prev must be in [-1, t - 1] = [-1, {t - 1}]; got {t_prev}")
+    c = ddpm_coefficients(schedule, t, t_prev, variance)
+    if clip_x0:
+        x0 = predicted_x0(schedule, x_t, noise_pred, t).clamp_(-1.0, 1.0)
+        x = torch.add(x0.mul_(c.coef_x0), x_t, alpha=c.coef_xt)  # eq. 7's mean with the clipped x0
+    else:  # Algorithm 2, with beta' and alpha' when respaced
+        coef_eps = c.beta / _at(schedule, "sqrt_one_minus_alphas_cumprod", t)
+        x = torch.add(x_t, noise_pred, alpha=-coef_eps).mul_(1.0 / math.sqrt(c.alpha))
+    if t_prev >= 0:
+        if noise is None:
+            raise ValueError(f"noise is required at t = {t} > 0")
+        x = x.add_(noise, alpha=math.sqrt(c.sigma2))
+    return x
+
+
+def _ddim_coefficients(schedule: NoiseSchedule, t: int, t_prev: int, eta: float) -> tuple[float, float, float]:
+    """(coefficient of x_t, coefficient of eps, sigma) for one DDIM step, in float64."""
+    abar_t = _at(schedule, "alphas_cumprod", t)
+    abar_prev = _at(schedule, "alphas_cumprod", t_prev) if t_prev >= 0 else 1.0
+    sigma = eta * math.sqrt((1 - abar_prev) / (1 - abar_t)) * math.sqrt(1 - abar_t / abar_prev)
+    ratio = math.sqrt(abar_prev / abar_t)
+    coef_x = ratio
+    coef_eps = math.sqrt(max(1 - abar_prev - sigma**2, 0.0)) - ratio * math.sqrt(1 - abar_t)
+    return coef_x, coef_eps, sigma
+
+
+def ddim_step(
+    schedule: NoiseSchedule,
+    noise_pred: torch.Tensor,
+    t: int,
+    t_prev: int,
+    x_t: torch.Tensor,
+    eta: float,
+    noise: torch.Tensor | None,
+    *,
+    clip_x0: bool = False,
+) -> torch.Tensor:
+    """One DDIM step x_t -> x_{t_prev} (t_prev = -1 for the last step, to x_0). ``clip_x0``: clamp
+    x0_hat to [-1, 1] and recompute eps from it (as diffusers' DDIMScheduler does)."""
+    t, t_prev = int(t), int(t_prev)
+    if not 0 <= t < schedule.num_timesteps:
+        raise ValueError(f"t must be in [0, {schedule.num_timesteps - 1}]; got {t}")
+    if not -1 <= t_prev < t:
+        raise ValueError(f"t_prev must be in [-1, t - 1] = [-1, {t - 1}]; got {t_prev}")
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must be in [0, 1]; got {eta}")
+    if clip_x0:
+        _, _, sigma = _ddim_coefficients(schedule, t, t_prev, eta)
+        x0 = predicted_x0(schedule, x_t, noise_pred, t).clamp_(-1.0, 1.0)
+        abar_t = _at(schedule, "alphas_cumprod", t)
+        abar_prev = _at(schedule, "alphas_cumprod", t_prev) if t_prev >= 0 else 1.0
+        eps = torch.add(x_t, x0, alpha=-math.sqrt(abar_t)).div_(math.sqrt(1 - abar_t))  # eps_c
+        x = torch.add(x0.mul_(math.sqrt(abar_prev)), eps, alpha=math.sqrt(max(1 - abar_prev - sigma**2, 0.0)))
+    else:
+        coef_x, coef_eps, sigma = _ddim_coefficients(schedule, t, t_prev, eta)
+        x = torch.add(x_t.mul(coef_x), noise_pred, alpha=coef_eps)
+    if sigma > 0:
+        if noise is None:
+            raise ValueError(f"noise is required when eta > 0 (sigma = {sigma:g})")
+        x = x.add_(noise, alpha=sigma)
+    return x
+
+
+def predicted_x0(schedule: NoiseSchedule, x_t: torch.Tensor, noise_pred: torch.Tensor, t: int) -> torch.Tensor:
+    """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) at index t."""
+    return schedule.x0_hat(x_t, noise_pred, *schedule.path_at(t))
+
+
+def spaced_timesteps(num_timesteps: int, steps: int) -> np.ndarray:
+    """``steps`` model times evenly spaced over 0..T-1, descending, from T - 1 down to 0."""
+    T = num_timesteps
+    steps = min(int(steps), T)
+    if steps < 1:
+        raise ValueError(f"steps must be a whole number from 1 to T = {T}; got {steps}")
+    if steps == 1:  # one jump from x_T: it must start at the last time, not the first
+        return np.array([T - 1])
+    return np.unique(np.round(np.linspace(0, T - 1, steps)).astype(int))[::-1].copy()
+
+
+def timesteps(schedule: NoiseSchedule, config: SamplerConfig, sample_steps: int | None = None) -> np.ndarray:
+    """The model times visited, descending: all T for DDPM, ``sample_steps`` evenly spaced for DDIM.
+    ``sample_steps`` given overrides the config's: for DDPM it respaces (Nichol & Dhariwal)."""
+    T = schedule.num_timesteps
+    if sample_steps is None:
+        if config.kind == "ddpm":
+            return np.arange(T - 1, -1, -1)
+        sample_steps = config.sample_steps
+    return spaced_timesteps(T, sample_steps)

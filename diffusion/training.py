@@ -1,17 +1,17 @@
 """Training: a resumable trainer that reports progress outward as small records.
 
-The loss is the simple DDPM objective (Ho et al. 2020, eq. 14):
-    L = E_{x_0, t, eps} || eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t) ||^2
-averaged over the batch and the two coordinates, as ``nn.MSELoss`` does; or, for flow matching
-(``flow``), L = E || (eps - x_0) - v_theta((1 - t) x_0 + t eps, t) ||^2 with t ~ U[0, 1], eps
+The loss is the path's (``paths.ObjectivePath``): L = E_{x_0, t, eps} || target - model(x_t, t) ||^2
+averaged over the batch and the two coordinates, as ``nn.MSELoss`` does. For DDPM it is the simple
+objective (Ho et al. 2020, eq. 14), target eps at x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps;
+for flow matching the velocity eps - x_0 at x_t = (1 - t) x_0 + t eps with t ~ U[0, 1], eps
 optionally reordered within the batch by the optimal-transport coupling.
 
-Each step draws, in this order and from the trainer's own generator: the batch x_0, the times t,
-the noise eps. For the reference preset this is the seed script's order, so the same seed gives
-the same run (flow matching draws its t from U[0, 1] in the same place). Training in chunks gives
-exactly the result of training in one go. Each record also carries the step's t (a level index;
-flow matching's t in [k / T, (k + 1) / T) is level k) and per-sample losses, for the loss by noise
-level (``monitoring.LossByT``).
+Each step draws, in this order and from the trainer's own generator: the batch x_0, then the path's
+``training_draw``, the times t and the noise eps. For the reference preset this is the seed
+script's order, so the same seed gives the same run. Training in chunks gives exactly the result of
+training in one go. Each record also carries the level of each t (a level index; flow matching's t
+in [k / T, (k + 1) / T) is level k) and per-sample losses, for the loss by noise level
+(``monitoring.LossByT``).
 
 Speed: at the reference's size (a 4.5k-parameter MLP, batches of 128) a step's arithmetic takes
 tens of microseconds and torch's per-call machinery the rest. So a step calls the denoiser's
@@ -33,9 +33,7 @@ import torch
 from .config import ExperimentConfig, TrainingKey
 from .datasets import FixedPoints, make_dataset
 from .denoiser import Denoiser
-from .flow import ot_pairing, path_sample, velocity_target
-from .forward import q_sample
-from .schedules import NoiseSchedule
+from .objectives import path_of
 
 
 @dataclass(frozen=True)
@@ -147,7 +145,7 @@ class Trainer:
         key = _as_training_key(config)
         self.config = key
         self.device = torch.device(device)
-        self.schedule = NoiseSchedule.from_config(key.schedule).to(self.device)
+        self.schedule = path_of(key.schedule).to(self.device)
         self.dataset = make_dataset(key.data)
         # The random stream lives on the CPU, so CPU and GPU runs see the same batches.
         self.generator = torch.Generator().manual_seed(key.train.seed)
@@ -187,21 +185,10 @@ class Trainer:
     def _train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
         """One optimizer step: (loss, t (B,) on the CPU, per-sample losses (B,) on the device)."""
         x0 = self._batch()
-        T = self.schedule.num_timesteps
-        if self.schedule.is_flow:
-            t = torch.rand(len(x0), generator=self.generator)  # continuous, U[0, 1)
-            drawn_t = (t * T).long().clamp_(max=T - 1)  # its level, for the loss by noise level
-        else:
-            t = drawn_t = torch.randint(0, T, (len(x0),), generator=self.generator)  # stays on the CPU
-        noise = torch.randn(x0.shape, generator=self.generator)
-        if self.schedule.is_flow and self.config.train.coupling == "ot":
-            noise = ot_pairing(x0, noise)
+        t, drawn_t, noise = self.schedule.training_draw(x0, self.generator, self.config.train.coupling)  # on the CPU
         if self.device.type != "cpu":
             x0, t, noise = x0.to(self.device), t.to(self.device), noise.to(self.device)
-        if self.schedule.is_flow:
-            x_t, target = path_sample(x0, t, noise), velocity_target(x0, noise)
-        else:
-            x_t, target = q_sample(self.schedule, x0, t, noise), noise
+        x_t, target = self.schedule.x_t(x0, t, noise), self.schedule.target(x0, noise)
         loss, sample_losses, grads = self.model.losses_and_grads(x_t, t, target)
         value = loss.item()
         lr = self.learning_rate(self.step)

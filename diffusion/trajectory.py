@@ -10,13 +10,14 @@ import torch
 
 @dataclass(frozen=True)
 class SamplerStep:
-    """The state before step ``index`` (x at model time ``t``), and what the model said there
-    (DDPM: the level index t and eps; flow matching: t as t T, a float, and the velocity)."""
+    """The state before step ``index`` (x at model time ``t``), and the model's output there
+    (DDPM: the level index t and eps; flow matching: t as t T, a float, and the velocity v; the
+    path's ``output_name`` says which, its ``x0_hat`` and ``eps_hat`` turn it into x_0 and eps)."""
 
     index: int
     t: int | float
     x: torch.Tensor  # (N, 2)
-    eps: torch.Tensor  # (N, 2)
+    model_output: torch.Tensor  # (N, 2)
 
 
 @dataclass(frozen=True)

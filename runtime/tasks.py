@@ -22,15 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from diffusion.budget import BudgetRow, budget_plan, families_of, iter_budget
+from diffusion.budget import BudgetRow, budget_plan, iter_budget
 from diffusion.config import SamplerConfig, TrainingKey
 from diffusion.datasets import make_dataset
 from diffusion.denoiser import Denoiser
 from diffusion.flow import paired_in_batches
 from diffusion.ideal import DriftCurve, drift_curve, field_at, field_error_curve, field_grid, ideal_denoiser, noised
 from diffusion.metrics import Evaluation, evaluate
+from diffusion.objectives import path_of
 from diffusion.samplers import sample_model, training_salt
-from diffusion.schedules import NoiseSchedule
 from diffusion.trajectory import Trajectory
 
 FIELD_TIMES = 20  # noise levels of the field view: its slider moves between them in the browser
@@ -73,7 +73,7 @@ class Sampled:
 
 
 def compute_sample(task: Sample, key: TrainingKey, model: Denoiser, report: Report) -> Sampled:
-    schedule = NoiseSchedule.from_config(key.schedule)
+    schedule = path_of(key.schedule)
     try:
         trajectory = sample_model(model, schedule, task.sampler, run_salt=training_salt(key))
     except (ArithmeticError, RuntimeError, ValueError) as error:
@@ -108,7 +108,7 @@ class FieldView:
 
 
 def compute_field(task: Field, key: TrainingKey, model: Denoiser, report: Report) -> FieldView:
-    schedule = NoiseSchedule.from_config(key.schedule)
+    schedule = path_of(key.schedule)
     ideal = ideal_denoiser(key.data, schedule)
     T = schedule.num_timesteps
     times = np.unique(np.linspace(0, T - 1, FIELD_TIMES).round().astype(int))
@@ -126,12 +126,12 @@ def compute_field(task: Field, key: TrainingKey, model: Denoiser, report: Report
         learned, wanted = np.stack([f.learned for f in frames]), np.stack([f.ideal for f in frames])
     shown = np.stack([noised(data[:300], schedule, int(t), noise[:300]).numpy() for t in times])
     curve = field_error_curve(model, ideal, schedule, data, times, seed=13)
-    if task.quantity == "score":  # |score error| = |eps error| / s, and flow's eps error is a |v error|
-        table = schedule.float64
-        curve_error = curve.error * (table["signal"][times] if schedule.is_flow else 1.0) / table["sigma"][times]
+    if task.quantity == "score":  # |score error| = |eps error| / s, and eps is linear in the output
+        a, s = schedule.float64["signal"][times], schedule.float64["sigma"][times]
+        curve_error = curve.error * np.abs(schedule.eps_hat(0.0, 1.0, a, s)) / s
     else:
         curve_error = curve.error
-    label = "score" if task.quantity == "score" else ("v" if schedule.is_flow else "ε")
+    label = "score" if task.quantity == "score" else schedule.output_name
     user = key.data.to_user  # positions in the user's units; the arrows are scaled per t anyway
     xs = user(np.stack([grid[0], np.full_like(grid[0], grid[1][0])], 1))[:, 0]
     ys = user(np.stack([np.full_like(grid[1], grid[0][0]), grid[1]], 1))[:, 1]
@@ -161,12 +161,12 @@ def compute_drift(task: Drift, key: TrainingKey, model: Denoiser, report: Report
         trajectory = compute_sample(Sample(task.sampler), key, model, report).trajectory
         if trajectory is None or not trajectory.finite:
             return None
-    schedule = NoiseSchedule.from_config(key.schedule)
+    schedule = path_of(key.schedule)
     keep = np.unique(np.linspace(0, len(trajectory.frames) - 1, min(DRIFT_FRAMES, len(trajectory.frames))).round()
                      .astype(int))
     kept = dataclasses.replace(trajectory, frames=trajectory.frames[keep], frame_times=trajectory.frame_times[keep],
                                predicted_x0=trajectory.predicted_x0[keep])
-    ot = key.schedule.objective == "flow" and key.train.coupling == "ot"
+    ot = schedule.batch_coupled(key.train.coupling)
     curve = drift_curve(kept, key.data, schedule, seed=task.sampler.seed + 1, ot_batch=key.train.batch_size if ot else None)
     data = torch.from_numpy(data_points(key, DRIFT_POINTS, 21)).double()
     noise = torch.randn(data.shape, generator=torch.Generator().manual_seed(22)).double()
@@ -194,13 +194,13 @@ class Budget:
 
 def budget_size(key: TrainingKey) -> int:
     """Rows of a run's budget."""
-    schedule = NoiseSchedule.from_config(key.schedule)
-    return len(budget_plan(key.schedule.num_timesteps, families=families_of(schedule)))
+    schedule = path_of(key.schedule)
+    return len(budget_plan(key.schedule.num_timesteps, families=schedule.budget_families))
 
 
 def compute_budget(task: Budget, key: TrainingKey, model: Denoiser, report: Report,
                    stopped: Callable[[], bool] = lambda: False) -> tuple[BudgetRow, ...]:
-    schedule = NoiseSchedule.from_config(key.schedule)
+    schedule = path_of(key.schedule)
     total, rows = budget_size(key), []
     for row in iter_budget(model, schedule, make_dataset(key.data), num_samples=task.num_samples, seed=task.seed,
                            variance=task.variance, clip_x0=task.clip_x0):

@@ -30,7 +30,7 @@ from diffusion.monitoring import (
     preview_interval,
     preview_steps,
 )
-from diffusion.schedules import NoiseSchedule
+from diffusion.objectives import path_of
 from diffusion.training import Trainer, TrainRecord
 
 from .messages import WatchUpdate
@@ -49,7 +49,7 @@ def loss_bins(num_timesteps: int) -> int:
 def previewer_for(key: TrainingKey) -> Previewer:
     """One previewer per training configuration: the same x_T and noise for every preview of a
     run, whichever process takes it (seeded with the run's training seed)."""
-    schedule = NoiseSchedule.from_config(key.schedule)
+    schedule = path_of(key.schedule)
     return Previewer(schedule, key.data, seed=key.train.seed, num_points=PREVIEW_POINTS,
                      sample_steps=min(PREVIEW_STEPS, key.schedule.num_timesteps))
 

@@ -29,10 +29,11 @@ from diffusion.config import DataConfig, DenoiserConfig, SamplerConfig
 from diffusion.datasets import REFERENCE_GAUSSIAN, make_dataset
 from diffusion.denoiser import Denoiser
 from diffusion.metrics import evaluate
-from diffusion.samplers import ddim_step, ddpm_step, sample, sample_model, timesteps
-from diffusion.schedules import make_schedule
+from diffusion.samplers import sample, sample_model
+from diffusion.schedules import NoiseSchedule, ddim_step, ddpm_step, make_schedule, timesteps
 
 T = 100  # a short schedule keeps the full budget quick
+DDPM_FAMILIES, DDPM_STEPS = NoiseSchedule.budget_families, NoiseSchedule.budget_steps  # DDPM, DDIM at eta 0 and 1
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +61,18 @@ def short_eps(short):
     (1, (1,)),
 ])
 def test_default_steps_stop_at_T_without_repeats(num_timesteps, expected):
-    assert budget_steps(num_timesteps) == expected
+    assert budget_steps(num_timesteps, None, DDPM_STEPS) == expected
 
 
 def test_given_steps_are_sorted_deduplicated_and_capped_at_T():
-    assert budget_steps(100, [50, 5, 50, 400, 1, 100]) == (1, 5, 50, 100)
-    assert budget_steps(4, [10, 20]) == ()
+    assert budget_steps(100, [50, 5, 50, 400, 1, 100], DDPM_STEPS) == (1, 5, 50, 100)
+    assert budget_steps(4, [10, 20], DDPM_STEPS) == ()
 
 
 @pytest.mark.parametrize("steps", [[0], [-5], [2.5], [True], ["10"]])
 def test_bad_steps_are_refused_in_words(steps):
     with pytest.raises(ValueError, match="steps must be whole numbers of at least 1"):
-        budget_steps(100, steps)
+        budget_steps(100, steps, DDPM_STEPS)
 
 
 @pytest.mark.parametrize("families, match", [
@@ -79,14 +80,15 @@ def test_bad_steps_are_refused_in_words(steps):
     ((("ddim", None),), r"DDIM's eta must be in \[0, 1\]"),
     ((("ddim", 1.5),), r"DDIM's eta must be in \[0, 1\]"),
     ((("plms", None),), "sampler must be 'ddpm' or 'ddim'"),
+    ((("ddpm", None), ("euler", None)), r"samplers must all be of one objective .*got \['ddpm', 'euler'\]"),
 ])
 def test_bad_families_are_refused_in_words(families, match):
     with pytest.raises(ValueError, match=match):
-        budget_plan(100, None, families)
+        budget_plan(100, families=families)
 
 
 def test_the_plan_goes_family_by_family_fewest_steps_first():
-    plan = budget_plan(20, [20, 5, 10])
+    plan = budget_plan(20, [20, 5, 10], families=DDPM_FAMILIES)
     assert plan == [("ddpm", None, 5), ("ddpm", None, 10), ("ddpm", None, 20), ("ddim", 0.0, 5), ("ddim", 0.0, 10),
                     ("ddim", 0.0, 20), ("ddim", 1.0, 5), ("ddim", 1.0, 10), ("ddim", 1.0, 20)]
 
@@ -143,7 +145,7 @@ def rows(short, short_eps):
 
 
 def test_each_row_is_a_direct_sampler_call_scored_as_the_panel_does(short, short_eps, rows):
-    assert [(r.sampler, r.eta, r.steps) for r in rows] == budget_plan(T, [5, 20, T])
+    assert [(r.sampler, r.eta, r.steps) for r in rows] == budget_plan(T, [5, 20, T], families=DDPM_FAMILIES)
     for r in rows:
         config = SamplerConfig(kind=r.sampler, eta=r.eta or 0.0, sample_steps=r.steps, num_samples=200, num_frames=2,
                                seed=5)
@@ -197,7 +199,7 @@ def test_a_row_as_a_dict_has_the_csv_columns(rows):
 # The command
 
 SMALL = ["--timesteps", "100", "--epochs", "50", "--samples", "100", "--frames", "2", "--device", "cpu"]
-PLAN = budget_plan(100)  # 5, 10, 20, 50, 100 for each of the three families
+PLAN = budget_plan(100, families=DDPM_FAMILIES)  # 5, 10, 20, 50, 100 for each of the three families
 
 
 def _run(argv: list[str]) -> str:

@@ -97,3 +97,34 @@ def test_a_frozen_figure_sends_the_same_json_as_the_figure_it_was():
     frozen = charts.frozen(figure)
     assert isinstance(frozen, charts.FrozenFigure) and frozen.to_dict() is frozen.to_dict()  # computed once
     assert pio.to_json(frozen, validate=False) == before == pio.to_json(frozen, validate=False)
+
+
+@pytest.mark.parametrize("objective", ["ddpm", "flow"])
+def test_the_time_axis_shows_each_level_at_its_path_s_time(objective):
+    """A continuous path's level k is drawn at its grid time (k + 1) / T, a discrete one's at k;
+    frames are t T on a continuous path, so x_T is labelled t = 1 there and t = T otherwise."""
+    from diffusion.config import ScheduleConfig
+    from diffusion.objectives import path_of
+
+    config = ScheduleConfig(objective=objective, num_timesteps=40)
+    path, axis = path_of(config), charts.TimeAxis.of(config)
+    assert axis.continuous == path.continuous_time
+    levels = np.arange(40)
+    np.testing.assert_array_equal(axis.level(levels), path.grid_times(40) if axis.continuous else levels)
+    assert axis.label(axis.frame(40)) == ("t = 1.000" if axis.continuous else "t = 40")
+
+
+def test_the_schedule_figure_draws_the_path_s_chart_and_another_path_dashed_beside_it():
+    from diffusion.config import ScheduleConfig
+    from diffusion.objectives import path_of
+
+    ddpm, flow = path_of(ScheduleConfig(num_timesteps=100)), path_of(ScheduleConfig(objective="flow", num_timesteps=100))
+    own = charts.schedule_figure(ddpm)
+    assert [t.name for t in own.data] == ["β_t", "ᾱ_t", "log SNR"] and not own.layout.showlegend
+    np.testing.assert_array_equal(own.data[1].y, ddpm.float64["alphas_cumprod"])
+    both = charts.schedule_figure(flow, reference=ddpm)
+    assert [(t.name, t.line.dash) for t in both.data] == [
+        ("a = 1 − t (flow)", None), ("s = t (flow)", None), ("√ᾱ (DDPM)", "dash"), ("√(1−ᾱ) (DDPM)", "dash"),
+        ("flow", None), ("DDPM", "dash")]
+    np.testing.assert_array_equal(both.data[2].x, (np.arange(100) + 1) / 100)  # DDPM's level k at t = (k + 1) / T
+    assert both.layout.showlegend and [a.text for a in both.layout.annotations] == [p.title for p in flow.chart().plots]

@@ -27,16 +27,14 @@ from cli import command as cli
 from diffusion.config import DenoiserConfig, SamplerConfig, reference
 from diffusion.denoiser import Denoiser
 from diffusion.samplers import (
-    ddim_step,
-    ddpm_step,
     iter_sample,
     sample,
     sample_model,
     sampling_seed,
-    timesteps,
     training_salt,
     weights_salt,
 )
+from diffusion.schedules import ddim_step, ddpm_step, timesteps
 from tests.conftest import REPO_ROOT
 
 BETAS = np.linspace(1e-4, 0.02, 1000)  # the reference schedule, independent of the package's table

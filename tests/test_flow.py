@@ -23,14 +23,17 @@ from diffusion.config import (
 )
 from diffusion.datasets import GaussianMixture, make_dataset
 from diffusion.denoiser import Denoiser, features_at
-from diffusion.flow import ode_times, ot_pairing, path_sample, sample_flow, velocity_target
+from diffusion.flow import FlowPath, ode_times, ot_pairing, path_sample, velocity_target
 from diffusion.ideal import empirical_posterior_mean, ideal_denoiser
 from diffusion.monitoring import loss_floor_by_bin
+from diffusion.objectives import path_of
+from diffusion.samplers import sample
 from diffusion.schedules import NoiseSchedule
 from diffusion.training import Trainer
 from ui.controls import read_link
 
 FLOW = ScheduleConfig(objective="flow", num_timesteps=100)
+FLOW_1000 = FlowPath.from_config(ScheduleConfig(objective="flow", num_timesteps=1000))
 
 
 def flow_config(**train) -> ExperimentConfig:
@@ -136,7 +139,7 @@ def test_euler_and_heun_are_exact_on_straight_paths_and_count_their_calls(kind, 
         return point_mass_velocity(x, t)
 
     config = SamplerConfig(kind=kind, sample_steps=steps, num_samples=64, num_frames=200)
-    trajectory = sample_flow(counted, config, gen(0), num_timesteps=1000)
+    trajectory = sample(counted, FLOW_1000, config, gen(0))
     x1 = torch.randn(64, 2, generator=gen(0))  # the sampler's first draw
     assert np.allclose(trajectory.samples, MU.expand(64, 2).numpy(), atol=1e-5)
     assert len(calls) == model_calls(kind, steps) == (2 * steps - 1 if kind == "heun" else steps)
@@ -153,7 +156,7 @@ def test_heun_beats_euler_on_a_curved_field_by_its_order():
     for kind in ("euler", "heun"):
         for steps in (10, 20):
             config = SamplerConfig(kind=kind, sample_steps=steps, num_samples=8, num_frames=2)
-            samples = sample_flow(lambda x, t: x, config, gen(0)).samples  # dx/dt = x, solved backwards
+            samples = sample(lambda x, t: x, FLOW_1000, config, gen(0)).samples  # dx/dt = x, solved backwards
             x1 = torch.randn(8, 2, generator=gen(0)).numpy()
             errors[kind, steps] = float(np.abs(samples - x1 * math.exp(-1)).max())
     assert 1.8 < errors["euler", 10] / errors["euler", 20] < 2.2
@@ -165,7 +168,7 @@ def test_heun_beats_euler_on_a_curved_field_by_its_order():
 
 def test_the_ideal_velocity_of_one_gaussian_is_the_closed_form():
     """x0 ~ N(mu, s0^2 I): E[x0 | x_t] = mu + a s0^2 (x - a mu) / (a^2 s0^2 + s^2), eps* = (x - a E[x0|x]) / s."""
-    schedule = NoiseSchedule.from_config(FLOW)
+    schedule = path_of(FLOW)
     ideal = ideal_denoiser(DataConfig("gaussian"), schedule)
     x = torch.randn(20, 2, generator=gen(5), dtype=torch.float64) + 1
     mu, s0 = torch.tensor([2.0, 2.0], dtype=torch.float64), 0.5
@@ -182,7 +185,7 @@ def test_the_ideal_velocity_of_the_ring_agrees_with_monte_carlo():
     """v*(x) = E[eps - x0 | x_t = x] by self-normalised importance sampling: x0_i from the data,
     weights N(x; a x0_i, s^2 I) (``empirical_posterior_mean`` over 400,000 draws). Tolerance: four
     standard errors of that estimate, from the effective sample size of its weights."""
-    schedule = NoiseSchedule.from_config(FLOW)
+    schedule = path_of(FLOW)
     ring = make_dataset(DataConfig("ring"))
     ideal = ideal_denoiser(DataConfig("ring"), schedule)
     draws = ring.sample(400_000, gen(6)).double()
@@ -202,7 +205,7 @@ def test_the_ideal_velocity_of_the_ring_agrees_with_monte_carlo():
 
 def test_the_flow_loss_floor_of_one_gaussian_is_exact_and_matches_its_definition():
     """floor(t) = E||v - v*||^2 / 2 = s0^2 / (a^2 s0^2 + s^2), checked by Monte Carlo at three t."""
-    schedule = NoiseSchedule.from_config(FLOW)
+    schedule = path_of(FLOW)
     gaussian: GaussianMixture = make_dataset(DataConfig("gaussian"))
     floor = gaussian.irreducible_loss(schedule)
     tau = np.arange(1, 101) / 100
@@ -222,7 +225,7 @@ def test_the_flow_loss_floor_of_one_gaussian_is_exact_and_matches_its_definition
 
 
 def test_the_ideal_velocity_drives_heun_to_the_data_and_the_budget_counts_its_calls():
-    schedule = NoiseSchedule.from_config(FLOW)
+    schedule = path_of(FLOW)
     dataset = make_dataset(DataConfig("gaussian"))
     ideal = ideal_denoiser(dataset, schedule)
     rows = budget_rows(ideal, schedule, dataset, num_samples=500, steps=[2, 20, 100])
@@ -278,7 +281,7 @@ def test_the_drift_of_an_optimal_transport_run_is_measured_against_the_path_it_w
     from diffusion.ideal import drift_curve
     from diffusion.trajectory import Trajectory
 
-    schedule = NoiseSchedule.from_config(FLOW)
+    schedule = path_of(FLOW)
     data = make_dataset(DataConfig("ring"))
     x0 = data.sample(512, gen(30)).double()
     eps = paired_in_batches(x0, torch.randn(512, 2, generator=gen(31), dtype=torch.float64), 128)

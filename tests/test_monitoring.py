@@ -31,8 +31,7 @@ from diffusion.monitoring import (
     preview_rows,
     preview_steps,
 )
-from diffusion.samplers import ddim_step, timesteps
-from diffusion.schedules import make_schedule
+from diffusion.schedules import ddim_step, make_schedule, timesteps
 from diffusion.training import Trainer
 
 Z = 4.0  # standard errors allowed where a Monte Carlo value meets its expectation

@@ -18,7 +18,8 @@ import torch
 
 from diffusion.config import DenoiserConfig, SamplerConfig
 from diffusion.denoiser import Denoiser
-from diffusion.samplers import ddim_step, ddpm_step, iter_sample, predicted_x0, sample, sample_model, timesteps
+from diffusion.samplers import iter_sample, sample, sample_model
+from diffusion.schedules import ddim_step, ddpm_step, predicted_x0, timesteps
 
 MU, S = 2.0, 0.5
 Z = 4.5  # standard errors allowed per statistic

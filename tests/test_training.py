@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-import diffusion.training as training
 from diffusion.config import DataConfig, PointSet, reference
 from diffusion.samplers import sample_model
+from diffusion.schedules import NoiseSchedule
 from diffusion.training import Trainer, TrainingDiverged
 
 REFERENCE_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed_ddpm.py"
@@ -247,13 +247,13 @@ def test_an_epoch_over_a_point_set_is_one_shuffled_pass(monkeypatch):
     trainer = Trainer(config)
     assert trainer.steps_per_epoch == 4 == math.ceil(50 / 16) and trainer.total_steps == 12
     batches = []
-    real_q_sample = training.q_sample
+    real_x_t = NoiseSchedule.x_t
 
     def spy(schedule, x0, t, noise):
         batches.append(x0.clone())
-        return real_q_sample(schedule, x0, t, noise)
+        return real_x_t(schedule, x0, t, noise)
 
-    monkeypatch.setattr(training, "q_sample", spy)
+    monkeypatch.setattr(NoiseSchedule, "x_t", spy)
     records = list(trainer.run())
     assert [len(b) for b in batches] == [16, 16, 16, 2] * 3
     assert [r.epoch for r in records] == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3]

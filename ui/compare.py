@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 
 import charts
-from diffusion.budget import BudgetRow, budget_plan, families_of
+from diffusion.budget import BudgetRow, budget_plan
 from diffusion.config import MAX_SAMPLE_WORK, ExperimentConfig, model_calls
 from diffusion.metrics import Evaluation
 from runtime import tasks
@@ -153,7 +153,8 @@ def noise_note(config: ExperimentConfig) -> None:
 
 
 def _plan(run: FinishedRun) -> list:
-    return budget_plan(run.key.schedule.num_timesteps, families=families_of(_schedule(run.key.schedule)))
+    path = _schedule(run.key.schedule)
+    return budget_plan(run.key.schedule.num_timesteps, families=path.budget_families)
 
 
 def _budget_work(run: FinishedRun, config: ExperimentConfig) -> float:
@@ -172,8 +173,10 @@ def _baseline_rows(pinned: Baseline | None, run: FinishedRun, config: Experiment
 def budget_panel(run: FinishedRun, config: ExperimentConfig, pinned: Baseline | None = None) -> None:
     st.subheader("Sampling budget")
     sampler = config.sampler
-    flow = _schedule(run.key.schedule).is_flow
-    families = "Euler and Heun at 1 to T steps" if flow else "DDPM and DDIM (η = 0 and 1) at 5 to T steps"
+    path = _schedule(run.key.schedule)
+    names = [path.family_label(kind, eta) for kind, eta in path.budget_families]
+    steps = ", ".join(str(s) for s in path.budget_steps) + " and T"
+    families = f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else names[0]
     task = tasks.Budget.of(sampler)
     state = registry().result(run, task)
     if state is None:
@@ -182,12 +185,11 @@ def budget_panel(run: FinishedRun, config: ExperimentConfig, pinned: Baseline | 
             st.caption(f"The budget of this model needs {work:.1e} multiply-adds, more than this page allows "
                        f"({3 * MAX_SAMPLE_WORK:.0e}); use fewer samples or a smaller model.")
             return
-        steps = "1, 2, 5, 10, 20, 50, 100, 200, 500 and T" if flow else "5, 10, 20, 50, 100, 200, 500 and T"
         st.button("Compute the sampling budget", key="budget_compute", on_click=lambda: registry().compute(run, task),
-                  help=f"{families}, each scored against the data; a few seconds, in a worker process (training "
-                       "goes on meanwhile).")
+                  help=f"{families} at {steps} steps, each scored against the data; a few seconds, in a worker "
+                       "process (training goes on meanwhile).")
         st.caption(f"How good are the samples with fewer sampling steps? One click samples this run with "
-                   f"{families.split(' at ')[0]} at {steps} steps and scores each.")
+                   f"{families} at {steps} steps and scores each.")
         return
     if not state.ready:
         registry().wait_for(state, RESULT_WAIT)

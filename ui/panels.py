@@ -23,12 +23,12 @@ import charts
 from diffusion import checkpoints
 from diffusion.config import DataConfig, ExperimentConfig, SamplerConfig, ScheduleConfig, TrainingKey, model_calls
 from diffusion.datasets import GaussianMixture, make_dataset
-from diffusion.flow import straight_path_frames
-from diffusion.forward import forward_trajectory
 from diffusion.metrics import Evaluation
 from diffusion.monitoring import PREVIEW_POINTS, PREVIEW_STEPS, BinnedFloor, loss_floor_by_bin
+from diffusion.objectives import path_of
+from diffusion.paths import ObjectivePath
 from diffusion.samplers import Trajectory
-from diffusion.schedules import NoiseSchedule
+from diffusion.schedules import FAR_FROM_NOISE
 from runtime import tasks
 from runtime.registry import FinishedRun, RunRegistry, RunSnapshot, open_run, poll_interval, shared_registry
 from runtime.state import RunState, TaskState
@@ -41,7 +41,7 @@ FIRST_POINTS_WAIT = 0.25  # seconds a page that starts a run waits for its first
 RESULT_WAIT = 1.5  # seconds a page waits for a worker's result before drawing its progress instead
 RESULT_POLL = 0.25  # seconds between looks at a result still being computed
 PLOT_CONFIG = {"displaylogo": False}
-FAR_FROM_NOISE = 0.01  # warn when abar_T is above this
+FORWARD_FRAMES = 41  # frames of the forward animation
 
 
 @st.cache_resource
@@ -92,16 +92,15 @@ def progress_until_ready(state: TaskState, what: str) -> None:
 
 
 @st.cache_resource(max_entries=32)
-def _schedule(config: ScheduleConfig) -> NoiseSchedule:
-    return NoiseSchedule.from_config(config)
+def _schedule(config: ScheduleConfig) -> ObjectivePath:
+    return path_of(config)
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
 def _schedule_figure(config: ScheduleConfig):
-    if config.objective == "flow":  # beside DDPM's reference schedule at the same T
-        return charts.frozen(charts.flow_path_figure(_schedule(config),
-                                                     _schedule(ScheduleConfig(num_timesteps=config.num_timesteps))))
-    return charts.frozen(charts.schedule_figure(_schedule(config)))
+    path = _schedule(config)
+    reference = path.reference()  # another path drawn dashed beside it (flow: DDPM's at the same T)
+    return charts.frozen(charts.schedule_figure(path, reference=_schedule(reference) if reference else None))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -114,7 +113,7 @@ def loss_floor(data: DataConfig, schedule: ScheduleConfig, coupling: str = "inde
     """The irreducible loss averaged over uniform t, where the density is known (and, for flow
     matching, the pairs are independent: see ``monitoring.loss_floor_by_bin``)."""
     dataset = make_dataset(data)
-    if not isinstance(dataset, GaussianMixture) or (schedule.objective == "flow" and coupling == "ot"):
+    if not isinstance(dataset, GaussianMixture) or _schedule(schedule).batch_coupled(coupling):
         return None
     return float(np.mean(dataset.irreducible_loss(_schedule(schedule), n=1024)))
 
@@ -143,12 +142,7 @@ def _preview_axes(data: DataConfig) -> tuple[list[float], list[float]]:
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _forward_figure(data: DataConfig, schedule: ScheduleConfig, frame_ms: int):
     points = torch.from_numpy(_data_points(data, 600, 7))
-    if schedule.objective == "flow":  # each point on its own straight line to its own noise
-        noise = torch.randn(points.shape, generator=torch.Generator().manual_seed(8))
-        frames, times = straight_path_frames(points, noise, 41)
-        times = times * schedule.num_timesteps  # frame times in units of T, as the axis reads them
-    else:
-        frames, times = forward_trajectory(_schedule(schedule), points, 40, torch.Generator().manual_seed(8))
+    frames, times = _schedule(schedule).forward_frames(points, FORWARD_FRAMES, torch.Generator().manual_seed(8))
     return charts.frozen(charts.forward_figure(data.to_user(frames.numpy()), times, data.to_user(points.numpy()),
                                                frame_ms, axis=charts.TimeAxis.of(schedule)))
 
@@ -237,44 +231,30 @@ def header() -> None:
 
 
 def schedule_panel(config: ExperimentConfig) -> None:
-    if config.schedule.objective == "flow":
-        _flow_path_panel(config)
-        return
-    st.subheader("Noise schedule")
-    schedule = _schedule(config.schedule)
+    path = _schedule(config.schedule)
+    chart = path.chart()
+    st.subheader(chart.heading)
     st.plotly_chart(_schedule_figure(config.schedule), config=PLOT_CONFIG)
-    abar_T = schedule.terminal_alpha_bar
-    left, right = st.columns(2)
-    left.metric("ᾱ_T (signal left in x_T)", f"{abar_T:.3g}")
-    right.metric("√ᾱ_T (share of x₀ in x_T)", f"{np.sqrt(abar_T):.2%}")
-    if abar_T > FAR_FROM_NOISE:
-        st.warning(
-            f"x_T is far from N(0, I): ᾱ_T = {abar_T:.3f}, so x_T keeps {np.sqrt(abar_T):.0%} of the data "
-            "while sampling starts from pure N(0, I) noise, so samples can come out shrunk toward the origin. "
-            "Use more steps T, a larger β end, or the cosine schedule."
-        )
-
-
-def _flow_path_panel(config: ExperimentConfig) -> None:
-    st.subheader("Flow matching's path")
-    st.plotly_chart(_schedule_figure(config.schedule), config=PLOT_CONFIG)
-    st.caption(
-        "Flow matching has no β schedule: a point x₀ moves on the straight line x_t = (1 − t) x₀ + t ε to its noise ε "
-        "as t goes from 0 to 1, and the network learns the velocity ε − x₀ along it. Solid: its weights of x₀ and ε "
-        "(they add to 1); dashed: DDPM's √ᾱ and √(1 − ᾱ) for the reference linear schedule (their squares add to 1). "
-        "At t = 1 no signal is left, so x₁ is exactly N(0, I), where sampling starts. The β settings do not apply; "
-        f"T = {config.schedule.num_timesteps:,} only sets how finely the views divide [0, 1]."
-    )
+    if chart.metrics:
+        for column, (label, value) in zip(st.columns(len(chart.metrics)), chart.metrics, strict=True):
+            column.metric(label, value)
+    reference = path.reference()
+    if chart.caption or reference is not None:
+        beside = (f" Dashed: {_schedule(reference).label}'s √ᾱ and √(1 − ᾱ) for the reference linear schedule at the "
+                  "same T (their squares add to 1)." if reference is not None else "")
+        st.caption(chart.caption + beside)
+    if chart.warning:
+        st.warning(chart.warning)
 
 
 def forward_panel(config: ExperimentConfig, display: Display) -> None:
     st.subheader("Data and forward process")
     st.plotly_chart(_forward_figure(config.data, config.schedule, display.frame_ms), config=PLOT_CONFIG)
-    if config.schedule.objective == "flow":
-        st.caption("600 data points moved along flow matching's path: each slides in a straight line to its own "
-                   "noise ε; press ▶ to watch them become N(0, I). The lines cross: the model learns their average.")
-    else:
-        st.caption("600 data points noised step by step by q(x_t | x_{t-1}); press ▶ to watch them become N(0, I).")
+    path = _schedule(config.schedule)
+    left = float(path.float64["signal"][-1])  # a of the last level: the data's share left at the end
+    end = ("watch them become N(0, I)" if left**2 <= FAR_FROM_NOISE else
+           f"at the end they still keep {left:.0%} of the data, so they stop short of N(0, I) (see the warning above)")
+    st.caption(f"600 data points {path.forward_words}; press ▶ and {end}.")
 
 
 def training_panel(config: ExperimentConfig, display: Display, baseline_losses: np.ndarray | None = None,
@@ -359,8 +339,9 @@ def _live_samples(key: TrainingKey, snapshot: RunSnapshot) -> None:
     points = None if preview is None else key.data.to_user(preview.points)
     st.plotly_chart(charts.preview_figure(points, key.data.to_user(_data_points(key.data, 1000, 1)),
                                           _preview_axes(key.data), label), config=PLOT_CONFIG, key="preview_chart")
-    sampler = (f"{PREVIEW_STEPS}-step Euler" if key.schedule.objective == "flow"
-               else f"{min(PREVIEW_STEPS, key.schedule.num_timesteps)}-step DDIM")
+    path = _schedule(key.schedule)
+    steps = min(PREVIEW_STEPS, path.max_sample_steps)
+    sampler = f"{steps}-step {path.family_label(path.preview_kind, 0.0)}"
     st.caption(f"{PREVIEW_POINTS} points from the current weights (the weight average when EMA is on), by "
                f"{sampler} from the same x_T every time, so they "
                "change only as the weights do; the data is faint behind. Watch them move from noise onto the data.")
@@ -550,18 +531,15 @@ def field_panel(run: FinishedRun, display: Display) -> None:
         return
     figure, error = _field_figures(view, run.key, run.source, display.field, display.frame_ms)
     st.plotly_chart(figure, config=PLOT_CONFIG, key="field_chart")
-    flow = run.key.schedule.objective == "flow"
-    if display.field == "score":
-        quantity = "score −ε/t, with ε = x + (1 − t) v," if flow else "score −ε/√(1−ᾱ_t)"
-    else:
-        quantity = "velocity v(x, t) (where a point at x moves as t falls is −v)" if flow else "noise ε(x, t)"
+    path = _schedule(run.key.schedule)
+    quantity = path.score_words if display.field == "score" else path.output_words
     st.caption(
         f"At each noise level t (▶ or the slider): the network's {quantity} (orange) and the ideal one (black) on a "
         f"grid, the red map their difference, the data noised to t faint behind. The ideal denoiser here is "
         f"{view.ideal_description}. Look for the t's and the places where orange leaves black: that is where samples go "
         "wrong."
         + (" With optimal-transport pairs the network learns a straighter field than this ideal one of independent "
-           "pairs, so part of the gap is by design, not error." if flow and run.key.train.coupling == "ot" else "")
+           "pairs, so part of the gap is by design, not error." if path.batch_coupled(run.key.train.coupling) else "")
     )
     st.plotly_chart(error, config=PLOT_CONFIG, key="field_error_chart")
     st.caption("The mean difference between the learned and the ideal field over the noised data at each t: the "
@@ -585,7 +563,7 @@ def drift_panel(run: FinishedRun, config: ExperimentConfig, display: Display) ->
     worst = int(np.argmax(curve.ratio[1:])) + 1 if len(curve.ratio) > 1 else 0
     axis = charts.TimeAxis.of(run.key.schedule)
     at = axis.label(axis.frame(curve.times[worst]))
-    start = "t = 1" if axis.flow else "t = T"
+    start = "t = 1" if axis.continuous else "t = T"
     st.caption(
         f"The true noised data q(x_t) and the sampler's x_t at the same t, for each kept frame (▶ or the slider), and "
         f"their energy distance over its floor (1 = as alike as two draws of q(x_t)). The sampler starts from "
@@ -593,7 +571,8 @@ def drift_panel(run: FinishedRun, config: ExperimentConfig, display: Display) ->
         f"field are adding up (here it peaks at {at}, "
         f"{curve.ratio[worst]:.1f} × floor)."
         + (f" With optimal-transport pairs, q(x_t) is the path training saw: the noise matched to the data batch by "
-           f"batch ({run.key.train.batch_size} points), not drawn apart from it." if axis.flow and run.key.train.coupling == "ot" else "")
+           f"batch ({run.key.train.batch_size} points), not drawn apart from it."
+           if _schedule(run.key.schedule).batch_coupled(run.key.train.coupling) else "")
     )
 
 
