@@ -55,7 +55,7 @@ class Train:
 class Compute:
     job_id: int
     task: object  # a task of ``runtime.tasks`` (frozen, hashable: it is also the result's cache key)
-    key: TrainingKey
+    key: TrainingKey | None  # the run's; None for a task that needs no model
     weights: dict | None  # the model's sampling weights; None for a task that needs no model
 
 

@@ -306,16 +306,18 @@ class RunRegistry:
         return (run.until_step - run.step) / rate / share
 
     # --- tasks on finished runs -------------------------------------------------------------------
-    def compute(self, run: FinishedRun, task) -> TaskState:
-        """The task's state for ``run``: its result if computed, else queued (once) for the next
-        worker. Every caller asking for the same (run, task) gets the same object."""
-        cache_key = (run.key, run.source, task)
+    def compute(self, run: FinishedRun | None, task) -> TaskState:
+        """The task's state for ``run`` (None for a task that needs no model): its result if
+        computed, else queued (once) for the next worker. Every caller asking for the same (run,
+        task) gets the same object."""
+        cache_key = _cache_key(run, task)
         with self._lock:
             state = self._results.get(cache_key)
             if state is not None:
                 self._results.move_to_end(cache_key)
                 return state
-            state = TaskState(run.key, run.source, task, run.weights)
+            state = (TaskState(run.key, run.source, task, run.weights) if run is not None
+                     else TaskState(None, "", task, None))
             self._results[cache_key] = state
             while len(self._results) > self.max_results:
                 _, old = self._results.popitem(last=False)
@@ -327,11 +329,11 @@ class RunRegistry:
             self._dispatch()
             return state
 
-    def result(self, run: FinishedRun, task) -> TaskState | None:
+    def result(self, run: FinishedRun | None, task) -> TaskState | None:
         """The task's state for ``run`` if someone asked for it (and it is still kept), else None:
         nothing is started."""
         with self._lock:
-            return self._results.get((run.key, run.source, task))
+            return self._results.get(_cache_key(run, task))
 
     def wait_for(self, task: TaskState, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for ``task`` to be ready; whether it is."""
@@ -483,6 +485,10 @@ class RunRegistry:
             return {"finished": len(self._finished), "jobs": sum(r.kept for r in self._runs.values()),
                     "running": sum(r.status == "running" for r in self._runs.values()),
                     "queued": len(self._queue), "tasks": len(self._tasks), "workers": self.pool.size}
+
+
+def _cache_key(run: FinishedRun | None, task) -> tuple:
+    return (None, None, task) if run is None else (run.key, run.source, task)
 
 
 @dataclass(frozen=True)

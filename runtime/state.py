@@ -179,7 +179,7 @@ class TaskState:
     """One computation on a finished run's weights (``runtime.tasks``), shared by every page that
     asks for it: its progress while it runs, then its result or error."""
 
-    key: TrainingKey
+    key: TrainingKey | None  # None for a task that needs no model
     source: str
     task: object
     weights: dict | None = field(repr=False, default=None)  # dropped once the task is done

@@ -7,6 +7,8 @@ results; the server's process never calls the model.
     Field    the learned field against the ideal one at ``FIELD_TIMES`` noise levels, and its error curve
     Drift    the sampler's x_t against the true q(x_t) at each kept frame
     Budget   energy distance over its floor for every sampler family at a range of step counts
+    Floors   the irreducible loss of a data set and path, averaged over t and per noise level
+             (no model: numerical for mixtures, about 1.5 s, so not on the server's thread either)
 
 Each ``compute_*`` function is deterministic (its randomness comes from fixed seeds), so a result
 computed in a worker equals one computed in-process, bit for bit (``tests/test_runtime.py``).
@@ -23,12 +25,13 @@ import numpy as np
 import torch
 
 from diffusion.budget import BudgetRow, budget_plan, iter_budget
-from diffusion.config import SamplerConfig, TrainingKey
-from diffusion.datasets import make_dataset
+from diffusion.config import DataConfig, SamplerConfig, ScheduleConfig, TrainingKey
+from diffusion.datasets import GaussianMixture, make_dataset
 from diffusion.denoiser import Denoiser
 from diffusion.flow import paired_in_batches
 from diffusion.ideal import DriftCurve, drift_curve, field_at, field_error_curve, field_grid, ideal_denoiser, noised
 from diffusion.metrics import Evaluation, evaluate
+from diffusion.monitoring import BinnedFloor, loss_floor_by_bin
 from diffusion.objectives import path_of
 from diffusion.samplers import sample_model, training_salt
 from diffusion.trajectory import Trajectory
@@ -212,8 +215,35 @@ def compute_budget(task: Budget, key: TrainingKey, model: Denoiser, report: Repo
     return tuple(rows)
 
 
-def compute(task, key: TrainingKey, model: Denoiser, report: Report, stopped: Callable[[], bool]):
-    """Run ``task`` on ``model``."""
+# --- the loss floors (no model) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Floors:
+    data: DataConfig
+    schedule: ScheduleConfig
+    coupling: str
+
+
+@dataclass(frozen=True)
+class FloorValues:
+    mean: float | None  # averaged over uniform t, where the density is known and pairs are independent
+    binned: BinnedFloor  # per noise-level bin: exact, numerical, or unknown (with why)
+
+
+def compute_floors(task: Floors, report: Report) -> FloorValues:
+    from runtime.watch import loss_bins
+
+    dataset, path = make_dataset(task.data), path_of(task.schedule)
+    mean = None
+    if isinstance(dataset, GaussianMixture) and not path.batch_coupled(task.coupling):
+        mean = float(np.mean(dataset.irreducible_loss(path, n=1024)))
+    binned = loss_floor_by_bin(dataset, path, loss_bins(task.schedule.num_timesteps), coupling=task.coupling)
+    return FloorValues(mean, binned)
+
+
+def compute(task, key: TrainingKey | None, model: Denoiser | None, report: Report, stopped: Callable[[], bool]):
+    """Run ``task`` on ``model`` (None for a task that needs none)."""
     match task:
         case Sample():
             return compute_sample(task, key, model, report)
@@ -223,4 +253,6 @@ def compute(task, key: TrainingKey, model: Denoiser, report: Report, stopped: Ca
             return compute_drift(task, key, model, report)
         case Budget():
             return compute_budget(task, key, model, report, stopped)
+        case Floors():
+            return compute_floors(task, report)
     raise TypeError(f"unknown task {task!r}")

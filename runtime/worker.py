@@ -127,7 +127,7 @@ def compute(job: Compute, channel: Channel, clock: Callable[[], float] = time.mo
             channel.emit(TaskProgress(job.job_id, done, total, text, partial))
             last = clock()
 
-    model = tasks.model_from(job.key, job.weights)
+    model = tasks.model_from(job.key, job.weights) if job.weights is not None else None
     result = tasks.compute(job.task, job.key, model, report, lambda: channel.stop_asked(job.job_id))
     channel.emit(TaskDone(job.job_id, result, clock() - started))
 

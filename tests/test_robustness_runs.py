@@ -344,16 +344,18 @@ def test_memory_stays_bounded_over_distinct_configurations_in_a_row(monkeypatch)
                                train={"epochs": 1, "batch_size": 8})
     model_bytes = sum(p.numel() * p.element_size() for p in Trainer(base).model.parameters())  # about 7 MB
     rss = []
-    for seed in range(16):
+    for seed in range(24):
         key = base.replace(train={"seed": seed}).training
         registry.start(registry.new_job(f"user{seed}", key))
         wait_for(lambda key=key: registry.finished(key) is not None)
         stats = registry.stats()
         assert stats["finished"] <= registry.max_finished and stats["jobs"] <= registry.max_jobs
         rss.append(rss_bytes())
-    # once the store is full (4 runs) it only replaces: 10 more runs add far less than 10 models
-    growth = rss[-1] - rss[5]
-    assert growth < 4 * model_bytes, f"grew {growth / 2**20:.0f} MiB; one model is {model_bytes / 2**20:.1f} MiB"
+    # once the store is full (4 runs) it only replaces: 16 more runs, each a model and its optimizer state
+    # through the server, keep less than half a model each (a retained run would be a whole one each;
+    # the allocator's creep measured here is about 1.3 MiB a run)
+    growth = rss[-1] - rss[7]
+    assert growth < 16 * model_bytes / 2, f"grew {growth / 2**20:.0f} MiB; one model is {model_bytes / 2**20:.1f} MiB"
 
 
 def test_unfinished_runs_stay_bounded_per_session_and_in_all(monkeypatch):

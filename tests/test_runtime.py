@@ -458,7 +458,7 @@ def test_every_task_computed_by_a_worker_equals_the_same_computation_in_process(
     run = train_to_end(runs, "alice", key)
     sampler = dataclasses.replace(base().sampler, num_samples=200, num_frames=8)
     for task in (tasks.Sample(sampler), tasks.Field("eps"), tasks.Field("score"), tasks.Drift(sampler),
-                 tasks.Budget(200, 0, sampler.variance, False)):
+                 tasks.Budget(200, 0, sampler.variance, False), tasks.Floors(key.data, key.schedule, "independent")):
         state = runs.compute(run, task)
         assert runs.wait_for(state, 120), task
         assert state.status == "done", state.error
@@ -489,6 +489,17 @@ def test_a_task_goes_before_training_taking_the_worker_of_the_longest_running_ru
     assert runs.wait_for(state, 120) and state.status == "done"
     assert not any(runs.finished(b.key) for b in blockers)  # computed while both runs still had far to go
     wait_for(lambda: all(b.status == "running" for b in blockers), what="the preempted run back on a worker")
+
+
+def test_a_task_that_needs_no_model_runs_without_weights_and_is_shared(runs):
+    ring = reference().replace(data={"name": "ring"}, schedule={"num_timesteps": 100}).training
+    task = tasks.Floors(ring.data, ring.schedule, "independent")
+    state = runs.compute(None, task)
+    assert runs.wait_for(state, 120) and state.status == "done", state.error
+    expected = tasks.compute(task, None, None, lambda *args: None, lambda: False)
+    assert_equal_results(state.result, expected)
+    assert state.result.mean is not None and len(state.result.binned.values) == 20  # a mixture: numerical
+    assert runs.compute(None, task) is state and runs.result(None, task) is state
 
 
 def test_a_task_whose_worker_dies_fails_with_a_message(runs):

@@ -22,9 +22,9 @@ import torch
 import charts
 from diffusion import checkpoints
 from diffusion.config import DataConfig, ExperimentConfig, SamplerConfig, ScheduleConfig, TrainingKey, model_calls
-from diffusion.datasets import GaussianMixture, make_dataset
+from diffusion.datasets import make_dataset
 from diffusion.metrics import Evaluation
-from diffusion.monitoring import PREVIEW_POINTS, PREVIEW_STEPS, BinnedFloor, loss_floor_by_bin
+from diffusion.monitoring import PREVIEW_POINTS, PREVIEW_STEPS, BinnedFloor
 from diffusion.objectives import path_of
 from diffusion.paths import ObjectivePath
 from diffusion.samplers import Trajectory
@@ -32,7 +32,6 @@ from diffusion.schedules import FAR_FROM_NOISE
 from runtime import tasks
 from runtime.registry import FinishedRun, RunRegistry, RunSnapshot, open_run, poll_interval, shared_registry
 from runtime.state import RunState, TaskState
-from runtime.watch import loss_bins
 from ui import session
 from ui.controls import LOSS_VIEW, REVERSE_VIEW, Display, LoadedModel, loaded_model, session_owner, view_controls
 
@@ -106,22 +105,6 @@ def _schedule_figure(config: ScheduleConfig):
 @st.cache_data(max_entries=32, show_spinner=False)
 def _data_points(data: DataConfig, n: int, seed: int) -> np.ndarray:
     return make_dataset(data).sample(n, torch.Generator().manual_seed(seed)).numpy()
-
-
-@st.cache_data(max_entries=32, show_spinner="Computing the loss floor…")
-def loss_floor(data: DataConfig, schedule: ScheduleConfig, coupling: str = "independent") -> float | None:
-    """The irreducible loss averaged over uniform t, where the density is known (and, for flow
-    matching, the pairs are independent: see ``monitoring.loss_floor_by_bin``)."""
-    dataset = make_dataset(data)
-    if not isinstance(dataset, GaussianMixture) or _schedule(schedule).batch_coupled(coupling):
-        return None
-    return float(np.mean(dataset.irreducible_loss(_schedule(schedule), n=1024)))
-
-
-@st.cache_data(max_entries=32, show_spinner="Computing the loss floor per noise level…")
-def binned_loss_floor(data: DataConfig, schedule: ScheduleConfig, coupling: str = "independent") -> BinnedFloor:
-    """The irreducible loss in each noise-level bin (20, or T if fewer): exact, numerical, or unknown."""
-    return loss_floor_by_bin(make_dataset(data), _schedule(schedule), loss_bins(schedule.num_timesteps), coupling=coupling)
 
 
 # Everything drawn or downloaded is in the user's units: the model's (standardised) units for the
@@ -268,10 +251,10 @@ def training_panel(config: ExperimentConfig, display: Display, baseline_losses: 
                       is_watched=session.activity_probe(session.session_id()))
     if choice.job is not None and choice.job.step == 0:
         registry().wait_for_first_steps(choice.job, FIRST_POINTS_WAIT)
-    coupling = config.train.coupling
-    floor = loss_floor(config.data, config.schedule, coupling)
-    _live_training(key, choice.job, choice.finished, floor, binned_loss_floor(config.data, config.schedule, coupling), display,
-                   baseline_losses, first_screen)
+    floors = registry().compute(None, tasks.Floors(config.data, config.schedule, config.train.coupling))
+    if not floors.ready:  # a worker computes them: exact ones in ms, a mixture's in about 1.5 s
+        registry().wait_for(floors, FIRST_POINTS_WAIT)
+    _live_training(key, choice.job, choice.finished, floors, display, baseline_losses, first_screen)
     return choice.finished
 
 
@@ -286,12 +269,14 @@ def _loaded_run(loaded: LoadedModel | None) -> FinishedRun | None:
     return run
 
 
-def _live_training(key: TrainingKey, job: RunState | None, finished: FinishedRun | None, floor: float | None,
-                   binned_floor: BinnedFloor, display: Display, baseline_losses: np.ndarray | None,
-                   first_screen: bool = False):
+def _live_training(key: TrainingKey, job: RunState | None, finished: FinishedRun | None, floors: TaskState,
+                   display: Display, baseline_losses: np.ndarray | None, first_screen: bool = False):
+    """``floors``: the worker's ``tasks.FloorValues``, drawn once they are ready."""
     runs, owner = registry(), session_owner()
     running = job is not None and job.active
     every = poll_interval(runs.active_count(), runs.pool.size) if running else None
+    if not running and not floors.ready:
+        progress_until_ready(floors, "Computing the loss floor")  # the page reruns once it is
 
     @st.fragment(run_every=every)
     def live():
@@ -301,6 +286,8 @@ def _live_training(key: TrainingKey, job: RunState | None, finished: FinishedRun
         snapshot = runs.snapshot(job) if job is not None else finished.snapshot()
         if job is not None:
             runs.heartbeat(job)
+        values = floors.result if floors.status == "done" else None
+        floor, binned_floor = (values.mean, values.binned) if values is not None else (None, None)
         _controls(key, job, snapshot)
         _progress(snapshot)
         if first_screen:  # no Plotly yet: the loss as an SVG, the charts in a moment
@@ -358,21 +345,25 @@ def _quality(snapshot: RunSnapshot) -> None:
                "samples that keep improving after the loss has flattened.")
 
 
-def _loss_by_noise_level(snapshot: RunSnapshot, floor: BinnedFloor, axis: charts.TimeAxis) -> None:
+def _loss_by_noise_level(snapshot: RunSnapshot, floor: BinnedFloor | None, axis: charts.TimeAxis) -> None:
     by_t = snapshot.loss_by_t
     if by_t is None or by_t.step == 0:
         st.caption("Loss by noise level: fills in as the run trains.")
         return
-    st.plotly_chart(charts.loss_by_t_figure(by_t.t_start, by_t.t_end, by_t.recent_loss, floor.values, by_t.window, axis),
+    values = floor.values if floor is not None else None
+    st.plotly_chart(charts.loss_by_t_figure(by_t.t_start, by_t.t_end, by_t.recent_loss, values, by_t.window, axis),
                     config=PLOT_CONFIG, key="loss_by_t_chart")
-    if floor.values is None and "optimal-transport" in floor.description:
-        known = "no floor is drawn: " + floor.description.removeprefix("unknown: ")
-    elif floor.values is None:
-        known = "no floor is drawn: this data's density, and so its irreducible loss, is not known"
+    what = f"The training loss by noise level t, a mean over the last {by_t.window} steps per bin"
+    if floor is None:
+        st.caption(f"{what}; its irreducible floor is still being computed.")
+    elif values is None:
+        why = (floor.description.removeprefix("unknown: ") if "optimal-transport" in floor.description
+               else "this data's density, and so its irreducible loss, is not known")
+        st.caption(f"{what}; no floor is drawn: {why}. Compare the bins with each other: the highest are the noise "
+                   "levels the network finds hardest.")
     else:
-        known = f"dashed: the irreducible loss of each bin ({floor.description})"
-    st.caption(f"The training loss by noise level t, a mean over the last {by_t.window} steps per bin; {known}. "
-               "Where the bars stand furthest above the floor, the network is still wrong.")
+        st.caption(f"{what}; dashed: the irreducible loss of each bin ({floor.description}). Where the bars stand "
+                   "furthest above the floor, the network is still wrong.")
 
 
 def _controls(key: TrainingKey, job: RunState | None, snapshot: RunSnapshot) -> None:
