@@ -398,7 +398,8 @@ def _progress(snapshot: RunSnapshot) -> None:
              "finished": "Finished", "failed": "Stopped"}[snapshot.status]
     if snapshot.status == "finished" and not snapshot.losses.size:
         label, parts = "Finished", ["loaded from a model file"]
-    st.progress(min(snapshot.fraction, 1.0), text=f"**{label}** · " + " · ".join(parts))
+    with st.container(key="training_progress"):  # the run's bar, told apart from a computing view's
+        st.progress(min(snapshot.fraction, 1.0), text=f"**{label}** · " + " · ".join(parts))
     if snapshot.losses.size:
         st.caption(f"last loss {snapshot.losses[-1]:.4f}")
     elif snapshot.status == "finished":

@@ -268,11 +268,16 @@ class DashboardPage:
     # --- training ----------------------------------------------------------------------------------
     @property
     def progress(self) -> Locator:
-        return self.page.get_by_test_id("stProgress").filter(visible=True)
+        """The training's progress bar (a view waiting for a worker's result draws its own)."""
+        return self.page.locator(".st-key-training_progress").get_by_test_id("stProgress").filter(visible=True)
 
     def wait_for_finished(self, timeout_ms: float = 120_000) -> None:
-        """Wait until training is finished and the run that shows the results has ended."""
+        """Wait until training is finished, every view has its worker's result and the run that
+        shows them has ended."""
         expect(self.progress).to_contain_text("Finished", timeout=timeout_ms)
+        self.settle()
+        self._poll(lambda: self.page.locator('[data-testid="stProgress"]:visible').count() == 1, timeout_ms,
+                   "every view's result")
         self.settle()
         expect(self.page.get_by_role("heading", name="Downloads")).to_be_visible()
 
