@@ -96,13 +96,14 @@ class FinishedRun:
     server never runs the model: ask the registry for a task on it (``RunRegistry.compute``)."""
 
     def __init__(self, key: TrainingKey, weights: dict[str, torch.Tensor], losses: np.ndarray, seconds: float,
-                 source: str = "trained", watched: Watched | None = None):
+                 source: str = "trained", watched: Watched | None = None, wall: float = 0.0):
         self.key = key
         self.weights = weights
         self.source = source  # "trained" here, or "file:<digest>" for an uploaded model (part of cache keys)
         self.losses = losses
         self.losses.flags.writeable = False
         self.train_seconds = seconds
+        self.wall = wall  # seconds it trained or was paced, as its page showed them while it trained
         self.watched = watched or Watched()
 
     @classmethod
@@ -120,7 +121,7 @@ class FinishedRun:
         steps = self.key.total_steps  # a model loaded from a file has no losses but was trained
         w = self.watched
         return RunSnapshot("finished", steps, steps, self.key.steps_per_epoch, self.losses, self.train_seconds,
-                           preview=w.preview, previews=w.previews_array(), loss_by_t=w.loss_by_t)
+                           wall=self.wall, preview=w.preview, previews=w.previews_array(), loss_by_t=w.loss_by_t)
 
 
 class RunRegistry:
@@ -163,7 +164,8 @@ class RunRegistry:
 
     def _store(self, run: RunState) -> None:
         state = run.trainer_state
-        done = FinishedRun(run.key, state.sampling_weights(), run.losses[: run.step], run.elapsed, watched=run.watched)
+        done = FinishedRun(run.key, state.sampling_weights(), run.losses[: run.step], run.elapsed, watched=run.watched,
+                           wall=run.wall)
         self._finished[run.key] = done
         self._finished.move_to_end(run.key)
         while len(self._finished) > self.max_finished:

@@ -37,6 +37,7 @@ from ui.controls import LOSS_VIEW, REVERSE_VIEW, Display, LoadedModel, loaded_mo
 
 PACE_SECONDS = 5.0  # with "watch short runs" on, a run lasts at least this long
 FIRST_POINTS_WAIT = 0.25  # seconds a page that starts a run waits for its first points before drawing
+PAUSE_WAIT = 0.15  # seconds Pause waits for the worker to hand the run back, to draw 'Paused' at once
 RESULT_WAIT = 1.5  # seconds a page waits for a worker's result before drawing its progress instead
 RESULT_POLL = 0.25  # seconds between looks at a result still being computed
 PLOT_CONFIG = {"displaylogo": False}
@@ -280,9 +281,8 @@ def _live_training(key: TrainingKey, job: RunState | None, finished: FinishedRun
 
     @st.fragment(run_every=every)
     def live():
-        replaced = (finished is None or finished.source == "trained") and runs.job(owner, key) is not job
-        if replaced or job is not None and job.active != running:
-            st.rerun()  # started, paused, finished, failed or reset: redraw the whole page once
+        if (finished is None or finished.source == "trained") and runs.job(owner, key) is not job:
+            st.rerun()  # finished, or replaced by Reset: redraw the whole page
         snapshot = runs.snapshot(job) if job is not None else finished.snapshot()
         if job is not None:
             runs.heartbeat(job)
@@ -290,6 +290,8 @@ def _live_training(key: TrainingKey, job: RunState | None, finished: FinishedRun
         floor, binned_floor = (values.mean, values.binned) if values is not None else (None, None)
         _controls(key, job, snapshot)
         _progress(snapshot)
+        if job is not None and job.active != running:
+            st.rerun()  # started, paused or failed: the state is on screen; the page follows (polling on or off)
         if first_screen:  # no Plotly yet: the loss as an SVG, the charts in a moment
             with st.container(key="loss_first"):
                 st.markdown(charts.loss_svg(snapshot.losses, snapshot.total_steps), unsafe_allow_html=True)
@@ -377,13 +379,20 @@ def _controls(key: TrainingKey, job: RunState | None, snapshot: RunSnapshot) -> 
                  on_click=lambda: runs.start(job))
     pause.button("❚❚ Pause", key="train_pause", disabled=snapshot.status not in ("running", "queued"),
                  width="stretch", help="Stop after the current chunk of steps; nothing is lost.",
-                 on_click=lambda: runs.pause(job))
+                 on_click=lambda: _pause(runs, job))
     step.button("Step +10 epochs", key="train_step", disabled=not can_run, width="stretch",
                 help="While paused: train 10 more epochs and stop.",
                 on_click=lambda: runs.advance(job, snapshot.steps_per_epoch * 10))
     reset.button("↺ Reset", key="train_reset", width="stretch",
                  help="Start this configuration again from fresh weights (paused at step 0).",
                  on_click=lambda: runs.new_job(session_owner(), key))
+
+
+def _pause(runs: RunRegistry, job: RunState) -> None:
+    """Ask the worker to hand the run back, and wait a moment for it (it does within one chunk of
+    steps, a few ms) so that this very run of the page can say 'Paused'."""
+    runs.pause(job)
+    runs.wait_until(lambda: not job.active, PAUSE_WAIT)
 
 
 def _progress(snapshot: RunSnapshot) -> None:
