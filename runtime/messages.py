@@ -88,23 +88,24 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class HandedBack:
-    """The run stopped before its end (a Stop, or ``until_step``); everything to resume it."""
+class _RunBack:
+    """A run coming back from its worker, with everything to resume or keep it."""
 
     job_id: int
     state: TrainerState
-    watch_state: dict
+    watch_state: dict  # the binned loss's state (``LossByT.state_dict``)
     watch: WatchUpdate
     wall: float
 
 
 @dataclass(frozen=True)
-class Finished:
-    job_id: int
-    state: TrainerState
-    watch_state: dict
-    watch: WatchUpdate
-    wall: float
+class HandedBack(_RunBack):
+    """The run stopped before its end (a Stop, or ``until_step``)."""
+
+
+@dataclass(frozen=True)
+class Finished(_RunBack):
+    """The run trained to its end."""
 
 
 @dataclass(frozen=True)
