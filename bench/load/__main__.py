@@ -437,7 +437,7 @@ def phase_summary(phase: Phase, headless: dict, baseline_open: float | None) -> 
         "server_processes": len(server),
         "clients_cpu_percent": round(sum(r["cpu_percent"] for r in clients), 1) if clients else None,
         "machine_cpu_percent": phase.machine_cpu_percent,
-        "aggregate_steps_per_s": aggregate,
+        "aggregate_steps_per_s": aggregate if not phase.cycles else None,
         "percent_of_headless": round(100 * aggregate / cores_rate, 1) if aggregate is not None and cores_rate else None,
         "min_job_steps_per_s": min(rates) if rates else None,
         "toggle_visible_median_s": _median(toggles.get("visible_s", [])),
@@ -468,7 +468,8 @@ def phase_summary(phase: Phase, headless: dict, baseline_open: float | None) -> 
 
 def print_phase(phase: Phase, summary: dict) -> None:
     n = phase.users
-    print(f"\n### {n} user{'s' if n != 1 else ''} training" + (" (no load)" if n == 0 else ""))
+    doing = "finishing short runs again and again" if phase.cycles else "training"
+    print(f"\n### {n} user{'s' if n != 1 else ''} {doing}" + (" (no load)" if n == 0 else ""))
     if phase.ready_s is not None:
         print(f"\nAll {n} pages showed 'Training' after {phase.ready_s} s; measured over {phase.window_s} s.")
     if phase.cycles:
@@ -501,7 +502,7 @@ def print_phase(phase: Phase, summary: dict) -> None:
     print(f"| health GET (median / p95 / max ms, n, failures) | {_fmt(h.get('median_ms'), 1)} / {_fmt(h.get('p95_ms'), 1)}"
           f" / {_fmt(h.get('max_ms'), 1)}, {h.get('count')}, {h.get('failures')} |")
     print(f"| machine CPU % (200 = both cores) | {_fmt(phase.machine_cpu_percent, 0)} |")
-    if n:
+    if n and not phase.cycles:
         print(f"| aggregate steps/s (% of headless x cores) | {_fmt(summary['aggregate_steps_per_s'], 1)} "
               f"({_fmt(summary['percent_of_headless'], 1)}%) |")
     if t:
