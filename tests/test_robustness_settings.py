@@ -16,7 +16,7 @@ from typing import get_args
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as hs
 from streamlit.testing.v1 import AppTest
 
@@ -49,6 +49,7 @@ from diffusion.config import (
     ScheduleKind,
     TimeEmbedding,
     TrainConfig,
+    TrainingKey,
     Variance,
     experiment_settings,
 )
@@ -167,23 +168,31 @@ def test_beta_end_below_beta_start_is_refused_by_name(start, shrink):
 
 @QUICK
 @given(samples=hs.integers(1, MAX_SAMPLES), frames=hs.integers(2, MAX_FRAMES))
+@example(samples=MAX_SAMPLES, frames=MAX_SAMPLE_FRAME_POINTS // MAX_SAMPLES)  # exactly the cap
+@example(samples=MAX_SAMPLES, frames=MAX_SAMPLE_FRAME_POINTS // MAX_SAMPLES + 1)
 def test_samples_times_frames_is_capped_with_the_cap_in_the_message(samples, frames):
     if samples * frames <= MAX_SAMPLE_FRAME_POINTS:
         SamplerConfig(num_samples=samples, num_frames=frames)
         return
     with pytest.raises(ValueError) as error:
         SamplerConfig(num_samples=samples, num_frames=frames)
-    assert_names_field(error, "sampler", "num_samples", f"{MAX_SAMPLE_FRAME_POINTS:,}")
+    assert str(error.value) == (f"sampler.num_samples x num_frames must be at most {MAX_SAMPLE_FRAME_POINTS:,}; "
+                                f"got {samples} x {frames}")
 
 
 @QUICK
 @given(T=hs.integers(1, MAX_TIMESTEPS - 1), extra=hs.integers(1, 500))
-def test_ddim_steps_beyond_T_are_refused_by_name(T, extra):
+@example(T=10, extra=1)
+def test_ddim_steps_beyond_T_are_refused_by_name_and_T_itself_is_accepted(T, extra):
     steps = min(T + extra, MAX_TIMESTEPS)
+    schedule = ScheduleConfig(num_timesteps=T)
     with pytest.raises(ValueError) as error:
-        ExperimentConfig(schedule=ScheduleConfig(num_timesteps=T), sampler=SamplerConfig(kind="ddim", sample_steps=steps))
-    assert_names_field(error, "sampler", "sample_steps", f"from 1 to {T} (at most schedule.num_timesteps for DDIM)")
-    ExperimentConfig(schedule=ScheduleConfig(num_timesteps=T), sampler=SamplerConfig(kind="ddpm", sample_steps=steps))
+        ExperimentConfig(schedule=schedule, sampler=SamplerConfig(kind="ddim", sample_steps=steps))
+    assert str(error.value) == (f"sampler.sample_steps must be a whole number from 1 to {T} "
+                                f"(at most schedule.num_timesteps for DDIM); got {steps}")
+    at_T = ExperimentConfig(schedule=schedule, sampler=SamplerConfig(kind="ddim", sample_steps=T))
+    assert at_T.sampler.sample_steps == T
+    ExperimentConfig(schedule=schedule, sampler=SamplerConfig(kind="ddpm", sample_steps=steps))  # DDPM runs all T
 
 
 POINT_SETS = {n: PointSet.from_array(np.random.default_rng(n).normal(size=(n, 2))) for n in (2, 37, MAX_POINTS)}
@@ -191,34 +200,26 @@ POINT_SETS = {n: PointSet.from_array(np.random.default_rng(n).normal(size=(n, 2)
 
 @QUICK
 @given(n=hs.sampled_from(sorted(POINT_SETS)), batch=hs.integers(1, MAX_BATCH_SIZE), epochs=hs.integers(1, MAX_EPOCHS))
+@example(n=MAX_POINTS, batch=1, epochs=MAX_TRAIN_STEPS // MAX_POINTS)  # exactly the cap: 4 passes of 50,000
+@example(n=MAX_POINTS, batch=1, epochs=MAX_TRAIN_STEPS // MAX_POINTS + 1)
 def test_optimizer_steps_of_a_point_set_are_capped_with_a_hint(n, batch, epochs):
     data = DataConfig("points", POINT_SETS[n])
     train = TrainConfig(epochs=epochs, batch_size=batch)
     steps = epochs * math.ceil(n / batch)
     work = 3 * steps * batch * DenoiserConfig().parameter_count
     if steps <= MAX_TRAIN_STEPS and work <= MAX_TRAIN_WORK:
-        ExperimentConfig(data=data, train=train)
+        assert ExperimentConfig(data=data, train=train).training.total_steps == steps
         return
     with pytest.raises(ValueError) as error:
         ExperimentConfig(data=data, train=train)
     if work > MAX_TRAIN_WORK:  # the work cap is checked first
         assert_names_field(error, "train", "epochs", "too much work", "fewer epochs")
     else:
-        assert_names_field(error, "train", "epochs", f"{MAX_TRAIN_STEPS:,}", "larger batch size")
-
-
-def test_points_are_required_for_the_points_dataset_and_refused_for_others():
-    with pytest.raises(ValueError, match=r"^data\.points is required"):
-        DataConfig("points")
-    with pytest.raises(ValueError, match=r"^data\.points is only used"):
-        DataConfig("moons", POINT_SETS[2])
-
-
-def test_unknown_sections_and_fields_are_errors_that_list_what_is_allowed():
-    with pytest.raises(ValueError, match="unknown field.*lrr.*allowed: .*lr"):
-        ExperimentConfig().replace(train={"lrr": 0.1})
-    with pytest.raises(ValueError, match="unknown config section.*allowed: data, schedule"):
-        ExperimentConfig.from_dict({"trian": {}})
+        assert_names_field(error, "train", "epochs", f"at most {MAX_TRAIN_STEPS:,} optimizer steps; got {steps:,}",
+                           "larger batch size")
+    with pytest.raises(ValueError) as alone:  # the TrainingKey on its own enforces the same caps
+        TrainingKey(data, ScheduleConfig(), DenoiserConfig(), train)
+    assert str(alone.value) == str(error.value)
 
 
 # --- the config: every valid one builds, trains a step and samples -------------------------------
