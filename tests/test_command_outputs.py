@@ -16,6 +16,7 @@ from cli import command as cli
 from diffusion.monitoring import (
     LOSS_BY_T_COLUMNS,
     PREVIEW_COLUMNS,
+    TAIL_FRACTION,
     LossByT,
     Previewer,
     first_tail_step,
@@ -168,8 +169,15 @@ def test_a_loaded_checkpoint_writes_only_the_headers(gaussian, tmp_path):
     np.testing.assert_array_equal(written, gaussian["samples"])
 
 
-def test_help_states_the_preview_rule():
+def test_help_and_docstring_state_the_numbers_the_command_uses():
+    """The words must follow the code: each number the help and the module docstring state is the
+    constant the command runs with (a changed constant fails here until the text is changed)."""
     text = " ".join(cli.build_parser().format_help().split())
-    assert "loss_by_t.csv" in text and "previews.csv" in text
-    assert "every ceil(total_steps / 20) optimizer steps and at the final step" in text
-    assert "ceil(total_steps / 20)" in cli.__doc__ and "preview_steps" in cli.__doc__
+    doc = " ".join(cli.__doc__.split())
+    tail_percent = round(TAIL_FRACTION * 100)
+    assert f"the last {tail_percent}% of training in {cli.LOSS_BY_T_BINS} bins of t" in text
+    assert (f"the page's {cli.PREVIEW_POINTS}-point preview every ceil(total_steps / {cli.NUM_PREVIEWS}) "
+            "optimizer steps and at the final step" in text)
+    assert f"over the last {tail_percent}% of the optimizer steps, in {cli.LOSS_BY_T_BINS} equal bins of t" in doc
+    assert f"{cli.PREVIEW_POINTS} points, {cli.PREVIEW_SAMPLE_STEPS} DDIM steps or T if fewer" in doc
+    assert f"every ceil(total_steps / {cli.NUM_PREVIEWS}) optimizer steps and at the final step, at most {cli.NUM_PREVIEWS}" in doc

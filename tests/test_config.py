@@ -1,4 +1,7 @@
-"""Config: validation messages, presets, value semantics, (de)serialisation, the step cap."""
+"""Config: validation messages, presets, value semantics, (de)serialisation, steps per epoch.
+
+The caps (samples x frames, optimizer steps of a point set) and the ranges tied to other fields
+(DDIM steps <= T) are tested over their whole domain in test_robustness_settings.py."""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffusion.config import (
-    MAX_TRAIN_STEPS,
     PRESETS,
     DataConfig,
     DenoiserConfig,
@@ -21,7 +23,6 @@ from diffusion.config import (
     SamplerConfig,
     ScheduleConfig,
     TrainConfig,
-    TrainingKey,
     improved,
     reference,
 )
@@ -113,11 +114,6 @@ GOOD_BOUNDARIES = [
 ]
 
 
-def test_samples_times_frames_is_capped():
-    with pytest.raises(ValueError, match=r"sampler\.num_samples x num_frames must be at most 500,000; got 5000 x 101"):
-        SamplerConfig(num_samples=5000, num_frames=101)
-
-
 @pytest.mark.parametrize("cls, values", GOOD_BOUNDARIES)
 def test_boundary_values_are_accepted(cls, values):
     config = cls(**values)
@@ -146,10 +142,11 @@ def test_lr_accepted_exactly_in_half_open_unit_interval(value):
 
 
 def test_points_dataset_needs_points_and_others_refuse_them():
-    with pytest.raises(ValueError, match=r"data\.points"):
+    with pytest.raises(ValueError, match=r"^data\.points is required when data\.name is 'points'"):
         DataConfig("points")
-    with pytest.raises(ValueError, match=r"data\.points"):
-        DataConfig("gaussian", points=_points(10))
+    for name in ("gaussian", "moons"):
+        with pytest.raises(ValueError, match=r"^data\.points is only used when data\.name is 'points'"):
+            DataConfig(name, points=_points(10))
     assert DataConfig("points", _points(10)).is_fixed
     assert not DataConfig("moons").is_fixed
 
@@ -217,21 +214,15 @@ def test_replace_fields_and_sections_without_touching_the_original():
     assert base.train.lr == 1e-3 and base.sampler.kind == "ddpm"
 
 
-def test_replace_validates_and_rejects_unknown_names():
+def test_replace_validates_and_rejects_unknown_names_listing_what_is_allowed():
     base = reference()
     with pytest.raises(ValueError, match=r"train\.lr"):
         base.replace(train={"lr": 2.0})
-    with pytest.raises(ValueError, match="optimizer"):
+    with pytest.raises(ValueError, match=r"unknown config section 'optimizer'; allowed: data, schedule, denoiser, "
+                                         r"train, sampler$"):
         base.replace(optimizer={"lr": 0.1})
-    with pytest.raises((TypeError, ValueError), match="learning_rate"):
+    with pytest.raises(ValueError, match=r"unknown field\(s\) learning_rate in config section 'train'; allowed: .*\blr\b"):
         base.replace(train={"learning_rate": 0.1})
-
-
-def test_ddim_steps_cannot_exceed_num_timesteps():
-    with pytest.raises(ValueError, match=r"^sampler\.sample_steps must be a whole number from 1 to 10 \(at most schedule\.num_timesteps for DDIM\); got 11$"):
-        reference().replace(schedule={"num_timesteps": 10}, sampler={"kind": "ddim", "sample_steps": 11})
-    ok = reference().replace(schedule={"num_timesteps": 10}, sampler={"kind": "ddim", "sample_steps": 10})
-    assert ok.sampler.sample_steps == 10
 
 
 @pytest.mark.parametrize(
@@ -265,12 +256,12 @@ def test_round_trip_with_points_needs_the_points_back():
         ExperimentConfig.from_dict(raw)
 
 
-def test_from_dict_rejects_unknown_sections_and_fields():
+def test_from_dict_rejects_unknown_sections_and_fields_listing_what_is_allowed():
     raw = reference().to_dict()
-    with pytest.raises(ValueError, match="optimizer"):
+    with pytest.raises(ValueError, match=r"unknown config section\(s\) \['optimizer'\]; allowed: data, schedule"):
         ExperimentConfig.from_dict({**raw, "optimizer": {}})
     raw["train"]["learning_rate"] = 0.1
-    with pytest.raises(ValueError, match="learning_rate"):
+    with pytest.raises(ValueError, match=r"unknown field\(s\) learning_rate in config section 'train'; allowed: .*\blr\b"):
         ExperimentConfig.from_dict(raw)
     with pytest.raises(ValueError):
         ExperimentConfig.from_dict([1, 2])
@@ -321,17 +312,3 @@ def test_steps_per_epoch_is_one_for_fresh_data_and_one_pass_for_points():
         assert config.training.steps_per_epoch == expected == math.ceil(n / batch)
         assert config.training.total_steps == 3 * expected
 
-
-def test_step_cap_for_a_points_dataset():
-    points = _points(50_000)
-    at_cap = reference().replace(data=DataConfig("points", points), train={"batch_size": 1, "epochs": 4})
-    assert at_cap.training.total_steps == MAX_TRAIN_STEPS == 200_000
-    with pytest.raises(ValueError) as info:
-        reference().replace(data=DataConfig("points", points), train={"batch_size": 1, "epochs": 5})
-    message = str(info.value)
-    assert "train.epochs" in message and "200,000" in message and "250,000" in message
-    # The TrainingKey on its own enforces the same cap.
-    with pytest.raises(ValueError, match="200,000"):
-        TrainingKey(
-            DataConfig("points", points), ScheduleConfig(), DenoiserConfig(), TrainConfig(epochs=5, batch_size=1)
-        )

@@ -6,11 +6,12 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from diffusion.config import DataConfig
 from runtime.worker import CHUNK_STEPS
 from tests import pages
 from tests.pages import fresh_caches, poll_until, status, wait_finished  # noqa: F401  (fresh_caches: the fixture)
 from ui import panels
-from ui.controls import SETTINGS, preset_values
+from ui.controls import SETTINGS, experiment_from_values, preset_values, read_link
 
 FAST = {"epochs": "150", "samples": "200", "frames": "12", "pace": "false"}  # T stays at 1000 here
 pytestmark = pytest.mark.usefixtures("fresh_caches")
@@ -39,9 +40,17 @@ def owner(at: AppTest) -> str:
 
 
 def test_the_default_page_trains_the_reference_job_and_shows_every_panel():
-    at = AppTest.from_file(pages.APP, default_timeout=60).run()
+    at = AppTest.from_file(pages.APP, default_timeout=60)
+    # Display only ("results are identical"): without it this 1 s run is paced to last 5 s.
+    at.query_params["pace"] = "false"
+    at.run()
     assert not at.exception
-    assert at.session_state["epochs"] == 1000 and at.session_state["T"] == 1000  # the reference job
+    reference = preset_values("reference")
+    assert reference["pace"] and not at.session_state["pace"]
+    for key, value in reference.items():  # every other setting is the reference job's
+        if key != "pace":
+            assert at.session_state[key] == value, key
+    assert at.session_state["epochs"] == 1000 and at.session_state["T"] == 1000
     wait_finished(at)
     assert not at.exception
     titles = [s.value for s in at.subheader]
@@ -128,27 +137,59 @@ def test_display_settings_recompute_nothing():
     assert len(paths) == 1
 
 
-@pytest.mark.parametrize("key", [k for k, d in SETTINGS.items() if d.section not in ("display", "data")])
-def test_each_setting_retrains_or_resamples_as_its_help_says(key):
-    needs = {"sample_steps": {"sampler": "ddim"}, "eta": {"sampler": "ddim"},
-             "embedding_dim": {"time_embedding": "sinusoidal"}, "coupling": {"objective": "flow", "sampler": "euler"}}
-    # (where the setting applies)
-    at = open_page(**needs.get(key, {}))
+EXPERIMENT_KEYS = [k for k, d in SETTINGS.items() if d.section not in ("display", "data")]
+NEEDS = {"sample_steps": {"sampler": "ddim"}, "eta": {"sampler": "ddim"},  # where a setting applies
+         "embedding_dim": {"time_embedding": "sinusoidal"}, "coupling": {"objective": "flow", "sampler": "euler"}}
+
+
+def _link_text(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@pytest.mark.parametrize("key", EXPERIMENT_KEYS)
+def test_each_setting_retrains_or_resamples_as_its_declaration_and_help_say(key):
+    """On the objects the page uses (no page run): the link's values (``read_link``) become the
+    experiment (``experiment_from_values``), whose ``TrainingKey`` keys the page's jobs and store.
+    A new value changes that key exactly when the setting is declared to retrain, which is exactly
+    the schedule, denoiser and train sections, and its help says which. The page run below proves
+    the page follows these objects."""
+    d = SETTINGS[key]
+    link = {name: [value] for name, value in {**FAST, **NEEDS.get(key, {})}.items()}
+    _, values, problems = read_link(link)
+    assert not problems, problems
+    new = _another_value(key, values[key])
+    _, changed, _ = read_link({**link, key: [_link_text(new)]})
+    assert changed[key] == new  # the link's text reads back as the value
+    before, after = experiment_from_values(values, DataConfig()), experiment_from_values(changed, DataConfig())
+    assert after.get(d.path) == new and after != before
+    retrains = d.section in ("schedule", "denoiser", "train")
+    assert (d.setting.effect == "retrain") == retrains  # the declaration says so
+    assert (after.training != before.training) == retrains  # a new training configuration, or the same one
+    assert ("retrains" in d.help) == retrains and ("resamples" in d.help) == (not retrains)
+
+
+def test_the_page_shows_each_settings_help_and_retrains_or_resamples_as_declared():
+    """One page: every experiment setting's widget is in the sidebar with its declared help; a
+    retrain setting (depth) starts a new training configuration, a resample one (sampling seed)
+    does not, and the link follows both."""
+    at = open_page()
+    for key in EXPERIMENT_KEYS:
+        widget = next(w for w in at.sidebar.get(_widget_kind(at, key)) if w.key == key)
+        assert widget.help == SETTINGS[key].help, key
     runs = panels.registry()
+
     def keys():  # training configurations this session has, running or finished
         return {job.key for job in runs.jobs_of(owner(at))} | set(runs._finished)
 
-    before = keys()
-    widget = next(w for w in at.sidebar.get(_widget_kind(at, key)) if w.key == key)
-    new = _another_value(key, widget.value)
-    widget.set_value(new).run()
-    assert not at.exception
-    assert at.query_params[key] == (str(new).lower() if isinstance(new, bool) else str(new))  # the link follows
-    after = keys()
-    retrains = SETTINGS[key].section in ("schedule", "denoiser", "train")
-    assert (SETTINGS[key].setting.effect == "retrain") == retrains  # the declaration says so
-    assert (after != before) == retrains  # a new training configuration, or the same one
-    assert ("retrains" in widget.help) == retrains and ("resamples" in widget.help) == (not retrains)
+    for key, retrains in (("depth", True), ("sample_seed", False)):
+        assert (SETTINGS[key].setting.effect == "retrain") == retrains
+        before = keys()
+        widget = next(w for w in at.sidebar.get(_widget_kind(at, key)) if w.key == key)
+        new = _another_value(key, widget.value)
+        widget.set_value(new).run()
+        assert not at.exception
+        assert at.query_params[key] == _link_text(new)  # the link follows
+        assert (keys() != before) == retrains, key
 
 
 def _widget_kind(at, key):
@@ -261,9 +302,9 @@ def test_an_uploaded_model_stays_private_to_its_session():
     from diffusion.training import Trainer
 
     config = reference().replace(train={"epochs": 30}, schedule={"num_timesteps": 100})
+    model = Trainer(config.replace(train={"seed": 1})).train().sampling_model()
     files = {}
     for seed in (1, 2):  # same settings, different weights
-        model = Trainer(config.replace(train={"seed": 1})).train().sampling_model()
         with torch.no_grad():
             model.net[-1].bias.fill_(float(seed))  # distinguishable outputs
         files[seed] = checkpoints.to_bytes(model, config)
