@@ -14,8 +14,11 @@ import torch
 
 from cli import command as cli
 from diffusion.monitoring import (
+    LOSS_BINS,
     LOSS_BY_T_COLUMNS,
     PREVIEW_COLUMNS,
+    PREVIEW_POINTS,
+    PREVIEW_STEPS,
     TAIL_FRACTION,
     LossByT,
     Previewer,
@@ -27,6 +30,7 @@ from diffusion.monitoring import (
 from diffusion.samplers import sample_model
 from diffusion.schedules import NoiseSchedule
 from diffusion.training import Trainer
+from runtime.watch import NUM_PREVIEWS
 
 SMALL = ["--timesteps", "100", "--epochs", "200", "--samples", "100", "--frames", "2", "--device", "cpu"]
 T, TOTAL_STEPS = 100, 200  # the reference trains on fresh batches: one step per epoch
@@ -175,9 +179,9 @@ def test_help_and_docstring_state_the_numbers_the_command_uses():
     text = " ".join(cli.build_parser().format_help().split())
     doc = " ".join(cli.__doc__.split())
     tail_percent = round(TAIL_FRACTION * 100)
-    assert f"the last {tail_percent}% of training in {cli.LOSS_BY_T_BINS} bins of t" in text
-    assert (f"the page's {cli.PREVIEW_POINTS}-point preview every ceil(total_steps / {cli.NUM_PREVIEWS}) "
+    assert f"the last {tail_percent}% of training in {LOSS_BINS} bins of t" in text
+    assert (f"the page's {PREVIEW_POINTS}-point preview every ceil(total_steps / {NUM_PREVIEWS}) "
             "optimizer steps and at the final step" in text)
-    assert f"over the last {tail_percent}% of the optimizer steps, in {cli.LOSS_BY_T_BINS} equal bins of t" in doc
-    assert f"{cli.PREVIEW_POINTS} points, {cli.PREVIEW_SAMPLE_STEPS} DDIM steps or T if fewer" in doc
-    assert f"every ceil(total_steps / {cli.NUM_PREVIEWS}) optimizer steps and at the final step, at most {cli.NUM_PREVIEWS}" in doc
+    assert f"over the last {tail_percent}% of the optimizer steps, in {LOSS_BINS} equal bins of t" in doc
+    assert f"{PREVIEW_POINTS} points, {PREVIEW_STEPS} DDIM steps or T if fewer" in doc
+    assert f"every ceil(total_steps / {NUM_PREVIEWS}) optimizer steps and at the final step, at most {NUM_PREVIEWS}" in doc
