@@ -56,8 +56,8 @@ def _drawn_whole(at: AppTest) -> bool:
 
 def status(at: AppTest) -> str:
     """The training progress text: '**Training** · epoch ...', '**Finished** · ...'."""
-    bars = at.get("progress")
-    return bars[0].proto.text if bars else ""
+    texts = [bar.proto.text for bar in at.get("progress")]
+    return next((text for text in texts if text.startswith("**")), "")  # not a view's bar waiting for a worker
 
 
 def poll_until(at: AppTest, done, timeout: float = 90.0) -> AppTest:

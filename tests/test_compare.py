@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pages import computing, fresh_caches, open_page, poll_until, wait_finished  # noqa: F401
+from tests.pages import computing, fresh_caches, open_page, poll_until, status, wait_finished  # noqa: F401
 from tests.test_live_views import _decode, chart, trace
 from ui import history, panels
 
@@ -42,7 +42,7 @@ def test_the_history_lists_the_runs_by_the_settings_that_differ_and_brings_one_b
     at.selectbox(key="history_pick").set_value(0).run()
     at.button(key="history_show").click().run()
     assert at.session_state["hidden"] == 64 and at.session_state["lr"] == 0.001
-    assert "**Finished**" in at.get("progress")[0].proto.text  # from the store, not retrained
+    assert "**Finished**" in status(at)  # from the store, not retrained
 
 
 def test_a_pinned_baseline_is_drawn_beside_the_current_run_and_named_once_dropped_from_the_store():

@@ -132,8 +132,8 @@ class ScriptRuns:
                 self.fragments_finished += 1
         elif kind == "delta" and message.delta.WhichOneof("type") == "new_element":
             element = message.delta.new_element
-            if element.WhichOneof("type") == "progress":
-                self._record("progress", element.progress.text)
+            if element.WhichOneof("type") == "progress" and element.progress.text.startswith("**"):
+                self._record("progress", element.progress.text)  # the training's bar ('**Label** · ...'), not a view's
             elif element.WhichOneof("type") == "plotly_chart" and element.plotly_chart.id.endswith("loss_chart"):
                 self._record("loss_points", _points_in(json.loads(element.plotly_chart.spec)["data"][0].get("x")))
 
