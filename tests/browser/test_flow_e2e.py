@@ -15,8 +15,10 @@ TRAINING_TIMEOUT_MS = 150_000
 
 
 def _compute_budget(app: DashboardPage) -> None:
+    """Click, then wait for the worker's budget: the page shows its progress, then reruns with the chart."""
     app.act(lambda: app.page.get_by_role("button", name="Compute the sampling budget").click(), timeout_ms=120_000)
-    expect(app.chart("budget_chart")).to_be_visible()
+    expect(app.chart("budget_chart")).to_be_visible(timeout=120_000)
+    app.settle()
 
 
 def test_train_improved_and_flow_pin_one_and_compare_them(dashboard: DashboardPage):
