@@ -363,7 +363,7 @@ class RunRegistry:
                 message = Train(run.id, run.key, run.trainer_state, run.watch_state, run.until_step, run.pace_seconds,
                                 run.wall)
                 if not worker.send(message):
-                    run.worker, run.status = None, "queued"  # the worker is gone: back to the front
+                    run.unassign()  # the worker is gone: back to the front
                     self._queue.appendleft(run)
                     return
                 run.trainer_state = None  # the worker holds the run now
@@ -405,9 +405,7 @@ class RunRegistry:
                     task.worker = task.weights = None
                 case Failed(job_id=job_id):
                     if (run := self._held(job_id, worker)) is not None:
-                        if message.step is not None and message.step >= 0:
-                            run.step = max(run.step, message.step)
-                        run.failed(message.message, message.wall)
+                        run.failed(message.message, message.wall, message.step)
                     elif (task := self._tasks.pop(job_id, None)) is not None:
                         task.error, task.status, task.worker, task.weights = message.message, "failed", None, None
             self.changed.notify_all()

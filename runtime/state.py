@@ -35,7 +35,7 @@ StopReason = Literal["pause", "preempt", "discard"]
 ALLOWED: dict[Status, frozenset[Status]] = {
     "paused": frozenset({"queued", "discarded"}),
     "queued": frozenset({"running", "paused", "discarded"}),
-    "running": frozenset({"stopping", "paused", "finished", "failed"}),
+    "running": frozenset({"stopping", "paused", "queued", "finished", "failed"}),
     "stopping": frozenset({"paused", "queued", "finished", "failed", "discarded"}),
     "finished": frozenset(),
     "failed": frozenset({"discarded"}),
@@ -145,6 +145,11 @@ class RunState:
         self._to("running")
         self.worker, self.slice_started, self.stop_reason = worker, now, None
 
+    def unassign(self) -> None:
+        """The worker it was given could not take it (gone before the Train message reached it)."""
+        self._to("queued")
+        self.worker = None
+
     # --- the worker's reports ---
     def progressed(self, step: int, new_losses: np.ndarray, elapsed: float, wall: float, update: WatchUpdate) -> None:
         self.losses[step - len(new_losses) : step] = new_losses
@@ -164,8 +169,11 @@ class RunState:
         self.watched.add(update)
         self._to("finished")
 
-    def failed(self, message: str, wall: float | None) -> None:
+    def failed(self, message: str, wall: float | None, step: int | None = None) -> None:
+        """Failed at ``step`` (its last good step, when the worker knows it)."""
         self.worker, self.stop_reason, self.error = None, None, message
+        if step is not None and step >= 0:
+            self.step = max(self.step, step)
         if wall is not None:
             self.wall = wall
         self._to("failed")

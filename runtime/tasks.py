@@ -36,6 +36,8 @@ from diffusion.objectives import path_of
 from diffusion.samplers import sample_model, training_salt
 from diffusion.trajectory import Trajectory
 
+from .watch import loss_bins
+
 FIELD_TIMES = 20  # noise levels of the field view: its slider moves between them in the browser
 FIELD_GRID = 15  # arrows per axis
 DRIFT_FRAMES = 30  # kept frames compared (at most)
@@ -232,8 +234,6 @@ class FloorValues:
 
 
 def compute_floors(task: Floors, report: Report) -> FloorValues:
-    from runtime.watch import loss_bins
-
     dataset, path = make_dataset(task.data), path_of(task.schedule)
     mean = None
     if isinstance(dataset, GaussianMixture) and not path.batch_coupled(task.coupling):

@@ -84,7 +84,7 @@ class Watch:
                           else LossByT.for_run(key.schedule.num_timesteps, key.total_steps,
                                                loss_bins(key.schedule.num_timesteps)))
         self.previewer = previewer_for(key)
-        self.previews: list[Preview] = []
+        self.previews: list[Preview] = []  # with AtSteps: every preview, for the command's previews.csv
         self.last_preview_at = -math.inf
         self.last_preview_step = trainer.step
         self.preview_seconds = 0.0
@@ -117,7 +117,8 @@ class Watch:
         self.last_preview_step = self.trainer.step
         if isinstance(self.policy, Timed):
             self.last_preview_at = self.policy.clock()
-        self.previews.append(preview)
+        if isinstance(self.policy, AtSteps):
+            self.previews.append(preview)  # the command writes them all; the page's go out one by one
         self.pending = preview
 
     def preview_if_stale(self) -> None:
