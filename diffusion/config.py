@@ -42,7 +42,7 @@ Objective = Literal["ddpm", "flow"]
 Coupling = Literal["independent", "ot"]
 Variance = Literal["beta", "posterior"]
 Effect = Literal["retrain", "resample", "redraw"]
-Widget = Literal["number", "slider", "select_slider", "select", "radio", "toggle"]
+Widget = Literal["number", "slider", "select_slider", "select", "radio", "toggle", "tabs"]
 
 # Resource caps: one page must not be able to exhaust the machine. Stated in the help texts.
 MAX_TIMESTEPS = 4000

@@ -11,7 +11,6 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from ui import panels
-from ui.panels import FULL_PAGE
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard.py")
 # A short run so tests stay quick; pacing off (full speed).
@@ -30,28 +29,22 @@ def fresh_caches():
     st.cache_resource.clear()
 
 
-def open_page(fast: dict[str, str] = FAST, owner: str | None = None, complete: bool = True, **params) -> AppTest:
-    """A fresh session with ``fast`` and ``params`` as query parameters. AppTest gives every
-    instance the same session id, so a second user needs its own ``owner``. A fresh page comes in
-    three runs (``panels.paint_stage``: in a browser the page asks for the next once it has painted
-    the last); ``complete`` runs them all, as the browser would, else only the first."""
+def open_page(fast: dict[str, str] = FAST, owner: str | None = None, **params) -> AppTest:
+    """A fresh session with ``fast`` and ``params`` as query parameters (``view=`` opens a tab).
+    AppTest gives every instance the same session id, so a second user needs its own ``owner``."""
     at = AppTest.from_file(APP, default_timeout=60)
     if owner is not None:
         at.session_state["_owner"] = owner
     for name, value in {**fast, **params}.items():
         at.query_params[name] = value
     at.run()
-    if not complete:
-        return at
-    for _ in range(FULL_PAGE):  # the runs the page asks for (stages 1 and 2); none once complete
-        if at.exception or "_paint_stage" not in at.session_state or _drawn_whole(at):
-            break
-        at.run()
     return at
 
 
-def _drawn_whole(at: AppTest) -> bool:
-    return not any(c.value == panels.DEFERRED_NOTE for c in at.caption)
+def open_tab(at: AppTest, view: str) -> AppTest:
+    """Open the page's tab ``view`` (one of ``controls.VIEW_LABELS``), as a click on it does."""
+    at.session_state["view"] = view
+    return at.run()
 
 
 def status(at: AppTest) -> str:

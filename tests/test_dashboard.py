@@ -9,9 +9,9 @@ from streamlit.testing.v1 import AppTest
 from diffusion.config import DataConfig
 from runtime.worker import CHUNK_STEPS
 from tests import pages
-from tests.pages import fresh_caches, poll_until, status, wait_finished  # noqa: F401  (fresh_caches: the fixture)
+from tests.pages import computing, fresh_caches, open_tab, poll_until, status, wait_finished  # noqa: F401  (fresh_caches: the fixture)
 from ui import panels
-from ui.controls import SETTINGS, experiment_from_values, preset_values, read_link
+from ui.controls import SETTINGS, VIEW_LABELS, experiment_from_values, preset_values, read_link
 
 FAST = {"epochs": "150", "samples": "200", "frames": "12", "pace": "false"}  # T stays at 1000 here
 pytestmark = pytest.mark.usefixtures("fresh_caches")
@@ -53,17 +53,37 @@ def test_the_default_page_trains_the_reference_job_and_shows_every_panel():
     assert at.session_state["epochs"] == 1000 and at.session_state["T"] == 1000
     wait_finished(at)
     assert not at.exception
-    titles = [s.value for s in at.subheader]
-    assert titles == ["Noise schedule", "Data and forward process", "Training",
-                      "Reverse process: from noise to data", "Results", "Sampling budget",
-                      "The learned field against the ideal one", "Forward against reverse: where sampling drifts",
-                      "Downloads", "Your runs"]
+    first_view = ["Training", "Reverse process: from noise to data"]
+    assert at.session_state["view"] == "quality" and "view" not in at.query_params  # the default tab
+    assert [s.value for s in at.subheader] == first_view  # the quality tab's charts have no heading
     assert len(reverse_spec(at)["frames"]) == 60
     assert "epoch 1,000 / 1,000" in status(at)
+    assert at.get("plotly_chart")  # quality over the run and the loss by level: charts of the open tab
+    only_in_tab = {"noise": ["Noise schedule", "Data and forward process"], "samples": ["Results", "Downloads"],
+                   "field": ["The learned field against the ideal one", "Forward against reverse: where sampling drifts"],
+                   "compare": ["Your runs", "Sampling budget"]}
+    for view, titles in only_in_tab.items():  # each tab draws its own views and no other tab's
+        open_tab(at, view)
+        poll_until(at, lambda at: not computing(at))
+        assert [s.value for s in at.subheader] == first_view + titles, view
+        assert at.query_params["view"] == view  # the open tab is in the link
+    open_tab(at, "samples")
     labels = [button.proto.label for button in at.get("download_button")]
     assert labels == ["Samples (CSV)", "Model (safetensors + config)", "Animation (HTML)"]
     metric_table = at.dataframe[0].value
     assert list(metric_table["metric"])[0] == "Energy distance"
+
+
+def test_a_link_opens_the_tab_it_names_and_only_that_tab_is_built():
+    at = wait_finished(open_page(view="field"))
+    poll_until(at, lambda at: not computing(at))
+    assert at.session_state["view"] == "field"
+    tabs = at.tabs
+    assert [t.label for t in tabs] == list(VIEW_LABELS.values())
+    drawn = [t.label for t in tabs if len(t.children)]
+    assert drawn == ["Field and drift"]
+    bad = open_page(view="everything")
+    assert "view='everything'" in " ".join(w.value for w in bad.warning) and bad.session_state["view"] == "quality"
 
 
 def test_the_animation_has_the_configured_number_of_frames():
@@ -315,26 +335,3 @@ def test_an_uploaded_model_stays_private_to_its_session():
         assert "loaded from a model file" in status(at)
         shown[owner_id] = reverse_spec(at)["frames"][-1]["data"][0]["x"]
     assert shown["alice"] != shown["bob"]
-
-
-def test_a_fresh_page_draws_the_loss_first_then_its_charts_then_the_animations():
-    """A session's first run is a first screen without Plotly (the loss as an SVG, a note where the
-    charts go); the next one (the page asks for it once that is painted) has the training charts and
-    the schedule; the third, everything."""
-    at = wait_finished(open_page())  # polling reruns the page: by now it is complete
-    assert not any(c.value == panels.DEFERRED_NOTE for c in at.caption)
-    fresh = open_page(complete=False)  # a new session for the same, finished configuration
-    assert "**Finished**" in status(fresh)
-    assert any(c.value == panels.DEFERRED_NOTE for c in fresh.caption)
-    assert not fresh.get("plotly_chart")
-    svg = [m.value for m in fresh.markdown if m.value.startswith("<svg")]
-    assert len(svg) == 1 and svg[0].count("<polyline") == 1
-    fresh.run()
-    titles = charts(fresh)
-    assert any(spec["data"][0].get("name") == "loss" for spec in titles.values())
-    assert not any(title.startswith(("Reverse process", "Forward process")) for title in titles), list(titles)
-    assert any(c.value == panels.DEFERRED_NOTE for c in fresh.caption)
-    fresh.run()
-    assert not any(c.value == panels.DEFERRED_NOTE for c in fresh.caption)
-    assert any(title.startswith("Reverse process") for title in charts(fresh))
-    assert any(title.startswith("Forward process") for title in charts(fresh))

@@ -35,6 +35,9 @@ from diffusion.denoiser import Denoiser
 from ui import session
 
 FieldQuantity = Literal["eps", "score"]
+View = Literal["quality", "samples", "noise", "field", "compare"]
+VIEW_LABELS = {"quality": "Quality and loss by level", "samples": "Samples and metrics", "noise": "Noise and data",
+               "field": "Field and drift", "compare": "Budget and your runs"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class Display:
                                    help="What the field view draws: the network's own output, the predicted noise "
                                         "ε(x, t) (DDPM) or velocity v(x, t) (flow matching), or the score −ε / σ_t it "
                                         "stands for (the direction towards the data; for flow matching ε = x + (1 − t) v).")
+    view: View = setting("quality", key="view", label="View", effect="redraw", widget="tabs", labels=VIEW_LABELS,
+                         help="The tab open below the training and the animation; only the open tab is computed.")
     pace: bool = setting(True, key="pace", label="Watch short runs", effect="redraw", widget="toggle",
                          help="On: a run that would finish in under 5 seconds is paced to last 5, so its loss curve "
                               "can be watched as it streams (it waits, it doesn't compute more; results are "
@@ -76,7 +81,7 @@ SHOWN_LINK_CHARACTERS = 40  # a link value is echoed at most this long in a warn
 # that view, not the page (a full rerun redraws a dozen charts). The link still carries them.
 LOSS_VIEW = ("log_y", "smoothing")
 REVERSE_VIEW = ("trails", "show_x0", "animated")
-BESIDE_THEIR_VIEW = LOSS_VIEW + REVERSE_VIEW
+BESIDE_THEIR_VIEW = LOSS_VIEW + REVERSE_VIEW + ("view",)  # the view: the page's tabs
 
 
 @dataclass(frozen=True)
@@ -263,7 +268,25 @@ def _read_points() -> None:
 
 
 def _apply_preset() -> None:
-    st.session_state.update(preset_values(st.session_state["preset"]))
+    values = preset_values(st.session_state["preset"])
+    values.pop("view")  # a preset sets the experiment, not which tab is open
+    st.session_state.update(values)
+
+
+_VIEW_OF_LABEL = {label: view for view, label in VIEW_LABELS.items()}
+
+
+def view_tabs() -> tuple[str, Any]:
+    """The page's tabs, lazy: only the open one's views are computed and sent. Returns the open
+    view and its tab to draw into. The open view is the ``view`` setting, so it is in the link."""
+
+    def opened() -> None:
+        st.session_state["view"] = _VIEW_OF_LABEL[st.session_state["_view_tab"]]
+
+    st.session_state["_view_tab"] = VIEW_LABELS[st.session_state["view"]]  # the setting leads (links, presets)
+    tabs = st.tabs(list(VIEW_LABELS.values()), key="_view_tab", on_change=opened)
+    view = st.session_state["view"]
+    return view, tabs[list(VIEW_LABELS).index(view)]
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -409,6 +432,8 @@ def experiment_from_values(values: dict[str, Any], data: DataConfig) -> Experime
 
 
 def _experiment(data: DataConfig | None) -> ExperimentConfig | None:
+    # not an error: nothing drawn or uploaded yet (a bad file is marked in the sidebar)
+    st.session_state["_waiting_for_points"] = data is None and not st.session_state.get("_points_error")
     if data is None:
         return None
     try:

@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import gc
 import io
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -150,67 +151,15 @@ def _comparison_figure(_trajectory: Trajectory, key: TrainingKey, source: str, s
     return charts.frozen(charts.comparison_figure(data, key.data.to_user(trajectory.samples), baseline=_baseline))
 
 
-# --- the first paint -------------------------------------------------------------------------
-
-DEFERRED_NOTE = "Drawing the animations and the results…"
-FIRST_PAINT_TIMEOUT_MS = 4000
-FULL_PAGE = 2  # paint stage of a complete page
-
-# Asks for the next stage of a fresh page once the browser has painted what this one shows (the
-# loss as an SVG; then the Plotly loss chart), or after FIRST_PAINT_TIMEOUT_MS whatever happened.
-# A trigger value reruns the page.
-_FIRST_PAINT_JS = """
-export default function(component) {
-  const started = performance.now();
-  const shown = component.data && component.data.plotly
-    ? () => [...document.querySelectorAll('.st-key-loss_chart .js-plotly-plot')].some(d => d._fullData)
-    : () => !!document.querySelector('.st-key-loss_first svg');
-  let timer = null;
-  const look = () => {
-    if (shown() || performance.now() - started > TIMEOUT_MS) {  // after the frame that shows it
-      requestAnimationFrame(() => requestAnimationFrame(() => component.setTriggerValue('painted', true)));
-      return;
-    }
-    timer = setTimeout(look, 40);
-  };
-  look();
-  return () => clearTimeout(timer);
-}
-""".replace("TIMEOUT_MS", str(FIRST_PAINT_TIMEOUT_MS))
-_first_paint_probe = st.components.v2.component("ddpm_lab_first_paint", js=_FIRST_PAINT_JS)
-
-
-def paint_stage() -> int:
-    """How much of the page this script run draws: a fresh session's runs go 0, 1, then 2 (all).
-
-    On a fresh page the browser first loads and compiles Plotly's bundle (4.7 MB, about 2 s here,
-    blocking everything, the sidebar too) and then draws every figure the run sent in one go: the
-    animations and results held the loss back by another 2.5 s (measured in Chromium here). So:
-    0, a first screen without Plotly (the sidebar, the progress, the loss as a plain SVG,
-    ``charts.loss_svg``); 1, the training panel's Plotly charts and the schedule; 2, everything.
-    A probe in the page (``draw_the_rest_when_painted``) asks for the next stage once the browser
-    has painted the current one."""
-    stage = st.session_state.get("_paint_stage", 0)
-    st.session_state["_paint_stage"] = min(stage + 1, FULL_PAGE)
-    return stage
-
-
-def draw_the_rest_when_painted(stage: int) -> None:
-    """A note where the charts go, and a probe in the page that reruns it once the browser has
-    painted this stage (or after 4 s)."""
-    st.caption(DEFERRED_NOTE)
-    _first_paint_probe(key=f"first_paint_{stage}", data={"plotly": stage > 0}, on_painted_change=lambda: None)
-
-
 # --- panels ------------------------------------------------------------------------------------
 
 
 def header() -> None:
-    st.title("DDPM Lab")
+    st.markdown("## DDPM Lab")
     st.caption(
         "A denoising diffusion model (or its flow matching cousin) learning 2-D points, live. Change anything in "
-        "the sidebar: the schedule redraws at once, the model retrains when its settings change, and every "
-        "finished run is kept, so going back to a setting shows it instantly."
+        "the sidebar and watch: the model trains, then turns noise into samples. Every finished run is kept, so "
+        "going back to a setting shows it at once; the tabs below explain why it came out as it did."
     )
 
 
@@ -241,13 +190,51 @@ def forward_panel(config: ExperimentConfig, display: Display) -> None:
     st.caption(f"600 data points {path.forward_words}; press ▶ and {end}.")
 
 
-def training_panel(config: ExperimentConfig, display: Display, baseline_losses: np.ndarray | None = None,
-                   first_screen: bool = False) -> FinishedRun | None:
-    """Start / pause / step / reset, progress and the live loss curve. Returns the finished run."""
-    st.subheader("Training")
+@dataclass(frozen=True)
+class Training:
+    """The run the settings describe, as the page found it: its job while it can still train (None
+    for a finished run shown from the store or a loaded file), the finished run once there is one,
+    and the worker's loss floors for its data."""
+
+    key: TrainingKey
+    job: RunState | None
+    finished: FinishedRun | None
+    floors: TaskState
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None and self.job.active
+
+    def poll_every(self) -> float | None:
+        """How often its live views look again: while it trains, more rarely the more run at once."""
+        runs = registry()
+        return poll_interval(runs.active_count(), runs.pool.size) if self.running else None
+
+    def snapshot(self) -> RunSnapshot:
+        return registry().snapshot(self.job) if self.job is not None else self.finished.snapshot()
+
+    def replaced(self) -> bool:
+        """It finished, or Reset replaced it, since the page drew it: time to redraw the page."""
+        return (self.finished is None or self.finished.source == "trained") and \
+            registry().job(session_owner(), self.key) is not self.job
+
+
+def _path_line(config: ScheduleConfig) -> None:
+    """The path's numbers in one line (ᾱ_T for DDPM), and its warning where it has one: a changed
+    T shows here at once (the whole chart is in the noise tab)."""
+    chart = _schedule(config).chart()
+    if chart.metrics:
+        st.caption(f"{config.kind.capitalize()} schedule, T = {config.num_timesteps:,}: "
+                   + " · ".join(f"{label} **{value}**" for label, value in chart.metrics))
+    if chart.warning:
+        st.warning(chart.warning)
+
+
+def training(config: ExperimentConfig, display: Display) -> Training:
+    """The run for ``config``: found finished, or started (paused at step 0 for a new one, unless
+    this session's settings start it), and its loss floors asked of a worker."""
     key = config.training
-    owner = session_owner()
-    choice = open_run(registry(), owner, key, loaded=_loaded_run(loaded_model()),
+    choice = open_run(registry(), session_owner(), key, loaded=_loaded_run(loaded_model()),
                       pace_seconds=PACE_SECONDS if display.pace else 0.0,
                       is_watched=session.activity_probe(session.session_id()))
     if choice.job is not None and choice.job.step == 0:
@@ -255,8 +242,7 @@ def training_panel(config: ExperimentConfig, display: Display, baseline_losses: 
     floors = registry().compute(None, tasks.Floors(config.data, config.schedule, config.train.coupling))
     if not floors.ready:  # a worker computes them: exact ones in ms, a mixture's in about 1.5 s
         registry().wait_for(floors, FIRST_POINTS_WAIT)
-    _live_training(key, choice.job, choice.finished, floors, display, baseline_losses, first_screen)
-    return choice.finished
+    return Training(key, choice.job, choice.finished, floors)
 
 
 def _loaded_run(loaded: LoadedModel | None) -> FinishedRun | None:
@@ -270,53 +256,73 @@ def _loaded_run(loaded: LoadedModel | None) -> FinishedRun | None:
     return run
 
 
-def _live_training(key: TrainingKey, job: RunState | None, finished: FinishedRun | None, floors: TaskState,
-                   display: Display, baseline_losses: np.ndarray | None, first_screen: bool = False):
-    """``floors``: the worker's ``tasks.FloorValues``, drawn once they are ready."""
-    runs, owner = registry(), session_owner()
-    running = job is not None and job.active
-    every = poll_interval(runs.active_count(), runs.pool.size) if running else None
-    if not running and not floors.ready:
-        progress_until_ready(floors, "Computing the loss floor")  # the page reruns once it is
+def _floor_values(floors: TaskState) -> tasks.FloorValues | None:
+    return floors.result if floors.status == "done" else None
 
-    @st.fragment(run_every=every)
+
+def training_panel(run: Training, baseline_losses: np.ndarray | None = None) -> None:
+    """Start / pause / step / reset, progress and the live loss curve: a view that redraws itself
+    while the run trains, and redraws the page once it has finished (or Reset replaced it)."""
+    st.subheader("Training")
+    _path_line(run.key.schedule)
+    if not run.running and not run.floors.ready:
+        progress_until_ready(run.floors, "Computing the loss floor")  # the page reruns once it is
+
+    @st.fragment(run_every=run.poll_every())
     def live():
-        if (finished is None or finished.source == "trained") and runs.job(owner, key) is not job:
+        if run.replaced():
             st.rerun()  # finished, or replaced by Reset: redraw the whole page
-        snapshot = runs.snapshot(job) if job is not None else finished.snapshot()
-        if job is not None:
-            runs.heartbeat(job)
-        values = floors.result if floors.status == "done" else None
-        floor, binned_floor = (values.mean, values.binned) if values is not None else (None, None)
-        _controls(key, job, snapshot)
+        snapshot = run.snapshot()
+        if run.job is not None:
+            registry().heartbeat(run.job)
+        values = _floor_values(run.floors)
+        floor = values.mean if values is not None else None
+        _controls(run.key, run.job, snapshot)
         _progress(snapshot)
-        if job is not None and job.active != running:
+        if run.job is not None and run.job.active != run.running:
             st.rerun()  # started, paused or failed: the state is on screen; the page follows (polling on or off)
-        if first_screen:  # no Plotly yet: the loss as an SVG, the charts in a moment
-            with st.container(key="loss_first"):
-                st.markdown(charts.loss_svg(snapshot.losses, snapshot.total_steps), unsafe_allow_html=True)
-            st.caption("The loss so far; the interactive charts, the live samples and the loss by noise level "
-                       "follow in a moment.")
-            return
-        loss_column, preview_column = st.columns([3, 2])
-        with loss_column:
-            view_controls(LOSS_VIEW)  # display only: changing them reruns this view alone
-            st.plotly_chart(
-                charts.loss_figure(snapshot.losses, smoothing=st.session_state["smoothing"],
-                                   log_y=st.session_state["log_y"], floor=floor,
-                                   total_steps=snapshot.total_steps, baseline=baseline_losses),
-                config=PLOT_CONFIG, key="loss_chart",
-            )
-            if floor is not None:
-                st.caption(f"Dashed line: the irreducible loss {floor:.3f}, the best any network can do on this "
-                           "data (averaged over t). A loss near it can still give poor samples.")
-        with preview_column:
-            _live_samples(key, snapshot)
+        view_controls(LOSS_VIEW)  # display only: changing them reruns this view alone
+        st.plotly_chart(
+            charts.loss_figure(snapshot.losses, smoothing=st.session_state["smoothing"],
+                               log_y=st.session_state["log_y"], floor=floor,
+                               total_steps=snapshot.total_steps, baseline=baseline_losses),
+            config=PLOT_CONFIG, key="loss_chart",
+        )
+        if floor is not None:
+            st.caption(f"Dashed line: the irreducible loss {floor:.3f}, the best any network can do on this "
+                       "data (averaged over t). A loss near it can still give poor samples.")
+
+    live()
+
+
+def live_samples_panel(run: Training) -> None:
+    """The model's samples while it trains, redrawn as the weights change."""
+    st.subheader("Live samples")
+
+    @st.fragment(run_every=run.poll_every())
+    def live():
+        if run.replaced():
+            st.rerun()
+        _live_samples(run.key, run.snapshot())
+
+    live()
+
+
+def quality_panel(run: Training) -> None:
+    """Sample quality over the run and the loss by noise level, live while it trains."""
+
+    @st.fragment(run_every=run.poll_every())
+    def live():
+        if run.replaced():
+            st.rerun()
+        snapshot = run.snapshot()
+        values = _floor_values(run.floors)
         quality_column, by_t_column = st.columns(2)
         with quality_column:
             _quality(snapshot)
         with by_t_column:
-            _loss_by_noise_level(snapshot, binned_floor, charts.TimeAxis.of(key.schedule))
+            _loss_by_noise_level(snapshot, values.binned if values is not None else None,
+                                 charts.TimeAxis.of(run.key.schedule))
 
     live()
 
@@ -443,6 +449,46 @@ def _animation_style(display: Display) -> charts.AnimationStyle:
                                  frame_ms=display.frame_ms, animated=state.get("animated", display.animated))
 
 
+def samples_panel(run: Training, config: ExperimentConfig, display: Display, pinned) -> tuple[Trajectory, Evaluation] | None:
+    """The samples: live while the run trains, then the reverse process of the finished run (with
+    the pinned baseline's beside it). Returns the finished run's (trajectory, scores) once sampled."""
+    if run.finished is None:
+        live_samples_panel(run)
+        return None
+    sampled = sampling(run.finished, config)
+    if sampled is not None:
+        base = pinned_samples(pinned)
+        reverse_panel(run.finished, sampled[0], config, display, base and (base[0], base[2]))
+    return sampled
+
+
+def pinned_samples(pinned) -> tuple[Trajectory, Evaluation, TrainingKey] | None:
+    """The pinned baseline's (trajectory in its own user units, scores, key), once a worker has
+    sampled it; None without a baseline or until then."""
+    base = pinned.sampled() if pinned is not None else None
+    if base is None:
+        return None
+    return in_user_units(pinned.entry.config.data, base.trajectory), base.scores, pinned.entry.key
+
+
+def no_experiment_note() -> None:
+    """Why there is no run to show. Bad settings are marked in the sidebar; an empty or unfinished
+    drawing or no file yet is not an error."""
+    if st.session_state.get("_waiting_for_points"):
+        st.info("Your points are not ready: draw them or upload a file in the sidebar's Data section (it says what "
+                "it needs). Your finished runs are kept.")
+    else:
+        st.info("Fix the setting marked in the sidebar to continue; your finished runs are kept.")
+
+
+def after_training_note(view: str) -> None:
+    st.caption("This view explains a finished run: it appears when the training above finishes.")
+
+
+def after_sampling_note() -> None:
+    st.caption("The samples and their metrics appear here once the finished run has been sampled (above).")
+
+
 def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentConfig, display: Display,
                   baseline: tuple | None = None) -> None:
     """``baseline``: (its trajectory, an id for caching) when a baseline is pinned and kept."""
@@ -476,7 +522,7 @@ def results_panel(run: FinishedRun, trajectory: Trajectory, scores: Evaluation, 
     """``baseline``: (its trajectory, its scores, an id for caching) when a baseline is pinned."""
     st.subheader("Results")
     base_samples = None if baseline is None else baseline[0].samples
-    base_id = None if baseline is None else baseline[2]
+    base_id = None if baseline is None else baseline[2]  # the pinned run's key
     st.plotly_chart(_comparison_figure(trajectory, run.key, run.source, config.sampler, base_samples, base_id),
                     config=PLOT_CONFIG)
     rows = [
