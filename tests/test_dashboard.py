@@ -2,6 +2,7 @@
 
 import json
 
+import plotly.graph_objects as go
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -335,3 +336,13 @@ def test_an_uploaded_model_stays_private_to_its_session():
         assert "loaded from a model file" in status(at)
         shown[owner_id] = reverse_spec(at)["frames"][-1]["data"][0]["x"]
     assert shown["alice"] != shown["bob"]
+
+
+def test_downloads_are_named_by_their_run_and_the_animation_page_has_a_title():
+    config = experiment_from_values(preset_values("reference"), DataConfig("gaussian"))
+    stem = panels.file_stem(config)
+    assert stem.startswith("ddpm-lab_gaussian_ddpm-T1000_")
+    assert stem != panels.file_stem(config.replace(train={"seed": 7}))  # a setting not in the words: the digest
+    assert panels.file_stem(config.replace(schedule={"num_timesteps": 50})).startswith("ddpm-lab_gaussian_ddpm-T50_")
+    page = panels.titled(go.Figure().to_html(include_plotlyjs=False, full_html=True), f"DDPM Lab: {stem} <&>")
+    assert f"<title>DDPM Lab: {stem} &lt;&amp;&gt;</title>" in page and page.count("<title>") == 1

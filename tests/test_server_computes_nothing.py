@@ -11,7 +11,7 @@ import json
 import pytest
 
 from diffusion.denoiser import Denoiser
-from tests.pages import computing, fresh_caches, open_page, poll_until, status, wait_finished  # noqa: F401
+from tests.pages import computing, fresh_caches, open_page, open_tab, poll_until, status, wait_finished  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("fresh_caches")
 
@@ -52,10 +52,13 @@ def test_the_patch_sees_a_model_call_made_in_this_process(model_calls):
 
 def test_no_model_call_in_the_server_while_a_run_trains_is_resampled_and_every_view_is_drawn(model_calls):
     at = wait_finished(open_page())
-    subheaders = [s.value for s in at.subheader]
-    for view in ("Reverse process: from noise to data", "Results", "The learned field against the ideal one",
-                 "Forward against reverse: where sampling drifts"):
-        assert view in subheaders
+    for tab, views in {"samples": ("Reverse process: from noise to data", "Results"),
+                       "field": ("The learned field against the ideal one", "Forward against reverse: where sampling drifts"),
+                       "noise": ("Noise schedule", "Data and forward process")}.items():
+        poll_until(open_tab(at, tab), lambda at: not computing(at))
+        subheaders = [s.value for s in at.subheader]
+        assert all(view in subheaders for view in views), (tab, subheaders)
+    open_tab(at, "compare")
     poll_until(at.button(key="budget_compute").click().run(), lambda at: not computing(at))
     assert any("model calls" in df.value.columns for df in at.dataframe)  # the budget's table
     at.selectbox(key="sampler").set_value("ddim").run()  # resampled with another sampler: no retraining

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import gc
+import hashlib
+import html
 import io
 from dataclasses import dataclass
 
@@ -623,23 +625,43 @@ def drift_panel(run: FinishedRun, config: ExperimentConfig, display: Display) ->
     )
 
 
+def file_stem(config: ExperimentConfig) -> str:
+    """A download's name: what the run is, readable, and a digest of every setting, so two runs'
+    files never share a name: ``ddpm-lab_gaussian_ddpm-T1000_3f9a2c1e``."""
+    digest = hashlib.sha1(config.to_json().encode()).hexdigest()[:8]
+    return f"ddpm-lab_{config.data.name}_{config.schedule.objective}-T{config.schedule.num_timesteps}_{digest}"
+
+
 def downloads_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentConfig, display: Display) -> None:
     st.subheader("Downloads")
+    stem = file_stem(config)
     samples, model, animation = st.columns(3)
     samples.download_button("Samples (CSV)", data=lambda: _samples_csv(config.data.to_user(trajectory.samples)),
-                            file_name="samples.csv",
+                            file_name=f"{stem}_samples.csv",
                             mime="text/csv", key="download_samples", width="stretch", on_click="ignore")
     model.download_button("Model (safetensors + config)", data=lambda: checkpoints.to_bytes(run.model, config),
-                          file_name="model.safetensors", mime="application/octet-stream", key="download_model", on_click="ignore",
-                          width="stretch",
+                          file_name=f"{stem}.safetensors", mime="application/octet-stream", key="download_model",
+                          on_click="ignore", width="stretch",
                           help="Weights as safetensors, with the full config JSON in the file's metadata. "
-                               "Load with python -m diffusion --load-checkpoint model.safetensors.")
+                               "Load with python -m diffusion --load-checkpoint FILE.safetensors.")
     animation.download_button(
-        "Animation (HTML)", key="download_animation", width="stretch", file_name="reverse_process.html", on_click="ignore",
-        mime="text/html", data=lambda: _reverse_figure(trajectory, run.key, run.source, config.sampler,
-                                                       _animation_style(display)).to_html(include_plotlyjs=True),
+        "Animation (HTML)", key="download_animation", width="stretch", file_name=f"{stem}_reverse.html",
+        on_click="ignore", mime="text/html",
+        data=lambda: _animation_html(trajectory, run, config, display, title=f"DDPM Lab: reverse process, {stem}"),
         help="A standalone page with the reverse animation; opens offline.",
     )
+    st.caption("Files are named by the run: its data, objective and T, and a digest of all its settings.")
+
+
+def _animation_html(trajectory: Trajectory, run: FinishedRun, config: ExperimentConfig, display: Display,
+                    title: str) -> str:
+    figure = _reverse_figure(trajectory, run.key, run.source, config.sampler, _animation_style(display))
+    return titled(figure.to_html(include_plotlyjs=True, full_html=True), title)
+
+
+def titled(page: str, title: str) -> str:
+    """A full HTML page with ``title`` as its <title> (Plotly writes none)."""
+    return page.replace("<head>", f"<head><title>{html.escape(title)}</title>", 1)
 
 
 def _samples_csv(samples: np.ndarray) -> str:
