@@ -156,7 +156,13 @@ def _comparison_figure(_trajectory: Trajectory, key: TrainingKey, source: str, s
 # --- panels ------------------------------------------------------------------------------------
 
 
+# The first view (training beside the samples) should fit above the fold at 1400 x 900: less of
+# Streamlit's top padding (6rem) above the title.
+_COMPACT_TOP = "<style>[data-testid='stMainBlockContainer'] { padding-top: 2.5rem; }</style>"
+
+
 def header() -> None:
+    st.html(_COMPACT_TOP)
     st.markdown("## DDPM Lab")
     st.caption(
         "A denoising diffusion model (or its flow matching cousin) learning 2-D points, live. Change anything in "
