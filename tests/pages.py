@@ -3,6 +3,7 @@ training status, and waiting for it. AppTest runs the real script and real cache
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -74,3 +75,13 @@ def wait_finished(at: AppTest, timeout: float = 90.0) -> AppTest:
     """Until the run is finished and every view has its worker's result."""
     poll_until(at, lambda at: "**Finished**" in status(at), timeout)
     return poll_until(at.run(), lambda at: not computing(at), timeout)
+
+
+def echarts(at: AppTest) -> dict[str, dict]:
+    """The page's ECharts options (the live charts) by their element key: 'loss_chart', ..."""
+    return {element.proto.id.rsplit("-", 1)[-1]: json.loads(element.proto.spec) for element in at.get("echarts_chart")}
+
+
+def series(spec: dict, name: str) -> list:
+    """The data of the series ``name`` of an ECharts option."""
+    return next(s["data"] for s in spec["series"] if s.get("name") == name)

@@ -152,8 +152,7 @@ def test_display_settings_recompute_nothing():
     at.slider(key="trails").set_value(3).run()
     assert dict(panels.registry()._results) == results  # the same results, nothing asked of a worker again
     assert panels.registry().jobs_of(owner(at)) == []
-    loss = next(spec for spec in charts(at).values() if spec["data"][0].get("name") == "loss")
-    assert loss["layout"]["yaxis"]["type"] == "log"
+    assert pages.echarts(at)["loss_chart"]["yAxis"]["type"] == "log"
     paths = [trace for trace in reverse_spec(at)["data"] if trace.get("name") == "paths"]
     assert len(paths) == 1
 

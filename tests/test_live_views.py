@@ -13,7 +13,8 @@ from diffusion.config import DataConfig, ScheduleConfig
 from diffusion.datasets import make_dataset
 from diffusion.monitoring import PREVIEW_POINTS, loss_floor_by_bin
 from diffusion.schedules import NoiseSchedule
-from tests.pages import fresh_caches, open_page, wait_finished  # noqa: F401
+from tests.pages import computing, echarts, fresh_caches, open_page, open_tab, poll_until, series, wait_finished  # noqa: F401
+from ui import panels
 
 pytestmark = pytest.mark.usefixtures("fresh_caches")
 
@@ -36,44 +37,56 @@ def trace(spec: dict, name: str) -> dict:
     return next(t for t in spec["data"] if t.get("name") == name)
 
 
-def test_a_finished_run_shows_its_last_preview_its_quality_curve_and_its_loss_by_noise_level_with_the_exact_floor():
+def test_a_finished_run_shows_its_quality_curve_and_its_loss_by_noise_level_with_the_exact_floor():
     at = wait_finished(open_page())  # the reference Gaussian, T = 100
-    preview = chart(at, "preview samples")
-    assert len(_decode(trace(preview, "preview samples")["x"])) == PREVIEW_POINTS
-    assert preview["layout"]["title"]["text"].startswith("Live samples at step 150:")  # the final weights
-    quality = chart(at, "energy distance / floor")
-    steps = _decode(trace(quality, "energy distance / floor")["x"])
-    assert steps[-1] == 150 and np.all(np.diff(steps) > 0)
-    by_t = chart(at, "irreducible loss")
-    assert len(_decode(trace(by_t, "loss, last 200 steps")["y"])) == 20
+    charts = echarts(at)
+    steps = [step for step, _ in series(charts["quality_chart"], "energy distance / floor")]
+    assert steps[-1] == 150 and np.all(np.diff(steps) > 0)  # the last preview is of the final weights
+    by_t = charts["loss_by_t_chart"]
+    assert len(series(by_t, "loss, last 200 steps")) == 20
     expected = loss_floor_by_bin(make_dataset(DataConfig("gaussian")), NoiseSchedule.from_config(
         ScheduleConfig(num_timesteps=100)), 20).values
-    np.testing.assert_allclose(_decode(trace(by_t, "irreducible loss")["y"]), expected, rtol=1e-6)  # float32
+    np.testing.assert_allclose(series(by_t, "irreducible loss"), expected, rtol=1e-3)  # sent to 4 digits
     captions = " ".join(c.value for c in at.caption)
     assert "irreducible loss of each bin (exact:" in captions
-    assert f"{PREVIEW_POINTS} points from the current weights" in captions
+    assert "preview_chart" not in charts  # finished: the samples column shows the reverse process
+
+
+def test_the_live_samples_show_the_current_weights_while_a_run_trains():
+    at = open_page(epochs="20000")  # long enough to be caught training
+    poll_until(at, lambda at: "preview samples" in str(echarts(at).get("preview_chart", {}).get("series")))
+    preview = echarts(at)["preview_chart"]
+    points = series(preview, "preview samples")
+    assert len(points) == PREVIEW_POINTS
+    assert preview["title"]["text"].startswith("Live samples at step ")
+    assert f"{PREVIEW_POINTS} points from the current weights" in " ".join(c.value for c in at.caption)
+    panels.registry().reset()
 
 
 def test_data_without_a_known_density_has_no_loss_floor_and_an_empirical_ideal_field_and_says_why():
     """Two moons, one finished run (the empirical ideal of its field is the costly part)."""
     at = wait_finished(open_page(dataset="moons"))
-    by_t = chart(at, "loss, last 200 steps")
-    assert [t.get("name") for t in by_t["data"]] == ["loss, last 200 steps"]
+    by_t = echarts(at)["loss_by_t_chart"]
+    assert series(by_t, "irreducible loss") == [] and len(series(by_t, "loss, last 200 steps")) == 20
     assert any("no floor is drawn: this data's density" in c.value for c in at.caption)
-    assert len(_decode(trace(chart(at, "preview samples"), "preview samples")["x"])) == PREVIEW_POINTS
+    poll_until(open_tab(at, "field"), lambda at: not computing(at))
     assert any("for this sample of 20,000 points, not the shape itself" in c.value for c in at.caption)
 
 
-def test_uploaded_points_get_previews_too():
-    at = open_page(dataset="points")
-    rows = "\n".join(f"{np.cos(i / 9):.4f},{np.sin(i / 9):.4f}" for i in range(200))
+def test_uploaded_points_get_previews_in_their_own_units():
+    at = open_page(dataset="points", epochs="20000")
+    rows = "\n".join(f"{5 + np.cos(i / 9):.4f},{-3 + np.sin(i / 9):.4f}" for i in range(200))
     at.file_uploader(key="points_file").upload("ring.csv", f"x,y\n{rows}\n".encode(), "text/csv").run()
-    wait_finished(at)
-    assert len(_decode(trace(chart(at, "preview samples"), "preview samples")["x"])) == PREVIEW_POINTS
+    poll_until(at, lambda at: "preview samples" in str(echarts(at).get("preview_chart", {}).get("series")))
+    points = np.array(series(echarts(at)["preview_chart"], "preview samples"), dtype=float)
+    assert len(points) == PREVIEW_POINTS
+    assert abs(points[:, 0].mean() - 5.0) < 2.0 and abs(points[:, 1].mean() + 3.0) < 2.0  # the file's units
+    panels.registry().reset()
 
 
 def test_the_field_view_has_every_noise_level_in_its_frames_and_names_its_ideal_denoiser():
-    at = wait_finished(open_page())
+    at = wait_finished(open_page(view="field"))
+    poll_until(at, lambda at: not computing(at))
     field = chart(at, "learned ε")
     assert len(field["frames"]) == 20 and field["frames"][0]["name"] == "t = 0" and field["frames"][-1]["name"] == "t = 99"
     assert [t.get("name") for t in field["data"]] == ["|learned − ideal|", "data at t", "learned ε", "ideal ε"]
@@ -85,7 +98,8 @@ def test_the_field_view_has_every_noise_level_in_its_frames_and_names_its_ideal_
 
 
 def test_the_drift_view_compares_every_kept_frame_with_the_true_noised_data():
-    at = wait_finished(open_page())  # 5 frames kept: all compared
+    at = wait_finished(open_page(view="field"))  # 5 frames kept: all compared
+    poll_until(at, lambda at: not computing(at))
     drift = chart(at, "drift")
     times = _decode(trace(drift, "drift")["x"])
     assert list(times) == [100, 75, 50, 25, 0]
@@ -96,5 +110,4 @@ def test_the_drift_view_compares_every_kept_frame_with_the_true_noised_data():
 
 def test_a_schedule_shorter_than_the_bins_gets_a_bin_per_step():
     at = wait_finished(open_page(T="7"))
-    by_t = chart(at, "irreducible loss")
-    assert len(_decode(trace(by_t, "loss, last 200 steps")["y"])) == 7
+    assert len(series(echarts(at)["loss_by_t_chart"], "loss, last 200 steps")) == 7

@@ -23,6 +23,7 @@ import streamlit as st
 import torch
 
 import charts
+from charts import live as live_charts
 from diffusion import checkpoints
 from diffusion.config import DataConfig, ExperimentConfig, SamplerConfig, ScheduleConfig, TrainingKey, model_calls
 from diffusion.datasets import make_dataset
@@ -290,12 +291,10 @@ def training_panel(run: Training, baseline_losses: np.ndarray | None = None) -> 
         if run.job is not None and run.job.active != run.running:
             st.rerun()  # started, paused or failed: the state is on screen; the page follows (polling on or off)
         view_controls(LOSS_VIEW)  # display only: changing them reruns this view alone
-        st.plotly_chart(
-            charts.loss_figure(snapshot.losses, smoothing=st.session_state["smoothing"],
-                               log_y=st.session_state["log_y"], floor=floor,
-                               total_steps=snapshot.total_steps, baseline=baseline_losses),
-            config=PLOT_CONFIG, key="loss_chart",
-        )
+        st.echarts_chart(live_charts.loss_spec(snapshot.losses, smoothing=st.session_state["smoothing"],
+                                        log_y=st.session_state["log_y"], floor=floor,
+                                        total_steps=snapshot.total_steps, baseline=baseline_losses),
+                         key="loss_chart", height=live_charts.LOSS_HEIGHT)
         if floor is not None:
             st.caption(f"Dashed line: the irreducible loss {floor:.3f}, the best any network can do on this "
                        "data (averaged over t). A loss near it can still give poor samples.")
@@ -340,8 +339,8 @@ def _live_samples(key: TrainingKey, snapshot: RunSnapshot) -> None:
     label = "Live samples: none yet" if preview is None else (
         f"Live samples at step {preview.step:,}: energy distance {preview.ratio:.2f} × floor")
     points = None if preview is None else key.data.to_user(preview.points)
-    st.plotly_chart(charts.preview_figure(points, key.data.to_user(_data_points(key.data, 1000, 1)),
-                                          _preview_axes(key.data), label), config=PLOT_CONFIG, key="preview_chart")
+    st.echarts_chart(live_charts.preview_spec(points, key.data.to_user(_data_points(key.data, 1000, 1)),
+                                       _preview_axes(key.data), label), key="preview_chart", height=live_charts.PREVIEW_HEIGHT)
     path = _schedule(key.schedule)
     steps = min(PREVIEW_STEPS, path.max_sample_steps)
     sampler = f"{steps}-step {path.family_label(path.preview_kind, 0.0)}"
@@ -354,8 +353,8 @@ def _quality(snapshot: RunSnapshot) -> None:
     if len(snapshot.previews) == 0:
         st.caption("Sample quality while training: the first preview comes a fraction of a second into a run.")
         return
-    st.plotly_chart(charts.quality_figure(snapshot.previews, snapshot.total_steps), config=PLOT_CONFIG,
-                    key="quality_chart")
+    st.echarts_chart(live_charts.quality_spec(snapshot.previews, snapshot.total_steps), key="quality_chart",
+                     height=live_charts.QUALITY_HEIGHT)
     st.caption("Each preview's energy distance to the data over its noise floor (1 = as close as a fresh draw "
                "of the data; few-step previews stay a little above 1 even for a perfect model). Look for "
                "samples that keep improving after the loss has flattened.")
@@ -367,8 +366,8 @@ def _loss_by_noise_level(snapshot: RunSnapshot, floor: BinnedFloor | None, axis:
         st.caption("Loss by noise level: fills in as the run trains.")
         return
     values = floor.values if floor is not None else None
-    st.plotly_chart(charts.loss_by_t_figure(by_t.t_start, by_t.t_end, by_t.recent_loss, values, by_t.window, axis),
-                    config=PLOT_CONFIG, key="loss_by_t_chart")
+    st.echarts_chart(live_charts.loss_by_t_spec(by_t.t_start, by_t.t_end, by_t.recent_loss, values, by_t.window, axis),
+                     key="loss_by_t_chart", height=live_charts.LOSS_BY_T_HEIGHT)
     what = f"The training loss by noise level t, a mean over the last {by_t.window} steps per bin"
     if floor is None:
         st.caption(f"{what}; its irreducible floor is still being computed.")
