@@ -85,3 +85,10 @@ def echarts(at: AppTest) -> dict[str, dict]:
 def series(spec: dict, name: str) -> list:
     """The data of the series ``name`` of an ECharts option."""
     return next(s["data"] for s in spec["series"] if s.get("name") == name)
+
+
+def animation(at: AppTest) -> dict | None:
+    """The reverse animation's payload (``charts.animation.animation_payload``), or None if the page
+    has none; its arrays decode with ``charts.animation.decode_points``."""
+    elements = [e for e in at.get("bidi_component") if e.proto.component_name.endswith("ddpm_lab_animation")]
+    return json.loads(elements[0].proto.json) if elements else None

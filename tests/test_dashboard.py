@@ -2,11 +2,13 @@
 
 import json
 
+import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from charts.animation import decode_points
 from diffusion.config import DataConfig
 from runtime.worker import CHUNK_STEPS
 from tests import pages
@@ -32,8 +34,15 @@ def charts(at: AppTest) -> dict[str, dict]:
     return out
 
 
-def reverse_spec(at: AppTest) -> dict:
-    return next(spec for title, spec in charts(at).items() if title.startswith("Reverse process"))
+def reverse_payload(at: AppTest) -> dict:
+    payload = pages.animation(at)
+    assert payload is not None, "no reverse animation on the page"
+    return payload
+
+
+def final_samples(at: AppTest) -> np.ndarray:
+    """The reverse animation's last frame: the samples, as drawn."""
+    return decode_points(reverse_payload(at)["frames"])[-1]
 
 
 def owner(at: AppTest) -> str:
@@ -57,9 +66,10 @@ def test_the_default_page_trains_the_reference_job_and_shows_every_panel():
     first_view = ["Training", "Reverse process: from noise to data"]
     assert at.session_state["view"] == "quality" and "view" not in at.query_params  # the default tab
     assert [s.value for s in at.subheader] == first_view  # the quality tab's charts have no heading
-    assert len(reverse_spec(at)["frames"]) == 60
+    assert reverse_payload(at)["num_frames"] == 60
     assert "epoch 1,000 / 1,000" in status(at)
-    assert at.get("plotly_chart")  # quality over the run and the loss by level: charts of the open tab
+    assert set(pages.echarts(at)) == {"loss_chart", "quality_chart", "loss_by_t_chart"}  # the quality tab's are live
+    assert not at.get("plotly_chart")  # no Plotly in the first view and the default tab: its 4.7 MB bundle waits
     only_in_tab = {"noise": ["Noise schedule", "Data and forward process"], "samples": ["Results", "Downloads"],
                    "field": ["The learned field against the ideal one", "Forward against reverse: where sampling drifts"],
                    "compare": ["Your runs", "Sampling budget"]}
@@ -89,10 +99,9 @@ def test_a_link_opens_the_tab_it_names_and_only_that_tab_is_built():
 
 def test_the_animation_has_the_configured_number_of_frames():
     at = wait_finished(open_page(frames="17"))
-    spec = reverse_spec(at)
-    assert len(spec["frames"]) == 17
-    assert len(spec["layout"]["sliders"][0]["steps"]) == 17
-    assert spec["frames"][0]["name"] == "t = 1000" and spec["frames"][-1]["name"] == "t = 0"
+    payload = reverse_payload(at)
+    assert payload["num_frames"] == 17 and decode_points(payload["frames"]).shape == (17, 200, 2)
+    assert len(payload["labels"]) == 17 and payload["labels"][0] == "t = 1000" and payload["labels"][-1] == "t = 0"
 
 
 def test_the_url_carries_the_configuration_both_ways():
@@ -133,13 +142,13 @@ def test_a_revisited_configuration_is_shown_at_once_without_retraining():
 def test_changing_the_sampler_resamples_without_retraining():
     at = wait_finished(open_page())
     runs = panels.registry()
-    before = reverse_spec(at)["frames"][-1]["data"][0]
+    before = final_samples(at)
     assert any(c.value.startswith("200 points, 1,000 DDPM steps (1,000 model calls), ") for c in at.caption)
     at.selectbox(key="sampler").set_value("ddim").run()
     assert "**Finished**" in status(at)
     assert runs.jobs_of(owner(at)) == [] and runs.stats()["finished"] == 1
-    after = reverse_spec(at)["frames"][-1]["data"][0]
-    assert after["x"] != before["x"]  # new samples
+    after = final_samples(at)
+    assert not np.array_equal(after, before)  # new samples
     assert any(c.value.startswith("200 points, 50 DDIM steps (50 model calls), ") for c in at.caption)  # 50: the default
     assert not any("DDPM steps" in c.value for c in at.caption)
 
@@ -149,12 +158,17 @@ def test_display_settings_recompute_nothing():
     results = dict(panels.registry()._results)
     assert results  # the samples, field and drift, from the workers
     at.toggle(key="log_y").set_value(True).run()
-    at.slider(key="trails").set_value(3).run()
+    at.select_slider(key="animated").set_value(100).run()
     assert dict(panels.registry()._results) == results  # the same results, nothing asked of a worker again
     assert panels.registry().jobs_of(owner(at)) == []
     assert pages.echarts(at)["loss_chart"]["yAxis"]["type"] == "log"
-    paths = [trace for trace in reverse_spec(at)["data"] if trace.get("name") == "paths"]
-    assert len(paths) == 1
+    assert reverse_payload(at)["num_points"] == 100 and reverse_payload(at)["total_points"] == 200
+
+
+def test_the_animation_takes_its_display_choices_from_the_link():
+    at = wait_finished(open_page(trails="3", show_x0="true", frame_ms="16"))
+    assert reverse_payload(at)["display"] == {"trails": 3, "show_x0": True, "frame_ms": 16, "frame": 0}
+    assert not any(w.proto.id.endswith("-trails") for w in at.get("slider"))  # drawn by the animation itself
 
 
 EXPERIMENT_KEYS = [k for k, d in SETTINGS.items() if d.section not in ("display", "data")]
@@ -333,8 +347,8 @@ def test_an_uploaded_model_stays_private_to_its_session():
         at = pages.open_page(FAST, owner=owner_id)
         at.file_uploader(key="model_file").upload("m.safetensors", files[seed], "x").run()
         assert "loaded from a model file" in status(at)
-        shown[owner_id] = reverse_spec(at)["frames"][-1]["data"][0]["x"]
-    assert shown["alice"] != shown["bob"]
+        shown[owner_id] = final_samples(at)
+    assert not np.array_equal(shown["alice"], shown["bob"])
 
 
 def test_downloads_are_named_by_their_run_and_the_animation_page_has_a_title():

@@ -53,13 +53,14 @@ class Display:
                           high=32, widget="slider", help="How many points of the reverse animation draw their path.")
     show_x0: bool = setting(False, key="show_x0", label="Show predicted x₀", effect="redraw", widget="toggle",
                             help="The model's guess of the final point at each frame.")
-    animated: int = setting(500, key="animated", label="Points animated", effect="redraw", low=50, high=MAX_SAMPLES,
+    animated: int = setting(1000, key="animated", label="Points animated", effect="redraw", low=50, high=MAX_SAMPLES,
                             widget="select_slider", stops=(100, 200, 500, 1000, 2000, 5000),
                             help="How many of the samples move in the reverse animation (evenly chosen; at most the "
-                                 "samples drawn). Fewer play more smoothly: the browser moves every point in every "
-                                 "frame. The results and metrics always use all the samples.")
-    frame_ms: int = setting(40, key="frame_ms", label="Frame duration (ms)", effect="redraw", low=20, high=500,
-                            widget="slider", step=10, help="Animation speed.")
+                                 "samples drawn). The canvas moves thousands at 60 frames a second; fewer make a "
+                                 "sparser picture and a smaller page. The results and metrics always use all the samples.")
+    frame_ms: int = setting(33, key="frame_ms", label="Frame duration (ms)", effect="redraw", low=16, high=500,
+                            widget="slider", step=1, help="Animation speed: 33 ms is 30 frames a second, 16 ms is 60. "
+                                                          "The reverse animation's own Speed control sets it too.")
     field: FieldQuantity = setting("eps", key="field", label="Field arrows", effect="redraw", widget="radio",
                                    labels={"eps": "network output (ε, or v)", "score": "score ∇log q"},
                                    help="What the field view draws: the network's own output, the predicted noise "
@@ -80,8 +81,8 @@ SHOWN_LINK_CHARACTERS = 40  # a link value is echoed at most this long in a warn
 # Display settings drawn beside the view they change, inside its fragment: changing one reruns only
 # that view, not the page (a full rerun redraws a dozen charts). The link still carries them.
 LOSS_VIEW = ("log_y", "smoothing")
-REVERSE_VIEW = ("trails", "show_x0", "animated")
-BESIDE_THEIR_VIEW = LOSS_VIEW + REVERSE_VIEW + ("view",)  # the view: the page's tabs
+IN_THE_ANIMATION = ("trails", "show_x0")  # the reverse animation's own controls, in the browser
+BESIDE_THEIR_VIEW = LOSS_VIEW + IN_THE_ANIMATION + ("view",)  # the view: the page's tabs
 
 
 @dataclass(frozen=True)

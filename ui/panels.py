@@ -24,6 +24,7 @@ import torch
 
 import charts
 from charts import live as live_charts
+from charts.animation import reverse_payload
 from diffusion import checkpoints
 from diffusion.config import DataConfig, ExperimentConfig, SamplerConfig, ScheduleConfig, TrainingKey, model_calls
 from diffusion.datasets import make_dataset
@@ -37,7 +38,8 @@ from runtime import tasks
 from runtime.registry import FinishedRun, RunRegistry, RunSnapshot, open_run, poll_interval, shared_registry
 from runtime.state import RunState, TaskState
 from ui import session
-from ui.controls import LOSS_VIEW, REVERSE_VIEW, Display, LoadedModel, loaded_model, session_owner, view_controls
+from ui.animation import display_choices, reverse_animation
+from ui.controls import LOSS_VIEW, SETTINGS, Display, LoadedModel, loaded_model, session_owner, view_controls, write_url
 
 PACE_SECONDS = 5.0  # with "watch short runs" on, a run lasts at least this long
 FIRST_POINTS_WAIT = 0.25  # seconds a page that starts a run waits for its first points before drawing
@@ -509,19 +511,42 @@ def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentCo
     n = len(trajectory.samples)
 
     @st.fragment
-    def animation():  # its display controls rerun this view alone, not the page
-        view_controls(REVERSE_VIEW, widths=(1.0, 1.5, 1.0))  # room for "Show predicted x₀" on one line
+    def animation():  # a display choice made in the animation reruns this view alone, not the page
         style = _animation_style(display)
-        st.plotly_chart(_reverse_figure(trajectory, run.key, run.source, sampler, style, base, base_id),
-                        config=PLOT_CONFIG, key="reverse_chart")
+        payload = _reverse_payload(trajectory, run.key, run.source, sampler, style, base, base_id)
+        reverse_animation(payload, key=ANIMATION_KEY, on_change=_keep_animation_choices)
+        write_url()  # the choices made in the animation travel in the link
         moving = f"all {n:,} move" if style.animated >= n else f"{style.animated:,} of them move (Points animated)"
         st.caption(
-            f"{n:,} points, {steps:,} {name} steps ({calls:,} model calls), "
-            f"{len(trajectory.frames)} frames kept, sampled in {trajectory.seconds:.2f} s; {moving}. "
-            "Press ▶ or drag the slider; faint blue points are the data."
+            f"{n:,} points, {steps:,} {name} steps ({calls:,} model calls), {len(trajectory.frames)} frames kept, "
+            f"sampled in {trajectory.seconds:.2f} s; {moving}. Press ▶ or drag the slider; the faint blue points are "
+            "the data, and the legend's names turn layers on and off. Watch the noise contract onto the data "
+            "late in the run: most of the shape appears in the last tenth of the steps."
         )
 
     animation()
+
+
+ANIMATION_KEY = "reverse_animation"
+_CHOICES = {"trails": "trails", "show_x0": "show_x0", "frame_ms": "frame_ms"}  # the animation's choice: our setting
+
+
+def _keep_animation_choices() -> None:
+    """The user changed speed, trails or x̂_0 in the animation: keep them as the page's settings."""
+    choices = display_choices(ANIMATION_KEY) or {}
+    for name, key in _CHOICES.items():
+        if name in choices:
+            st.session_state[key] = SETTINGS[key].kind(choices[name])
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _reverse_payload(_trajectory: Trajectory, key: TrainingKey, source: str, sampler: SamplerConfig,
+                     style: charts.AnimationStyle, _baseline: Trajectory | None = None, baseline_id: tuple | None = None):
+    """The canvas animation's payload for the run's (key, source) sampled with ``sampler``;
+    ``_baseline``: the pinned run's trajectory, already in its own user units."""
+    return reverse_payload(in_user_units(key.data, _trajectory), key.data.to_user(_data_points(key.data, 1000, 1)),
+                           trails=style.trails, show_x0=style.show_x0, frame_ms=style.frame_ms,
+                           animated=style.animated, baseline=_baseline, axis=charts.TimeAxis.of(key.schedule))
 
 
 def results_panel(run: FinishedRun, trajectory: Trajectory, scores: Evaluation, config: ExperimentConfig,
