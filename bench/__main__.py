@@ -180,12 +180,14 @@ def memory() -> list[tuple]:
 def streaming_throughput(repeats: int) -> list[tuple]:
     """Training while the page streams the loss vs headless. Training runs in a worker process, as
     on the page, which also takes the live previews and keeps the loss by noise level; this process
-    plays the server and does what one fragment tick does every 0.3 s: snapshot the job, build the
-    loss, preview, quality and loss-by-t figures, serialise them as st.plotly_chart does."""
-    import plotly.io
-
+    plays the server and does what the page's live views do every 0.3 s: snapshot the job, build the
+    loss, preview, quality and loss-by-t ECharts options, serialise them as st.echarts_chart does."""
     import charts
+    from charts import live
     from runtime.registry import RunRegistry
+
+    def sent(spec: dict) -> int:
+        return len(json.dumps(spec, allow_nan=False))
 
     epochs = 10_000
     config = reference().replace(train={"epochs": epochs})
@@ -200,16 +202,16 @@ def streaming_throughput(repeats: int) -> list[tuple]:
         registry.start(job)
         while registry.finished(config.training) is None:
             snapshot = registry.snapshot(job)
-            plotly.io.to_json(charts.loss_figure(snapshot.losses, total_steps=snapshot.total_steps), validate=False)
-            extras = [charts.preview_figure(None if snapshot.preview is None else snapshot.preview.points, data,
-                                            ranges, "live")]
+            sent(live.loss_spec(snapshot.losses, total_steps=snapshot.total_steps))
+            extras = [live.preview_spec(None if snapshot.preview is None else snapshot.preview.points, data,
+                                        ranges, "live")]
             if len(snapshot.previews):
-                extras.append(charts.quality_figure(snapshot.previews, snapshot.total_steps))
+                extras.append(live.quality_spec(snapshot.previews, snapshot.total_steps))
             if snapshot.loss_by_t is not None and snapshot.loss_by_t.step:
                 by_t = snapshot.loss_by_t
-                extras.append(charts.loss_by_t_figure(by_t.t_start, by_t.t_end, by_t.recent_loss, None, by_t.window))
+                extras.append(live.loss_by_t_spec(by_t.t_start, by_t.t_end, by_t.recent_loss, None, by_t.window))
             if len(extras) == 3:
-                extra_bytes.append(sum(len(plotly.io.to_json(fig, validate=False)) for fig in extras))
+                extra_bytes.append(sum(sent(spec) for spec in extras))
             time.sleep(0.3)
             if job.status == "failed":
                 raise RuntimeError(job.error)
@@ -223,7 +225,7 @@ def streaming_throughput(repeats: int) -> list[tuple]:
          f"{streamed:,.0f} steps/s", f"{streamed / headless:.0%} of headless", ">= 90%"),
         ("one live preview (300 points, 30 DDIM steps, scored)", "", f"{statistics.median(preview_ms):.1f} ms",
          f"{len(preview_ms) / repeats:.0f} previews a run", "<= 10% of training"),
-        ("extra bytes per poll (preview, quality, loss by t figures)", "",
+        ("extra bytes per poll (preview, quality, loss by t charts)", "",
          f"{statistics.median(extra_bytes) / 1000:.1f} kB" if extra_bytes else "n/a", "", ""),
     ]
 
@@ -250,9 +252,8 @@ def page_costs() -> list[tuple]:
     while len(at.get("progress")) > 1:  # a view still waits for a worker's result
         time.sleep(0.2)
         at.run()
-    spec = next(c.proto.spec for c in at.get("plotly_chart")
-                if json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "").startswith("Reverse process"))
-    payload = len(spec.encode())
+    payload = len(next(e.proto.json for e in at.get("bidi_component")
+                       if e.proto.component_name.endswith("ddpm_lab_animation")).encode())
     display = []
     for value in (True, False, True, False, True):
         with stopwatch(display):
@@ -272,7 +273,7 @@ def page_costs() -> list[tuple]:
     return [
         ("rerun after a display-only change", "", f"{statistics.median(display) * 1000:.0f} ms", "", "< 150 ms"),
         ("showing a cached configuration again", "", f"{statistics.median(cached) * 1000:.0f} ms", "", "< 300 ms"),
-        ("default animation payload (60 frames x 1000 points)", "", f"{payload / 1e6:.2f} MB", "", "<= 3 MB"),
+        ("default animation payload (60 frames x 1000 points, with x0)", "", f"{payload / 1e6:.2f} MB", "", "<= 3 MB"),
     ]
 
 
