@@ -28,8 +28,10 @@ if config is None:
     st.stop()
 
 pinned = compare.baseline()
-run = panels.training(config, display)
 training_column, samples_column = st.columns(2, gap="medium")
+with training_column:
+    panels.training_heading(config)  # sent before the run is looked up: a changed T shows its ᾱ_T at once
+run = panels.training(config, display)
 with training_column:
     panels.training_panel(run, pinned.run.losses if pinned and pinned.run else None)
     compare.baseline_note(pinned, config)

@@ -230,12 +230,13 @@ class Training:
             registry().job(session_owner(), self.key) is not self.job
 
 
-def _path_line(config: ScheduleConfig) -> None:
-    """The path's numbers in one line (ᾱ_T for DDPM), and its warning where it has one: a changed
-    T shows here at once (the whole chart is in the noise tab)."""
-    chart = _schedule(config).chart()
+def training_heading(config: ExperimentConfig) -> None:
+    """The training panel's heading, with the path's numbers in one line (ᾱ_T for DDPM) and its
+    warning where it has one (the whole schedule chart is in the noise tab)."""
+    st.subheader("Training")
+    chart = _schedule(config.schedule).chart()
     if chart.metrics:
-        st.caption(f"{config.kind.capitalize()} schedule, T = {config.num_timesteps:,}: "
+        st.caption(f"{config.schedule.kind.capitalize()} schedule, T = {config.schedule.num_timesteps:,}: "
                    + " · ".join(f"{label} **{value}**" for label, value in chart.metrics))
     if chart.warning:
         st.warning(chart.warning)
@@ -274,8 +275,6 @@ def _floor_values(floors: TaskState) -> tasks.FloorValues | None:
 def training_panel(run: Training, baseline_losses: np.ndarray | None = None) -> None:
     """Start / pause / step / reset, progress and the live loss curve: a view that redraws itself
     while the run trains, and redraws the page once it has finished (or Reset replaced it)."""
-    st.subheader("Training")
-    _path_line(run.key.schedule)
     if not run.running and not run.floors.ready:
         progress_until_ready(run.floors, "Computing the loss floor")  # the page reruns once it is
 
