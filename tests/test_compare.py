@@ -23,12 +23,13 @@ def two_runs():
     at = wait_finished(open_page())
     at.selectbox(key="preset").set_value("improved").run()
     # The FAST settings the preset reset. Pacing first: it is fixed when a job starts, and with it
-    # on (the preset's default) this 0.3 s run would be stretched to 5 s.
+    # on (the preset's default) this 0.3 s run would be stretched to 5 s. The sampler's settings
+    # before the run's: a short run can finish between two clicks and join the history.
     at.toggle(key="pace").set_value(False).run()
-    for key, value in {"T": 100, "epochs": 150}.items():
-        at.number_input(key=key).set_value(value).run()
     at.select_slider(key="samples").set_value(200).run()
     at.slider(key="frames").set_value(5).run()
+    for key, value in {"T": 100, "epochs": 150}.items():
+        at.number_input(key=key).set_value(value).run()
     return wait_finished(at)
 
 
@@ -43,6 +44,19 @@ def test_the_history_lists_the_runs_by_the_settings_that_differ_and_brings_one_b
     at.button(key="history_show").click().run()
     assert at.session_state["hidden"] == 64 and at.session_state["lr"] == 0.001
     assert "**Finished**" in status(at)  # from the store, not retrained
+
+
+def test_the_baseline_note_names_the_differences_of_the_run_on_screen():
+    """The note is drawn before the page records the run it shows: it must compare the baseline
+    with that run, not with the history's last entry (the run before)."""
+    at = two_runs()
+    at.selectbox(key="history_pick").set_value(1).run()
+    at.button(key="history_pin").click().run()
+    note = lambda at: next(c.value for c in at.caption if "Baseline pinned" in c.value)  # noqa: E731
+    assert note(at).endswith("; the same settings.")  # the improved run pinned and on screen
+    at.selectbox(key="history_pick").set_value(0).run()
+    at.button(key="history_show").click().run()  # the reference run on screen at once, from the store
+    assert note(at).endswith("; it differs in hidden, time_embedding, lr, lr_schedule, ema.")
 
 
 def test_a_pinned_baseline_is_drawn_beside_the_current_run_and_named_once_dropped_from_the_store():
@@ -112,4 +126,4 @@ def test_history_record_keeps_the_last_of_each_run_and_caps_the_length():
     assert len(entries) == history.MAX_ENTRIES and entries[-1].config.train.seed == history.MAX_ENTRIES + 4
     again = history.record(entries, history.HistoryEntry(entries[0].config, "trained", 0.1, 2.0, 1.0))
     assert len(again) == history.MAX_ENTRIES and again[-1].final_loss == 0.1
-    assert history.differing(again[-2:]) == ["seed"]
+    assert history.differing(e.config for e in again[-2:]) == ["seed"]

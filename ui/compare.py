@@ -123,7 +123,6 @@ def baseline_note(pinned: Baseline | None, config: ExperimentConfig) -> None:
     """One line about the pinned baseline, or why it can't be drawn."""
     if pinned is None:
         return
-    differing = history.differing((pinned.entry, *_history()[-1:])) if _history() else []
     if pinned.run is None:
         st.info("The pinned baseline is no longer kept (the server holds the 16 most recently used finished runs), "
                 "so it isn't drawn. Show it again from the table to retrain it, or pin another run.")
@@ -133,7 +132,11 @@ def baseline_note(pinned: Baseline | None, config: ExperimentConfig) -> None:
     else:
         where = ("the loss and the samples (not the reverse animation: its frames are at other times, from another "
                  "objective, sampler or number of steps)")
-    st.caption(f"📌 Baseline pinned: drawn in grey on {where}" + (f"; it differs in {', '.join(differing)}." if differing else "."))
+    # against the run on screen (``config``), not the history's last entry: the page remembers the
+    # run it shows only after this line is drawn, so that entry is the run before
+    differing = history.differing((pinned.entry.config, config))
+    st.caption(f"📌 Baseline pinned: drawn in grey on {where}"
+               + (f"; it differs in {', '.join(differing)}." if differing else "; the same settings."))
 
 
 def noise_note(config: ExperimentConfig) -> None:

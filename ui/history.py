@@ -6,6 +6,7 @@ table this module builds.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from diffusion.config import ExperimentConfig, experiment_settings
@@ -36,14 +37,15 @@ def record(history: tuple[HistoryEntry, ...], entry: HistoryEntry) -> tuple[Hist
     return (*kept, entry)[-MAX_ENTRIES:]
 
 
-def differing(history: tuple[HistoryEntry, ...]) -> list[str]:
-    """The link keys of the settings whose values differ between the entries, in sidebar order."""
+def differing(configs: Iterable[ExperimentConfig]) -> list[str]:
+    """The link keys of the settings whose values differ between the configs, in sidebar order
+    (``points`` when they train on different point sets)."""
+    configs = list(configs)
     keys = []
     for d in experiment_settings():
-        values = {repr(entry.config.get(d.path)) for entry in history}
-        if len(values) > 1:
+        if len({repr(config.get(d.path)) for config in configs}) > 1:
             keys.append(d.key)
-    if len({entry.config.data.points.digest if entry.config.data.points else None for entry in history}) > 1:
+    if len({config.data.points.digest if config.data.points else None for config in configs}) > 1:
         keys.append("points")
     return keys
 
@@ -54,7 +56,7 @@ def table(history: tuple[HistoryEntry, ...], baseline: HistoryEntry | None = Non
     paths = {d.key: d.path for d in experiment_settings()}
     columns: dict[str, list] = {"baseline": ["📌" if baseline is not None and e.key == baseline.key else ""
                                              for e in history]}
-    for key in differing(history):
+    for key in differing(e.config for e in history):
         if key == "points":
             columns[key] = [e.config.data.points.digest[:8] if e.config.data.points else "" for e in history]
         else:
