@@ -24,6 +24,10 @@ from ui.history import HistoryEntry
 from ui.panels import PLOT_CONFIG, RESULT_WAIT, _data_points, _schedule, computed, progress_until_ready, registry
 
 
+PIN = "📌"
+DRAWN = "drawn"  # ui.drawing.SOURCE, the points' source once drawn (not imported here: it loads the canvas)
+
+
 @dataclass(frozen=True)
 class Baseline:
     """The pinned run: its history entry and, while it is still kept, the run itself."""
@@ -57,13 +61,24 @@ def baseline() -> Baseline | None:
 def remember(run: FinishedRun, config: ExperimentConfig, scores: Evaluation) -> None:
     """Add the run on screen to the session's history."""
     entry = HistoryEntry(config, run.source, float(run.losses[-1]) if len(run.losses) else None,
-                         scores.energy_distance.ratio, run.train_seconds)
+                         scores.energy_distance.ratio, run.train_seconds, _points_name(config))
     st.session_state["_history"] = history.record(_history(), entry)
 
 
+def _points_name(config: ExperimentConfig) -> str | None:
+    """Where the run's points came from, while the sidebar still holds them: "drawn" or the file's name."""
+    kept = st.session_state.get("_points")
+    if config.data.points is None or kept is None or kept.points != config.data.points:
+        return None
+    if st.session_state.get("_points_source") == DRAWN:
+        return DRAWN
+    return st.session_state.get("_points_name")
+
+
 def _selected() -> HistoryEntry | None:
-    pick, entries = st.session_state.get("history_pick"), _history()
-    return entries[pick] if pick is not None and pick < len(entries) else None
+    """The entry the picker names (by its number, which never changes)."""
+    pick = st.session_state.get("history_pick")
+    return next((e for e in _history() if e.number == pick), None)
 
 
 def _show_selected() -> None:
@@ -93,22 +108,25 @@ def history_panel() -> None:
         st.caption("Each run you finish in this session is listed here, to bring back or to pin as a baseline.")
         return
     pinned: HistoryEntry | None = st.session_state.get("_baseline")
-    columns = history.table(entries, pinned)
-    st.dataframe({"run": [f"#{i + 1}" for i in range(len(entries))], **columns}, hide_index=True, width="stretch")
-    if st.session_state.get("history_pick") is not None and st.session_state["history_pick"] >= len(entries):
-        del st.session_state["history_pick"]
-    pick, show, pin, unpin = st.columns([1, 1, 1, 1])
-    pick.selectbox("Run", list(range(len(entries))), index=len(entries) - 1, key="history_pick",
-                   format_func=lambda i: f"#{i + 1}", label_visibility="collapsed")
+    st.dataframe(history.table(entries, pinned), hide_index=True, width="stretch")
+    numbers = [e.number for e in history.by_number(entries)]
+    if st.session_state.get("history_pick") not in numbers:
+        st.session_state.pop("history_pick", None)
+    labels = {e.number: history.label(e, entries) for e in entries}
+    pick, show, pin, unpin = st.columns([2, 1, 1, 1])
+    pick.selectbox("Run", numbers, index=numbers.index(entries[-1].number), key="history_pick",
+                   format_func=labels.get, label_visibility="collapsed")
     chosen = _selected() is not None
     show.button("Show this run", key="history_show", on_click=_show_selected, disabled=not chosen, width="stretch",
                 help="Its settings go back into the sidebar; a finished run comes from the store at once.")
-    pin.button("📌 Pin as baseline", key="history_pin", on_click=_pin_selected, disabled=not chosen, width="stretch",
-               help="Draw this run faintly beside the current one: its loss, its samples, its metrics.")
+    pin.button(f"{PIN} Pin as baseline", key="history_pin", on_click=_pin_selected, disabled=not chosen,
+               width="stretch", help="Draw this run faintly beside the current one: its loss, its samples, its metrics.")
     unpin.button("Unpin the baseline", key="history_unpin", on_click=_unpin, disabled=pinned is None,
                  width="stretch")
-    st.caption("The runs you finished in this session and the settings that tell them apart (pick a run to show "
-               "it again or pin it). Compare the energy distance over its floor: 1 is as close as fresh data.")
+    st.caption("The runs you finished in this session, numbered in the order they first appeared; each with its "
+               "preset and the settings that tell it apart from the others (where it differs from that preset). "
+               "Pick a run to show it again or pin it. Compare the energy distance over its floor: 1 is as close "
+               "as fresh data.")
 
 
 def _frame_times_of(config: ExperimentConfig) -> tuple:
@@ -135,7 +153,7 @@ def baseline_note(pinned: Baseline | None, config: ExperimentConfig) -> None:
     # against the run on screen (``config``), not the history's last entry: the page remembers the
     # run it shows only after this line is drawn, so that entry is the run before
     differing = history.differing((pinned.entry.config, config))
-    st.caption(f"📌 Baseline pinned: drawn in grey on {where}"
+    st.caption(f"{PIN} Baseline pinned (#{pinned.entry.number}): drawn in grey on {where}"
                + (f"; it differs in {', '.join(differing)}." if differing else "; the same settings."))
 
 
