@@ -76,6 +76,19 @@ def test_a_run_keeps_its_number_and_label_when_shown_again_or_pinned():
     assert any(c.value.startswith(f"{compare.PIN} Baseline pinned (#1)") for c in at.caption)
 
 
+def test_a_shown_run_s_link_names_its_own_preset_and_its_changes_from_it():
+    at = two_runs()
+    fast = {"T": "100", "epochs": "150", "samples": "200", "frames": "5"}  # pace: shown at its default
+    at.selectbox(key="history_pick").set_value(1).run()
+    at.button(key="history_show").click().run()
+    assert at.session_state["preset"] == "reference" and at.query_params == fast
+    at.selectbox(key="history_pick").set_value(2).run()
+    at.button(key="history_show").click().run()
+    assert at.session_state["preset"] == "improved"
+    assert at.query_params == {"preset": "improved", **fast}
+    assert "**Finished**" in status(at)  # the link's settings are the run's: still from the store
+
+
 def test_the_baseline_note_names_the_differences_of_the_run_on_screen():
     """The note is drawn before the page records the run it shows: it must compare the baseline
     with that run, not with the history's last entry (the run before)."""

@@ -82,13 +82,20 @@ def _selected() -> HistoryEntry | None:
 
 
 def _show_selected() -> None:
-    """Callback: bring the selected run back (its settings, so the page shows it from the store)."""
+    """Callback: bring the selected run back (its settings, so the page shows it from the store),
+    under the preset that gives it with the fewest changes, so its link reproduces it."""
     entry = _selected()
     if entry is None:
         return
     st.session_state.update(config_values(entry.config))
+    st.session_state["preset"] = history.closest_preset(entry.config)
     if entry.config.data.points is not None:
         st.session_state["_points"] = entry.config.data
+        drawn = entry.points_name == DRAWN
+        st.session_state["_points_source"] = DRAWN if drawn else "uploaded"
+        st.session_state["points_source_choice"] = "Draw" if drawn else "Upload a CSV"
+        if not drawn and entry.points_name:
+            st.session_state["_points_name"] = entry.points_name
 
 
 def _pin_selected() -> None:
