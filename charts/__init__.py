@@ -4,6 +4,7 @@ write the same figures to a standalone HTML file."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,6 +94,27 @@ def axis_range(*point_sets: np.ndarray, pad: float = 0.1) -> tuple[list[float], 
     low, high = np.percentile(stacked, 0.5, axis=0), np.percentile(stacked, 99.5, axis=0)
     centre, half = (low + high) / 2, max(float((high - low).max()) / 2, 0.5) * (1 + pad)
     return [centre[0] - half, centre[0] + half], [centre[1] - half, centre[1] + half]
+
+
+def log_ticks(values, mantissas: tuple[tuple[float, ...], ...] = ((1,), (1, 2, 5)), least: int = 3) -> dict:
+    """Labelled ticks for a log axis over ``values``: the decades, or 1, 2, 5 in each decade when
+    the decades alone would label fewer than ``least`` ticks in the range (the first of
+    ``mantissas`` that gives ``least``, else the last). Plotly's own log ticks number the minor
+    ticks 2, 3, ... 9 of a short range, or label only one decade."""
+    values = np.asarray([v for v in np.ravel(values) if np.isfinite(v) and v > 0], dtype=np.float64)
+    if len(values) == 0:
+        return {}
+    low, high = float(values.min()), float(values.max())
+    decades = range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+    for steps in mantissas:
+        ticks = sorted(float(f"{m:g}e{e}") for e in decades for m in steps)  # 0.7, not 0.7000000000000001
+        inside = [t for t in ticks if low * (1 - 1e-9) <= t <= high * (1 + 1e-9)]
+        if len(inside) >= least:
+            break
+    # one tick beyond each end: the axis pads its range a little, and a tick there is labelled too
+    below, above = [t for t in ticks if t < low], [t for t in ticks if t > high]
+    shown = below[-1:] + inside + above[:1]
+    return {"tickmode": "array", "tickvals": shown, "ticktext": [f"{t:g}" for t in shown]}
 
 
 # --- schedule ------------------------------------------------------------------------------------
@@ -562,10 +584,14 @@ def budget_figure(rows: list, current: tuple[str, int] | None, baseline: list | 
         if now:
             fig.add_trace(go.Scatter(x=[now[0].model_calls], y=[now[0].ratio], mode="markers", name="your setting",
                                      marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(color="#000", width=2))))
-    fig.add_hline(y=1.0, line=dict(color=FLOOR_COLOR, dash="dash", width=1.2),
-                  annotation_text="noise floor", annotation_position="bottom right")
+    fig.add_hline(y=1.0, line=dict(color=FLOOR_COLOR, dash="dash", width=1.2))
+    # an annotation on a log axis is placed at log10 of its value (a shape is not): add_hline's own
+    # annotation would sit at 10
+    fig.add_annotation(text="noise floor", x=1, xref="x domain", y=math.log10(1.0), yref="y", showarrow=False,
+                       xanchor="right", yanchor="top", font=dict(color=FLOOR_COLOR, size=11))
+    ratios = [r.ratio for r in [*rows, *(baseline or [])]]
     fig.update_xaxes(type="log", title_text="model calls (sampling steps)")
-    fig.update_yaxes(type="log", dtick=1, title_text="energy distance / floor")
+    fig.update_yaxes(type="log", title_text="energy distance / floor", **log_ticks([1.0, *ratios]))
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=10, b=10),
                       legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
     return fig

@@ -128,3 +128,31 @@ def test_the_schedule_figure_draws_the_path_s_chart_and_another_path_dashed_besi
         ("flow", None), ("DDPM", "dash")]
     np.testing.assert_array_equal(both.data[2].x, (np.arange(100) + 1) / 100)  # DDPM's level k at t = (k + 1) / T
     assert both.layout.showlegend and [a.text for a in both.layout.annotations] == [p.title for p in flow.chart().plots]
+
+
+def _budget_rows(ratios):
+    from diffusion.budget import BudgetRow
+
+    return [BudgetRow("ddim", 0.0, steps, steps, 0.01, ratio * 0.01, 0.01) for steps, ratio in zip(
+        (5, 10, 20, 50, 100), ratios, strict=True)]
+
+
+def test_the_budget_s_floor_label_sits_on_its_line_and_the_log_axis_labels_1_2_5_only():
+    """On a log axis Plotly places an annotation at log10 of its y (a shape at y itself): the label
+    of the floor at 1 must say y = 0, or it sits beside the 10 gridline."""
+    fig = charts.budget_figure(_budget_rows([40.0, 9.0, 3.0, 1.4, 0.7]), ("DDIM η=0", 50)).to_dict()["layout"]
+    (line,) = fig["shapes"]
+    (label,) = [a for a in fig["annotations"] if a["text"] == "noise floor"]
+    assert fig["yaxis"]["type"] == "log" and line["y0"] == line["y1"] == 1.0
+    assert label["yref"] == "y" and label["y"] == 0.0  # log10(1)
+    ticks = fig["yaxis"]["tickvals"]
+    assert fig["yaxis"]["tickmode"] == "array" and ticks == [0.5, 1, 2, 5, 10, 20, 50]
+    assert fig["yaxis"]["ticktext"] == ["0.5", "1", "2", "5", "10", "20", "50"]
+    wide = charts.budget_figure(_budget_rows([900.0, 90.0, 9.0, 2.0, 0.9]), None).to_dict()["layout"]["yaxis"]
+    assert wide["tickvals"] == [0.1, 1, 10, 100, 1000]  # three decades and more: the decades alone
+
+
+def test_log_ticks_take_1_2_5_only_when_the_decades_label_too_few():
+    assert charts.log_ticks([1.0, 1.5])["tickvals"] == [0.5, 1, 2]  # nothing finer than 1, 2, 5
+    assert charts.log_ticks([0.6, 2.2], ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7)))["tickvals"] == [0.5, 0.7, 1, 1.5, 2, 3]
+    assert charts.log_ticks([float("nan"), 0.0, -1.0]) == {}
