@@ -278,15 +278,26 @@ LEARNED_COLOR = SAMPLE_COLOR
 IDEAL_COLOR = "#111111"
 
 
+ARROW_HEAD = 0.35  # an arrow head's sides, as a fraction of its arrow's length
+ARROW_HEAD_ANGLE = math.radians(25)  # between each side of the head and the shaft
+
+
 def _arrows(starts: np.ndarray, vectors: np.ndarray, scale: float, longest: float) -> dict:
-    """Line segments start -> start + scale * vector, none longer than ``longest`` (longer ones keep
-    their direction), separated by gaps: one trace for all arrows."""
+    """Arrows start -> start + scale * vector, none longer than ``longest`` (longer ones keep their
+    direction), as one trace of lines: per arrow the shaft and the two sides of its head, drawn
+    as start, end, side 1, end, side 2 and a gap (6 points)."""
     steps = scale * vectors
     length = np.linalg.norm(steps, axis=1, keepdims=True)
     steps = np.where(length > longest, steps * longest / np.maximum(length, 1e-12), steps)
     ends = starts + steps
+    back = -ARROW_HEAD * steps  # from the tip back along the shaft, turned either way for the sides
+    cos, sin = math.cos(ARROW_HEAD_ANGLE), math.sin(ARROW_HEAD_ANGLE)
+    sides = [np.stack([cos * back[:, 0] - s * back[:, 1], s * back[:, 0] + cos * back[:, 1]], axis=1) for s in (sin, -sin)]
     gap = np.full_like(starts, np.nan)
-    return _xy(np.stack([starts, ends, gap], axis=1).reshape(-1, 2))
+    return _xy(np.stack([starts, ends, ends + sides[0], ends, ends + sides[1], gap], axis=1).reshape(-1, 2))
+
+
+ERROR_DECADES = 3  # the field's error map shows this many decades below its top
 
 
 def field_figure(times: np.ndarray, xs: np.ndarray, ys: np.ndarray, learned: np.ndarray, ideal: np.ndarray,
@@ -295,19 +306,37 @@ def field_figure(times: np.ndarray, xs: np.ndarray, ys: np.ndarray, learned: np.
     faint, the learned arrows and the ideal arrows. learned, ideal: (K, G, 2) on the grid points
     (x fastest); noised_data: (K, n, 2). Arrows are scaled per t (they shrink or grow with t), the
     same scale for both fields so their lengths compare; arrows longer than 1.5 grid cells are cut to
-    that length, keeping their direction."""
+    that length, keeping their direction.
+
+    The heat map has one colour scale for every frame, so a small error looks pale at every t: on
+    log10 of the error (errors span decades across t: near t = 0 the score's are in the hundreds,
+    elsewhere below 1), from the 99th percentile of the errors at every level but the first down
+    to their 1st percentile, at most ``ERROR_DECADES`` decades; errors beyond either end take its
+    colour (the first level's mostly the top's). The figure opens at the level where the error is largest against the size of the
+    ideal field, leaving out the first (as t -> 0 the ideal field is singular near the data, so
+    the first level's relative error is large everywhere and tells little)."""
     grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)  # (G, 2), x fastest
     spacing = min(np.diff(xs).min(), np.diff(ys).min())
     axis = axis or TimeAxis(1000)
     labels = [axis.label(value) for value in axis.level(times)]
+    errors = np.linalg.norm(learned - ideal, axis=2)  # (K, G)
+    rest = errors[1:] if len(errors) > 1 else errors  # the first level would set the top alone (see above)
+    top = float(np.percentile(rest, 99)) or 1.0
+    low = max(top / 10**ERROR_DECADES, float(np.percentile(rest, 1)))
+    ticks = log_ticks([low, top])
+    colorbar = dict(title=dict(text="|error| (log, one scale for all t)", side="right"), thickness=12,
+                    tickvals=np.log10(ticks["tickvals"]).tolist(), ticktext=ticks["ticktext"])
+    relative = errors.mean(axis=1) / np.maximum(np.linalg.norm(ideal, axis=2).mean(axis=1), 1e-12)  # (K,)
+    first = int(np.argmax(relative[1:])) + 1 if len(times) > 1 else 0
 
     def traces(k: int) -> list:
         lengths = np.concatenate([np.linalg.norm(ideal[k], axis=1), np.linalg.norm(learned[k], axis=1)])
         scale = 0.8 * spacing / (np.percentile(lengths, 75) or 1.0)
-        error = np.linalg.norm(learned[k] - ideal[k], axis=1).reshape(len(ys), len(xs))
+        error = errors[k].reshape(len(ys), len(xs))
         return [
-            go.Heatmap(x=xs, y=ys, z=error.astype(np.float32), colorscale="Reds", zmin=0, name="|learned − ideal|",
-                       colorbar=dict(title=dict(text="|error|", side="right"), thickness=12), opacity=0.85),
+            go.Heatmap(x=xs, y=ys, z=np.log10(np.clip(error, low, None)).astype(np.float32), customdata=error.astype(np.float32),
+                       colorscale="Reds", zmin=math.log10(low), zmax=math.log10(top), zauto=False, name="|learned − ideal|",
+                       colorbar=colorbar, opacity=0.85, hovertemplate="|learned − ideal| %{customdata:.3g}<extra></extra>"),
             go.Scatter(**_xy(noised_data[k]), mode="markers", name="data at t",
                        marker=dict(size=3, color=DATA_COLOR, opacity=0.25)),
             go.Scatter(**_arrows(grid, learned[k], scale, 1.5 * spacing), mode="lines", name=f"learned {quantity}",
@@ -316,24 +345,32 @@ def field_figure(times: np.ndarray, xs: np.ndarray, ys: np.ndarray, learned: np.
                        line=dict(color=IDEAL_COLOR, width=1.2)),
         ]
 
-    fig = go.Figure(data=traces(0), frames=[go.Frame(data=traces(k), name=labels[k]) for k in range(len(times))])
+    fig = go.Figure(data=traces(first), frames=[go.Frame(data=traces(k), name=labels[k]) for k in range(len(times))])
+    controls = _play_controls(labels, frame_ms, prefix="", redraw=True)
+    controls["sliders"][0]["active"] = first
     fig.update_layout(
         xaxis=dict(range=[xs[0] - spacing, xs[-1] + spacing], zeroline=False, constrain="domain"),
         yaxis=dict(range=[ys[0] - spacing, ys[-1] + spacing], zeroline=False, scaleanchor="x", scaleratio=1),
         height=560, margin=dict(l=10, r=10, t=30, b=120),
         legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
-        **_play_controls(labels, frame_ms, prefix="", redraw=True),
+        **controls,
     )
     return fig
 
 
 def field_error_figure(times: np.ndarray, error: np.ndarray, *, quantity: str, axis: TimeAxis | None = None) -> go.Figure:
-    """Mean |learned - ideal| over the noised data at each level t: the bad t's stand out."""
+    """Mean |learned - ideal| over the noised data at each level t: the bad t's stand out. On a log
+    axis when the errors span more than two decades (the score's near t = 0), else from 0."""
     axis = axis or TimeAxis(1000)
     fig = go.Figure(go.Scatter(x=axis.level(times), y=error.astype(np.float32), mode="lines+markers", name="mean error",
                                line=dict(color=FLOOR_COLOR, width=2), marker=dict(size=5)))
     fig.update_xaxes(title_text=axis.title)
-    fig.update_yaxes(title_text=f"mean |learned − ideal {quantity}|", rangemode="tozero")
+    positive = error[np.isfinite(error) & (error > 0)]
+    if len(positive) and positive.max() > 100 * positive.min():
+        fig.update_yaxes(type="log", **log_ticks(positive))
+    else:
+        fig.update_yaxes(rangemode="tozero")
+    fig.update_yaxes(title_text=f"mean |learned − ideal {quantity}|")
     fig.update_layout(height=240, margin=dict(l=10, r=10, t=10, b=10), showlegend=False)
     return fig
 

@@ -156,3 +156,59 @@ def test_log_ticks_take_1_2_5_only_when_the_decades_label_too_few():
     assert charts.log_ticks([1.0, 1.5])["tickvals"] == [0.5, 1, 2]  # nothing finer than 1, 2, 5
     assert charts.log_ticks([0.6, 2.2], ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7)))["tickvals"] == [0.5, 0.7, 1, 1.5, 2, 3]
     assert charts.log_ticks([float("nan"), 0.0, -1.0]) == {}
+
+
+def _field(errors_at: dict[int, float], K: int = 5, n: int = 4):
+    """A field on an n x n grid at K levels: the ideal one (1, 0) everywhere, the learned one off by
+    ``errors_at[k]`` in y at level k (1e-5 elsewhere)."""
+    xs = ys = np.linspace(-1.0, 1.0, n)
+    ideal = np.tile([1.0, 0.0], (K, n * n, 1))
+    learned = ideal.copy()
+    for k in range(K):
+        learned[k, :, 1] = errors_at.get(k, 1e-5) * (1 + np.arange(n * n) / (n * n))  # a spread within a level
+    noised = np.zeros((K, 10, 2))
+    return charts.field_figure(np.arange(K) * 10, xs, ys, learned, ideal, noised, quantity="ε"), learned, ideal
+
+
+def test_the_field_s_colour_scale_is_one_for_every_frame():
+    fig, learned, ideal = _field({0: 300.0, 2: 2.0})
+    maps = [frame.data[0] for frame in fig.frames] + [fig.data[0]]
+    assert len({(m.zmin, m.zmax) for m in maps}) == 1 and maps[0].zauto is False
+    errors = np.linalg.norm(learned - ideal, axis=2)
+    top = np.percentile(errors[1:], 99)  # the first level, far above the rest, does not set the top
+    np.testing.assert_allclose(maps[0].zmax, np.log10(top))
+    np.testing.assert_allclose(maps[0].zmin, np.log10(top) - charts.ERROR_DECADES)  # the 1st percentile lies lower
+    np.testing.assert_allclose(fig.frames[3].data[0].customdata.ravel(), errors[3], rtol=1e-6)  # hover: the error
+    np.testing.assert_allclose(10 ** fig.frames[2].data[0].z.ravel(), errors[2], rtol=1e-5)
+
+
+def test_field_arrows_have_two_head_sides_at_their_tip():
+    xy = charts._arrows(np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[2.0, 0.0], [0.0, -1.0]]), scale=0.5, longest=10)
+    points = np.stack([xy["x"], xy["y"]], 1).reshape(2, 6, 2)  # per arrow: start, tip, side, tip, side, gap
+    for (start, tip, side_1, tip_again, side_2, gap), shaft in zip(points, [[1.0, 0.0], [0.0, -0.5]], strict=True):
+        np.testing.assert_allclose(tip - start, shaft)
+        np.testing.assert_array_equal(tip, tip_again)
+        assert np.isnan(gap).all()
+        for side in (side_1, side_2):  # back from the tip, ARROW_HEAD of the shaft long, ARROW_HEAD_ANGLE off it
+            back = side - tip
+            np.testing.assert_allclose(np.linalg.norm(back), charts.ARROW_HEAD * np.linalg.norm(shaft), rtol=1e-6)
+            cos = -back @ np.asarray(shaft) / (np.linalg.norm(back) * np.linalg.norm(shaft))
+            np.testing.assert_allclose(np.arccos(cos), charts.ARROW_HEAD_ANGLE, rtol=1e-5)
+        cross = [(side - tip)[0] * shaft[1] - (side - tip)[1] * shaft[0] for side in (side_1, side_2)]
+        assert cross[0] * cross[1] < 0  # one on each side of the shaft
+    fig, _, _ = _field({})
+    assert len(fig.data[2].x) == len(fig.data[3].x) == 6 * 16  # learned and ideal: 6 points an arrow
+
+
+def test_the_field_opens_where_its_relative_error_peaks_after_the_first_level():
+    fig, _, _ = _field({0: 300.0, 2: 2.0})
+    assert fig.layout.sliders[0].active == 2
+    np.testing.assert_array_equal(fig.data[0].z, fig.frames[2].data[0].z)  # the figure shows that frame
+    assert _field({0: 300.0, 3: 0.5})[0].layout.sliders[0].active == 3
+
+
+def test_the_field_error_curve_goes_log_only_over_decades():
+    spread = charts.field_error_figure(np.arange(4), np.array([450.0, 3.0, 0.2, 0.1]), quantity="score")
+    assert spread.layout.yaxis.type == "log" and 100 in spread.layout.yaxis.tickvals
+    near = charts.field_error_figure(np.arange(4), np.array([0.6, 0.2, 0.1, 0.1]), quantity="ε")
+    assert near.layout.yaxis.type is None and near.layout.yaxis.rangemode == "tozero"
