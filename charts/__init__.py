@@ -375,11 +375,22 @@ def field_error_figure(times: np.ndarray, error: np.ndarray, *, quantity: str, a
     return fig
 
 
+DRIFT_TICKS = ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7))  # mantissas of the drift's log ticks, coarsest first
+
+
+def drift_peak(ratio: np.ndarray) -> int:
+    """The kept frame where the drift is largest, the first frame (x_T, where the sampler starts
+    from N(0, I) rather than q(x_T)) left out; 0 when there is only that one."""
+    return int(np.argmax(ratio[1:])) + 1 if len(ratio) > 1 else 0
+
+
 def drift_figure(times: np.ndarray, truth: np.ndarray, sampled: np.ndarray, ratio: np.ndarray,
                  frame_ms: int = PLAY_MS, axis: TimeAxis | None = None) -> go.Figure:
     """Forward against reverse at the same t: left, the true q(x_t) and the sampler's x_t overlaid
     (a frame per kept t); right, their energy distance over its floor at every kept t, the current
-    one marked. ``times``: frame times."""
+    one marked, and its peak (``drift_peak``, what the page's caption names) labelled. The ratio's
+    log axis has labelled ticks at 1, 2, 5 or finer (1, 1.5, 2, 3, 5, 7), at least 3 of them in its
+    range, so a curve between 0.5 and 2.2 reads as such. ``times``: frame times."""
     axis = axis or TimeAxis(1000)
     times = np.array([axis.frame(t) for t in times])
     labels = [axis.label(t) for t in times]
@@ -403,11 +414,16 @@ def drift_figure(times: np.ndarray, truth: np.ndarray, sampled: np.ndarray, rati
                              line=dict(color=SAMPLE_COLOR, width=2)), 1, 2)
     fig.add_trace(first[2], 1, 2)
     fig.add_hline(y=1.0, line=dict(color=FLOOR_COLOR, dash="dash", width=1.2), row=1, col=2)
+    peak = drift_peak(ratio)
+    if np.isfinite(ratio[peak]) and ratio[peak] > 0:  # on a log axis an annotation's y is log10 of the value
+        fig.add_annotation(x=times[peak], y=math.log10(float(ratio[peak])), xref="x2", yref="y2", text=(
+            f"peak {float(ratio[peak]):.1f}× at {labels[peak]}"), showarrow=True, arrowhead=2, ax=0, ay=-24,
+            font=dict(size=11))
     fig.frames = [go.Frame(data=moving(k), traces=[0, 1, 3], name=labels[k]) for k in range(len(times))]
     fig.update_xaxes(range=x_range, row=1, col=1)
     fig.update_yaxes(range=y_range, scaleanchor="x", scaleratio=1, row=1, col=1)
     fig.update_xaxes(title_text="t", autorange="reversed", row=1, col=2)
-    fig.update_yaxes(type="log", dtick=1, row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=2, **log_ticks([1.0, *np.asarray(ratio, dtype=np.float64)], DRIFT_TICKS))
     fig.update_layout(height=480, margin=dict(l=10, r=10, t=40, b=120), showlegend=False,
                       **_play_controls(labels, frame_ms, prefix=""))
     return fig

@@ -212,3 +212,26 @@ def test_the_field_error_curve_goes_log_only_over_decades():
     assert spread.layout.yaxis.type == "log" and 100 in spread.layout.yaxis.tickvals
     near = charts.field_error_figure(np.arange(4), np.array([0.6, 0.2, 0.1, 0.1]), quantity="ε")
     assert near.layout.yaxis.type is None and near.layout.yaxis.rangemode == "tozero"
+
+
+def test_the_drift_chart_labels_its_axis_and_marks_the_peak_the_caption_names():
+    """The page's caption (ui/panels.py, drift_panel) names the frame argmax(ratio[1:]) + 1: the
+    chart must mark the same one, with its value, and its axis must let one read it."""
+    rng = np.random.default_rng(3)
+    times = np.linspace(1000, 0, 30).round()
+    ratio = np.concatenate([[3.5], 1 + 0.4 * np.sin(np.arange(29))])  # the first frame is the highest
+    ratio[5] = 2.16
+    points = rng.normal(size=(30, 20, 2))
+    fig = charts.drift_figure(times, points, points, ratio)
+    worst = int(np.argmax(ratio[1:])) + 1  # the caption's line
+    assert worst == 5 == charts.drift_peak(ratio)
+    (peak,) = [a for a in fig.layout.annotations if a.text.startswith("peak")]
+    assert peak.text == "peak 2.2× at t = 828" and peak.x == times[worst] and peak.xref == "x2"
+    np.testing.assert_allclose(peak.y, np.log10(ratio[worst]))  # log axis: the annotation at log10 of the value
+    curve = next(t for t in fig.data if t.name == "drift")
+    np.testing.assert_allclose(curve.y, ratio, rtol=1e-6)
+    np.testing.assert_array_equal(curve.x, times)
+    axis = fig.layout.yaxis2
+    inside = [v for v in axis.tickvals if ratio.min() <= v <= ratio.max()]
+    assert axis.type == "log" and len(inside) >= 3 and list(axis.ticktext) == [f"{v:g}" for v in axis.tickvals]
+    assert {1.0, 2.0} <= set(axis.tickvals)
