@@ -202,7 +202,7 @@ def budget_panel(run: FinishedRun, config: ExperimentConfig, pinned: Baseline | 
     st.subheader("Sampling budget")
     sampler = config.sampler
     path = _schedule(run.key.schedule)
-    names = [path.family_label(kind, eta) for kind, eta in path.budget_families]
+    names = [charts.sampler_family(kind, eta) for kind, eta in path.budget_families]
     steps = ", ".join(str(s) for s in path.budget_steps) + " and T"
     families = f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else names[0]
     task = tasks.Budget.of(sampler)
