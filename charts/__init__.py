@@ -117,6 +117,18 @@ def log_ticks(values, mantissas: tuple[tuple[float, ...], ...] = ((1,), (1, 2, 5
     return {"tickmode": "array", "tickvals": shown, "ticktext": [f"{t:g}" for t in shown]}
 
 
+LEGEND_ROOM = 30  # px at the bottom of a figure for its legend (one row)
+AXIS_ROOM = 50  # px under a plot for its x axis's tick labels and title
+
+
+def _legend_below() -> dict:
+    """Every figure's legend: one horizontal row at the very bottom of the figure, under the x
+    axis's title (or an animation's slider), left-aligned. Never above the plot, where it ran into
+    titles once a trace (a baseline) was added and the toolbar covered it on hover. The figure
+    keeps ``LEGEND_ROOM`` px of bottom margin for it."""
+    return dict(orientation="h", x=0, xanchor="left", y=0, yanchor="bottom", yref="container")
+
+
 # --- schedule ------------------------------------------------------------------------------------
 
 
@@ -146,8 +158,9 @@ def schedule_figure(schedule: ObjectivePath, reference: ObjectivePath | None = N
             fig.update_yaxes(range=[0, 1.02], row=1, col=col)
     legend = any(len(plot.curves) > 1 for plot in plots)
     fig.update_xaxes(title_text=chart.x_title)
-    fig.update_layout(height=260, showlegend=legend, margin=dict(l=10, r=10, t=30, b=10),
-                      **({"legend": dict(orientation="h", y=-0.3, x=0, font=dict(size=10))} if legend else {}))
+    fig.update_layout(height=280 + (LEGEND_ROOM if legend else 0), showlegend=legend,
+                      margin=dict(l=10, r=10, t=50, b=AXIS_ROOM + LEGEND_ROOM if legend else 10),  # titles under the toolbar
+                      **({"legend": _legend_below() | {"font": dict(size=10)}} if legend else {}))
     return fig
 
 
@@ -243,8 +256,7 @@ def animation_figure(
         title=dict(text=title, x=0.0, font=dict(size=14)),
         xaxis=dict(range=x_range, zeroline=False, constrain="domain"),
         yaxis=dict(range=y_range, zeroline=False, scaleanchor="x", scaleratio=1),
-        height=560, margin=dict(l=10, r=10, t=40, b=120),
-        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+        height=560 + LEGEND_ROOM, margin=dict(l=10, r=10, t=40, b=120 + LEGEND_ROOM), legend=_legend_below(),
         **controls,
     )
     return fig
@@ -351,8 +363,7 @@ def field_figure(times: np.ndarray, xs: np.ndarray, ys: np.ndarray, learned: np.
     fig.update_layout(
         xaxis=dict(range=[xs[0] - spacing, xs[-1] + spacing], zeroline=False, constrain="domain"),
         yaxis=dict(range=[ys[0] - spacing, ys[-1] + spacing], zeroline=False, scaleanchor="x", scaleratio=1),
-        height=560, margin=dict(l=10, r=10, t=30, b=120),
-        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+        height=560 + LEGEND_ROOM, margin=dict(l=10, r=10, t=30, b=120 + LEGEND_ROOM), legend=_legend_below(),
         **controls,
     )
     return fig
@@ -424,7 +435,7 @@ def drift_figure(times: np.ndarray, truth: np.ndarray, sampled: np.ndarray, rati
     fig.update_yaxes(range=y_range, scaleanchor="x", scaleratio=1, row=1, col=1)
     fig.update_xaxes(title_text="t", autorange="reversed", row=1, col=2)
     fig.update_yaxes(type="log", row=1, col=2, **log_ticks([1.0, *np.asarray(ratio, dtype=np.float64)], DRIFT_TICKS))
-    fig.update_layout(height=480, margin=dict(l=10, r=10, t=40, b=120), showlegend=False,
+    fig.update_layout(height=480, margin=dict(l=10, r=10, t=50, b=120), showlegend=False,  # titles under the toolbar
                       **_play_controls(labels, frame_ms, prefix=""))
     return fig
 
@@ -494,10 +505,10 @@ def loss_figure(
     if floor is not None:
         data.append(_floor_trace(floor, x_end, f"irreducible loss {floor:.3f}"))
     layout = {
-        "height": 300, "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+        "height": 300 + LEGEND_ROOM, "margin": {"l": 10, "r": 10, "t": 10, "b": AXIS_ROOM + LEGEND_ROOM},
         "xaxis": {"title": {"text": "optimizer step"}, "range": [0, x_end]},
         "yaxis": {"title": {"text": "MSE loss"}, **({"type": "log"} if log_y else {})},
-        "legend": {"orientation": "h", "y": 1.0, "x": 1, "xanchor": "right", "yanchor": "bottom"},
+        "legend": _legend_below(),
         "uirevision": "loss",  # keep the user's zoom while the curve grows
     }
     return _fast_figure(data, layout)
@@ -578,10 +589,9 @@ def loss_by_t_figure(t_start: np.ndarray, t_end: np.ndarray, recent: np.ndarray,
         data.append({"type": "scatter", "x": centres, "y": floor.astype(np.float32), "mode": "lines+markers",
                      "name": "irreducible loss", "line": {"color": FLOOR_COLOR, "dash": "dash", "width": 2},
                      "marker": {"size": 5}})
-    layout = {"height": 280, "margin": {"l": 10, "r": 10, "t": 10, "b": 10}, "bargap": 0, "uirevision": "loss_by_t",
-              "xaxis": {"title": {"text": axis.title}},
-              "yaxis": {"title": {"text": "MSE loss"}, "rangemode": "tozero"},
-              "legend": {"orientation": "h", "y": 1.0, "x": 1, "xanchor": "right", "yanchor": "bottom"}}
+    layout = {"height": 280 + LEGEND_ROOM, "margin": {"l": 10, "r": 10, "t": 10, "b": AXIS_ROOM + LEGEND_ROOM},
+              "bargap": 0, "uirevision": "loss_by_t", "xaxis": {"title": {"text": axis.title}},
+              "yaxis": {"title": {"text": "MSE loss"}, "rangemode": "tozero"}, "legend": _legend_below()}
     return _fast_figure(data, layout)
 
 
@@ -601,9 +611,12 @@ def comparison_figure(data: np.ndarray, samples: np.ndarray, baseline: np.ndarra
                                  marker=dict(size=4, color=BASELINE_COLOR, opacity=0.3)), 1, 2)
     fig.add_trace(go.Scatter(**_xy(samples), mode="markers", name="Generated samples",
                              marker=dict(size=4, color=SAMPLE_COLOR, opacity=0.5)), 1, 2)
-    fig.update_xaxes(range=x_range, title_text="x")
-    fig.update_yaxes(range=y_range, title_text="y", col=1)
-    fig.update_layout(height=380, showlegend=False, margin=dict(l=10, r=10, t=30, b=10))
+    fig.update_xaxes(range=x_range, title_text="x", constrain="domain")
+    fig.update_yaxes(range=y_range, constrain="domain")
+    fig.update_yaxes(title_text="y", col=1)
+    # equal units on x and y in both panels (x2 and y2 follow x and y), so a circle stays round
+    fig.update_layout(height=380, showlegend=False, margin=dict(l=10, r=10, t=50, b=10),  # titles under the toolbar
+                      yaxis=dict(scaleanchor="x", scaleratio=1), yaxis2=dict(scaleanchor="x2", scaleratio=1))
     return fig
 
 
@@ -643,10 +656,11 @@ def budget_figure(rows: list, current: tuple[str, int] | None, baseline: list | 
     fig.add_annotation(text="noise floor", x=1, xref="x domain", y=math.log10(1.0), yref="y", showarrow=False,
                        xanchor="right", yanchor="top", font=dict(color=FLOOR_COLOR, size=11))
     ratios = [r.ratio for r in [*rows, *(baseline or [])]]
-    fig.update_xaxes(type="log", title_text="model calls (sampling steps)")
+    fig.update_xaxes(type="log", title_text="model calls (sampling steps)",
+                     **log_ticks([r.model_calls for r in [*rows, *(baseline or [])]]))
     fig.update_yaxes(type="log", title_text="energy distance / floor", **log_ticks([1.0, *ratios]))
-    fig.update_layout(height=340, margin=dict(l=10, r=10, t=10, b=10),
-                      legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
+    fig.update_layout(height=340 + LEGEND_ROOM, margin=dict(l=10, r=10, t=10, b=AXIS_ROOM + LEGEND_ROOM),
+                      legend=_legend_below())
     return fig
 
 

@@ -235,3 +235,46 @@ def test_the_drift_chart_labels_its_axis_and_marks_the_peak_the_caption_names():
     inside = [v for v in axis.tickvals if ratio.min() <= v <= ratio.max()]
     assert axis.type == "log" and len(inside) >= 3 and list(axis.ticktext) == [f"{v:g}" for v in axis.tickvals]
     assert {1.0, 2.0} <= set(axis.tickvals)
+
+
+def test_every_legend_sits_below_its_plot_in_the_room_kept_for_it():
+    """Legends above the plot ran into titles once a trace was added, and the toolbar (top right)
+    covered them on hover: each one is a row at the bottom of its figure, with its room kept."""
+    from diffusion.config import ScheduleConfig
+    from diffusion.monitoring import LossByT
+    from diffusion.objectives import path_of
+
+    rng = np.random.default_rng(4)
+    frames = rng.normal(size=(4, 30, 2))
+    by_t = LossByT(100, 20)
+    by_t.update(1, np.arange(100) % 100, np.linspace(0.1, 1.0, 100))
+    snap = by_t.snapshot()
+    xs = np.linspace(-1, 1, 3)
+    figures = {
+        "loss": charts.loss_figure(np.linspace(1, 0.2, 50), floor=0.1, baseline=np.linspace(1, 0.3, 50)),
+        "loss by t": charts.loss_by_t_figure(snap.t_start, snap.t_end, snap.recent_loss, snap.recent_loss, 200),
+        "budget": charts.budget_figure(_budget_rows([9.0, 3.0, 2.0, 1.2, 1.0]), ("DDIM η=0", 5),
+                                       _budget_rows([5.0, 2.0, 1.5, 1.1, 1.0])),
+        "animation": charts.animation_figure(frames, [f"t = {k}" for k in range(4)], frames[0], title="x",
+                                             predicted_x0=frames, baseline=frames,
+                                             style=charts.AnimationStyle(trails=2, show_x0=True)),
+        "field": charts.field_figure(np.arange(2), xs, xs, rng.normal(size=(2, 9, 2)), rng.normal(size=(2, 9, 2)),
+                                     frames[:2], quantity="ε"),
+        "schedule": charts.schedule_figure(path_of(ScheduleConfig(objective="flow", num_timesteps=20)),
+                                           reference=path_of(ScheduleConfig(num_timesteps=20))),
+    }
+    for name, figure in figures.items():
+        layout = figure.to_dict()["layout"]
+        legend = layout["legend"]
+        assert (legend["orientation"], legend["yref"], legend["y"], legend["yanchor"]) == ("h", "container", 0, "bottom"), name
+        assert layout["margin"]["b"] >= charts.LEGEND_ROOM + charts.AXIS_ROOM, name
+
+
+def test_the_results_keep_equal_units_on_both_axes_so_a_circle_stays_round():
+    angle = np.linspace(0, 2 * np.pi, 200)
+    circle = np.stack([3 * np.cos(angle) + 5, 3 * np.sin(angle) - 1], 1)
+    layout = charts.comparison_figure(circle, circle, baseline=circle).to_dict()["layout"]
+    assert (layout["yaxis"]["scaleanchor"], layout["yaxis"]["scaleratio"]) == ("x", 1)
+    assert (layout["yaxis2"]["scaleanchor"], layout["yaxis2"]["scaleratio"]) == ("x2", 1)
+    (x_low, x_high), (y_low, y_high) = layout["xaxis"]["range"], layout["yaxis"]["range"]
+    np.testing.assert_allclose(x_high - x_low, y_high - y_low)  # equal spans, so the panels come out square

@@ -109,6 +109,8 @@ def test_a_pinned_baseline_is_drawn_beside_the_current_run_and_named_once_droppe
     at.selectbox(key="history_pick").set_value(1).run()
     at.button(key="history_pin").click().run()
     assert history_rows(at)["run"] == ["#1 (baseline)", "#2"]
+    pin = at.button(key="history_pin")  # Streamlit's own icon font: an emoji is an empty box without an emoji font
+    assert (pin.label, pin.proto.icon) == ("Pin as baseline", ":material/push_pin:") and compare.PIN == pin.proto.icon
     loss = chart(at, "baseline (smoothed)")
     assert len(_decode(trace(loss, "baseline (smoothed)")["y"])) == 150
     results = chart(at, "baseline samples")

@@ -23,8 +23,7 @@ from ui.controls import config_values
 from ui.history import HistoryEntry
 from ui.panels import PLOT_CONFIG, RESULT_WAIT, _data_points, _schedule, computed, progress_until_ready, registry
 
-
-PIN = "📌"
+PIN = ":material/push_pin:"  # an icon font of Streamlit's own: an emoji is an empty box where no emoji font is
 DRAWN = "drawn"  # ui.drawing.SOURCE, the points' source once drawn (not imported here: it loads the canvas)
 
 
@@ -126,7 +125,7 @@ def history_panel() -> None:
     chosen = _selected() is not None
     show.button("Show this run", key="history_show", on_click=_show_selected, disabled=not chosen, width="stretch",
                 help="Its settings go back into the sidebar; a finished run comes from the store at once.")
-    pin.button(f"{PIN} Pin as baseline", key="history_pin", on_click=_pin_selected, disabled=not chosen,
+    pin.button("Pin as baseline", icon=PIN, key="history_pin", on_click=_pin_selected, disabled=not chosen,
                width="stretch", help="Draw this run faintly beside the current one: its loss, its samples, its metrics.")
     unpin.button("Unpin the baseline", key="history_unpin", on_click=_unpin, disabled=pinned is None,
                  width="stretch")
