@@ -4,6 +4,7 @@ write the same figures to a standalone HTML file."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +96,39 @@ def axis_range(*point_sets: np.ndarray, pad: float = 0.1) -> tuple[list[float], 
     return [centre[0] - half, centre[0] + half], [centre[1] - half, centre[1] + half]
 
 
+def log_ticks(values, mantissas: tuple[tuple[float, ...], ...] = ((1,), (1, 2, 5)), least: int = 3) -> dict:
+    """Labelled ticks for a log axis over ``values``: the decades, or 1, 2, 5 in each decade when
+    the decades alone would label fewer than ``least`` ticks in the range (the first of
+    ``mantissas`` that gives ``least``, else the last). Plotly's own log ticks number the minor
+    ticks 2, 3, ... 9 of a short range, or label only one decade."""
+    values = np.asarray([v for v in np.ravel(values) if np.isfinite(v) and v > 0], dtype=np.float64)
+    if len(values) == 0:
+        return {}
+    low, high = float(values.min()), float(values.max())
+    decades = range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+    for steps in mantissas:
+        ticks = sorted(float(f"{m:g}e{e}") for e in decades for m in steps)  # 0.7, not 0.7000000000000001
+        inside = [t for t in ticks if low * (1 - 1e-9) <= t <= high * (1 + 1e-9)]
+        if len(inside) >= least:
+            break
+    # one tick beyond each end: the axis pads its range a little, and a tick there is labelled too
+    below, above = [t for t in ticks if t < low], [t for t in ticks if t > high]
+    shown = below[-1:] + inside + above[:1]
+    return {"tickmode": "array", "tickvals": shown, "ticktext": [f"{t:g}" for t in shown]}
+
+
+LEGEND_ROOM = 30  # px at the bottom of a figure for its legend (one row)
+AXIS_ROOM = 50  # px under a plot for its x axis's tick labels and title
+
+
+def _legend_below() -> dict:
+    """Every figure's legend: one horizontal row at the very bottom of the figure, under the x
+    axis's title (or an animation's slider), left-aligned. Never above the plot, where it ran into
+    titles once a trace (a baseline) was added and the toolbar covered it on hover. The figure
+    keeps ``LEGEND_ROOM`` px of bottom margin for it."""
+    return dict(orientation="h", x=0, xanchor="left", y=0, yanchor="bottom", yref="container")
+
+
 # --- schedule ------------------------------------------------------------------------------------
 
 
@@ -124,8 +158,9 @@ def schedule_figure(schedule: ObjectivePath, reference: ObjectivePath | None = N
             fig.update_yaxes(range=[0, 1.02], row=1, col=col)
     legend = any(len(plot.curves) > 1 for plot in plots)
     fig.update_xaxes(title_text=chart.x_title)
-    fig.update_layout(height=260, showlegend=legend, margin=dict(l=10, r=10, t=30, b=10),
-                      **({"legend": dict(orientation="h", y=-0.3, x=0, font=dict(size=10))} if legend else {}))
+    fig.update_layout(height=280 + (LEGEND_ROOM if legend else 0), showlegend=legend,
+                      margin=dict(l=10, r=10, t=50, b=AXIS_ROOM + LEGEND_ROOM if legend else 10),  # titles under the toolbar
+                      **({"legend": _legend_below() | {"font": dict(size=10)}} if legend else {}))
     return fig
 
 
@@ -221,8 +256,7 @@ def animation_figure(
         title=dict(text=title, x=0.0, font=dict(size=14)),
         xaxis=dict(range=x_range, zeroline=False, constrain="domain"),
         yaxis=dict(range=y_range, zeroline=False, scaleanchor="x", scaleratio=1),
-        height=560, margin=dict(l=10, r=10, t=40, b=120),
-        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+        height=560 + LEGEND_ROOM, margin=dict(l=10, r=10, t=40, b=120 + LEGEND_ROOM), legend=_legend_below(),
         **controls,
     )
     return fig
@@ -256,15 +290,26 @@ LEARNED_COLOR = SAMPLE_COLOR
 IDEAL_COLOR = "#111111"
 
 
+ARROW_HEAD = 0.35  # an arrow head's sides, as a fraction of its arrow's length
+ARROW_HEAD_ANGLE = math.radians(25)  # between each side of the head and the shaft
+
+
 def _arrows(starts: np.ndarray, vectors: np.ndarray, scale: float, longest: float) -> dict:
-    """Line segments start -> start + scale * vector, none longer than ``longest`` (longer ones keep
-    their direction), separated by gaps: one trace for all arrows."""
+    """Arrows start -> start + scale * vector, none longer than ``longest`` (longer ones keep their
+    direction), as one trace of lines: per arrow the shaft and the two sides of its head, drawn
+    as start, end, side 1, end, side 2 and a gap (6 points)."""
     steps = scale * vectors
     length = np.linalg.norm(steps, axis=1, keepdims=True)
     steps = np.where(length > longest, steps * longest / np.maximum(length, 1e-12), steps)
     ends = starts + steps
+    back = -ARROW_HEAD * steps  # from the tip back along the shaft, turned either way for the sides
+    cos, sin = math.cos(ARROW_HEAD_ANGLE), math.sin(ARROW_HEAD_ANGLE)
+    sides = [np.stack([cos * back[:, 0] - s * back[:, 1], s * back[:, 0] + cos * back[:, 1]], axis=1) for s in (sin, -sin)]
     gap = np.full_like(starts, np.nan)
-    return _xy(np.stack([starts, ends, gap], axis=1).reshape(-1, 2))
+    return _xy(np.stack([starts, ends, ends + sides[0], ends, ends + sides[1], gap], axis=1).reshape(-1, 2))
+
+
+ERROR_DECADES = 3  # the field's error map shows this many decades below its top
 
 
 def field_figure(times: np.ndarray, xs: np.ndarray, ys: np.ndarray, learned: np.ndarray, ideal: np.ndarray,
@@ -273,19 +318,37 @@ def field_figure(times: np.ndarray, xs: np.ndarray, ys: np.ndarray, learned: np.
     faint, the learned arrows and the ideal arrows. learned, ideal: (K, G, 2) on the grid points
     (x fastest); noised_data: (K, n, 2). Arrows are scaled per t (they shrink or grow with t), the
     same scale for both fields so their lengths compare; arrows longer than 1.5 grid cells are cut to
-    that length, keeping their direction."""
+    that length, keeping their direction.
+
+    The heat map has one colour scale for every frame, so a small error looks pale at every t: on
+    log10 of the error (errors span decades across t: near t = 0 the score's are in the hundreds,
+    elsewhere below 1), from the 99th percentile of the errors at every level but the first down
+    to their 1st percentile, at most ``ERROR_DECADES`` decades; errors beyond either end take its
+    colour (the first level's mostly the top's). The figure opens at the level where the error is largest against the size of the
+    ideal field, leaving out the first (as t -> 0 the ideal field is singular near the data, so
+    the first level's relative error is large everywhere and tells little)."""
     grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)  # (G, 2), x fastest
     spacing = min(np.diff(xs).min(), np.diff(ys).min())
     axis = axis or TimeAxis(1000)
     labels = [axis.label(value) for value in axis.level(times)]
+    errors = np.linalg.norm(learned - ideal, axis=2)  # (K, G)
+    rest = errors[1:] if len(errors) > 1 else errors  # the first level would set the top alone (see above)
+    top = float(np.percentile(rest, 99)) or 1.0
+    low = max(top / 10**ERROR_DECADES, float(np.percentile(rest, 1)))
+    ticks = log_ticks([low, top])
+    colorbar = dict(title=dict(text="|error| (log, one scale for all t)", side="right"), thickness=12,
+                    tickvals=np.log10(ticks["tickvals"]).tolist(), ticktext=ticks["ticktext"])
+    relative = errors.mean(axis=1) / np.maximum(np.linalg.norm(ideal, axis=2).mean(axis=1), 1e-12)  # (K,)
+    first = int(np.argmax(relative[1:])) + 1 if len(times) > 1 else 0
 
     def traces(k: int) -> list:
         lengths = np.concatenate([np.linalg.norm(ideal[k], axis=1), np.linalg.norm(learned[k], axis=1)])
         scale = 0.8 * spacing / (np.percentile(lengths, 75) or 1.0)
-        error = np.linalg.norm(learned[k] - ideal[k], axis=1).reshape(len(ys), len(xs))
+        error = errors[k].reshape(len(ys), len(xs))
         return [
-            go.Heatmap(x=xs, y=ys, z=error.astype(np.float32), colorscale="Reds", zmin=0, name="|learned − ideal|",
-                       colorbar=dict(title=dict(text="|error|", side="right"), thickness=12), opacity=0.85),
+            go.Heatmap(x=xs, y=ys, z=np.log10(np.clip(error, low, None)).astype(np.float32), customdata=error.astype(np.float32),
+                       colorscale="Reds", zmin=math.log10(low), zmax=math.log10(top), zauto=False, name="|learned − ideal|",
+                       colorbar=colorbar, opacity=0.85, hovertemplate="|learned − ideal| %{customdata:.3g}<extra></extra>"),
             go.Scatter(**_xy(noised_data[k]), mode="markers", name="data at t",
                        marker=dict(size=3, color=DATA_COLOR, opacity=0.25)),
             go.Scatter(**_arrows(grid, learned[k], scale, 1.5 * spacing), mode="lines", name=f"learned {quantity}",
@@ -294,33 +357,51 @@ def field_figure(times: np.ndarray, xs: np.ndarray, ys: np.ndarray, learned: np.
                        line=dict(color=IDEAL_COLOR, width=1.2)),
         ]
 
-    fig = go.Figure(data=traces(0), frames=[go.Frame(data=traces(k), name=labels[k]) for k in range(len(times))])
+    fig = go.Figure(data=traces(first), frames=[go.Frame(data=traces(k), name=labels[k]) for k in range(len(times))])
+    controls = _play_controls(labels, frame_ms, prefix="", redraw=True)
+    controls["sliders"][0]["active"] = first
     fig.update_layout(
         xaxis=dict(range=[xs[0] - spacing, xs[-1] + spacing], zeroline=False, constrain="domain"),
         yaxis=dict(range=[ys[0] - spacing, ys[-1] + spacing], zeroline=False, scaleanchor="x", scaleratio=1),
-        height=560, margin=dict(l=10, r=10, t=30, b=120),
-        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
-        **_play_controls(labels, frame_ms, prefix="", redraw=True),
+        height=560 + LEGEND_ROOM, margin=dict(l=10, r=10, t=30, b=120 + LEGEND_ROOM), legend=_legend_below(),
+        **controls,
     )
     return fig
 
 
 def field_error_figure(times: np.ndarray, error: np.ndarray, *, quantity: str, axis: TimeAxis | None = None) -> go.Figure:
-    """Mean |learned - ideal| over the noised data at each level t: the bad t's stand out."""
+    """Mean |learned - ideal| over the noised data at each level t: the bad t's stand out. On a log
+    axis when the errors span more than two decades (the score's near t = 0), else from 0."""
     axis = axis or TimeAxis(1000)
     fig = go.Figure(go.Scatter(x=axis.level(times), y=error.astype(np.float32), mode="lines+markers", name="mean error",
                                line=dict(color=FLOOR_COLOR, width=2), marker=dict(size=5)))
     fig.update_xaxes(title_text=axis.title)
-    fig.update_yaxes(title_text=f"mean |learned − ideal {quantity}|", rangemode="tozero")
+    positive = error[np.isfinite(error) & (error > 0)]
+    if len(positive) and positive.max() > 100 * positive.min():
+        fig.update_yaxes(type="log", **log_ticks(positive))
+    else:
+        fig.update_yaxes(rangemode="tozero")
+    fig.update_yaxes(title_text=f"mean |learned − ideal {quantity}|")
     fig.update_layout(height=240, margin=dict(l=10, r=10, t=10, b=10), showlegend=False)
     return fig
+
+
+DRIFT_TICKS = ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7))  # mantissas of the drift's log ticks, coarsest first
+
+
+def drift_peak(ratio: np.ndarray) -> int:
+    """The kept frame where the drift is largest, the first frame (x_T, where the sampler starts
+    from N(0, I) rather than q(x_T)) left out; 0 when there is only that one."""
+    return int(np.argmax(ratio[1:])) + 1 if len(ratio) > 1 else 0
 
 
 def drift_figure(times: np.ndarray, truth: np.ndarray, sampled: np.ndarray, ratio: np.ndarray,
                  frame_ms: int = PLAY_MS, axis: TimeAxis | None = None) -> go.Figure:
     """Forward against reverse at the same t: left, the true q(x_t) and the sampler's x_t overlaid
     (a frame per kept t); right, their energy distance over its floor at every kept t, the current
-    one marked. ``times``: frame times."""
+    one marked, and its peak (``drift_peak``, what the page's caption names) labelled. The ratio's
+    log axis has labelled ticks at 1, 2, 5 or finer (1, 1.5, 2, 3, 5, 7), at least 3 of them in its
+    range, so a curve between 0.5 and 2.2 reads as such. ``times``: frame times."""
     axis = axis or TimeAxis(1000)
     times = np.array([axis.frame(t) for t in times])
     labels = [axis.label(t) for t in times]
@@ -344,12 +425,17 @@ def drift_figure(times: np.ndarray, truth: np.ndarray, sampled: np.ndarray, rati
                              line=dict(color=SAMPLE_COLOR, width=2)), 1, 2)
     fig.add_trace(first[2], 1, 2)
     fig.add_hline(y=1.0, line=dict(color=FLOOR_COLOR, dash="dash", width=1.2), row=1, col=2)
+    peak = drift_peak(ratio)
+    if np.isfinite(ratio[peak]) and ratio[peak] > 0:  # on a log axis an annotation's y is log10 of the value
+        fig.add_annotation(x=times[peak], y=math.log10(float(ratio[peak])), xref="x2", yref="y2", text=(
+            f"peak {float(ratio[peak]):.1f}× at {labels[peak]}"), showarrow=True, arrowhead=2, ax=0, ay=-24,
+            font=dict(size=11))
     fig.frames = [go.Frame(data=moving(k), traces=[0, 1, 3], name=labels[k]) for k in range(len(times))]
     fig.update_xaxes(range=x_range, row=1, col=1)
     fig.update_yaxes(range=y_range, scaleanchor="x", scaleratio=1, row=1, col=1)
     fig.update_xaxes(title_text="t", autorange="reversed", row=1, col=2)
-    fig.update_yaxes(type="log", dtick=1, row=1, col=2)
-    fig.update_layout(height=480, margin=dict(l=10, r=10, t=40, b=120), showlegend=False,
+    fig.update_yaxes(type="log", row=1, col=2, **log_ticks([1.0, *np.asarray(ratio, dtype=np.float64)], DRIFT_TICKS))
+    fig.update_layout(height=480, margin=dict(l=10, r=10, t=50, b=120), showlegend=False,  # titles under the toolbar
                       **_play_controls(labels, frame_ms, prefix=""))
     return fig
 
@@ -419,10 +505,10 @@ def loss_figure(
     if floor is not None:
         data.append(_floor_trace(floor, x_end, f"irreducible loss {floor:.3f}"))
     layout = {
-        "height": 300, "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+        "height": 300 + LEGEND_ROOM, "margin": {"l": 10, "r": 10, "t": 10, "b": AXIS_ROOM + LEGEND_ROOM},
         "xaxis": {"title": {"text": "optimizer step"}, "range": [0, x_end]},
         "yaxis": {"title": {"text": "MSE loss"}, **({"type": "log"} if log_y else {})},
-        "legend": {"orientation": "h", "y": 1.0, "x": 1, "xanchor": "right", "yanchor": "bottom"},
+        "legend": _legend_below(),
         "uirevision": "loss",  # keep the user's zoom while the curve grows
     }
     return _fast_figure(data, layout)
@@ -503,10 +589,9 @@ def loss_by_t_figure(t_start: np.ndarray, t_end: np.ndarray, recent: np.ndarray,
         data.append({"type": "scatter", "x": centres, "y": floor.astype(np.float32), "mode": "lines+markers",
                      "name": "irreducible loss", "line": {"color": FLOOR_COLOR, "dash": "dash", "width": 2},
                      "marker": {"size": 5}})
-    layout = {"height": 280, "margin": {"l": 10, "r": 10, "t": 10, "b": 10}, "bargap": 0, "uirevision": "loss_by_t",
-              "xaxis": {"title": {"text": axis.title}},
-              "yaxis": {"title": {"text": "MSE loss"}, "rangemode": "tozero"},
-              "legend": {"orientation": "h", "y": 1.0, "x": 1, "xanchor": "right", "yanchor": "bottom"}}
+    layout = {"height": 280 + LEGEND_ROOM, "margin": {"l": 10, "r": 10, "t": 10, "b": AXIS_ROOM + LEGEND_ROOM},
+              "bargap": 0, "uirevision": "loss_by_t", "xaxis": {"title": {"text": axis.title}},
+              "yaxis": {"title": {"text": "MSE loss"}, "rangemode": "tozero"}, "legend": _legend_below()}
     return _fast_figure(data, layout)
 
 
@@ -526,9 +611,12 @@ def comparison_figure(data: np.ndarray, samples: np.ndarray, baseline: np.ndarra
                                  marker=dict(size=4, color=BASELINE_COLOR, opacity=0.3)), 1, 2)
     fig.add_trace(go.Scatter(**_xy(samples), mode="markers", name="Generated samples",
                              marker=dict(size=4, color=SAMPLE_COLOR, opacity=0.5)), 1, 2)
-    fig.update_xaxes(range=x_range, title_text="x")
-    fig.update_yaxes(range=y_range, title_text="y", col=1)
-    fig.update_layout(height=380, showlegend=False, margin=dict(l=10, r=10, t=30, b=10))
+    fig.update_xaxes(range=x_range, title_text="x", constrain="domain")
+    fig.update_yaxes(range=y_range, constrain="domain")
+    fig.update_yaxes(title_text="y", col=1)
+    # equal units on x and y in both panels (x2 and y2 follow x and y), so a circle stays round
+    fig.update_layout(height=380, showlegend=False, margin=dict(l=10, r=10, t=50, b=10),  # titles under the toolbar
+                      yaxis=dict(scaleanchor="x", scaleratio=1), yaxis2=dict(scaleanchor="x2", scaleratio=1))
     return fig
 
 
@@ -562,12 +650,17 @@ def budget_figure(rows: list, current: tuple[str, int] | None, baseline: list | 
         if now:
             fig.add_trace(go.Scatter(x=[now[0].model_calls], y=[now[0].ratio], mode="markers", name="your setting",
                                      marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(color="#000", width=2))))
-    fig.add_hline(y=1.0, line=dict(color=FLOOR_COLOR, dash="dash", width=1.2),
-                  annotation_text="noise floor", annotation_position="bottom right")
-    fig.update_xaxes(type="log", title_text="model calls (sampling steps)")
-    fig.update_yaxes(type="log", dtick=1, title_text="energy distance / floor")
-    fig.update_layout(height=340, margin=dict(l=10, r=10, t=10, b=10),
-                      legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
+    fig.add_hline(y=1.0, line=dict(color=FLOOR_COLOR, dash="dash", width=1.2))
+    # an annotation on a log axis is placed at log10 of its value (a shape is not): add_hline's own
+    # annotation would sit at 10
+    fig.add_annotation(text="noise floor", x=1, xref="x domain", y=math.log10(1.0), yref="y", showarrow=False,
+                       xanchor="right", yanchor="top", font=dict(color=FLOOR_COLOR, size=11))
+    ratios = [r.ratio for r in [*rows, *(baseline or [])]]
+    fig.update_xaxes(type="log", title_text="model calls (sampling steps)",
+                     **log_ticks([r.model_calls for r in [*rows, *(baseline or [])]]))
+    fig.update_yaxes(type="log", title_text="energy distance / floor", **log_ticks([1.0, *ratios]))
+    fig.update_layout(height=340 + LEGEND_ROOM, margin=dict(l=10, r=10, t=10, b=AXIS_ROOM + LEGEND_ROOM),
+                      legend=_legend_below())
     return fig
 
 

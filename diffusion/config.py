@@ -506,7 +506,7 @@ class SamplerConfig:
     section = "sampler"
     kind: SamplerKind = setting(
         "ddpm", key="sampler", label="Sampler", effect="resample", widget="select",
-        labels={"ddpm": "DDPM (ancestral)", "ddim": "DDIM", "euler": "Euler (ODE)", "heun": "Heun (ODE)"},
+        labels={"ddpm": "DDPM (ancestral)", "ddim": "DDIM", "euler": "Euler (flow)", "heun": "Heun (flow)"},
         narrowed=lambda get: (SAMPLERS_OF[get("schedule.objective")], f"the samplers of the {get('schedule.objective')} objective"),
         help="DDPM objective: DDPM runs all T steps; DDIM skips evenly through them. Flow objective: Euler "
              "takes N straight steps along the learned velocity from t = 1 to 0 (one model call each); Heun "
@@ -532,11 +532,12 @@ class SamplerConfig:
         stops=(100, 200, 500, 1000, 2000, 5000), help=f"Points generated, up to {MAX_SAMPLES:,}.",
     )
     num_frames: int = setting(
-        60, key="frames", label="Animation frames", effect="resample", low=2, high=MAX_FRAMES, widget="slider",
+        60, key="frames", label="Animation frames (at most)", effect="resample", low=2, high=MAX_FRAMES, widget="slider",
         tied=lambda get: (2, min(MAX_FRAMES, MAX_SAMPLE_FRAME_POINTS // get("sampler.num_samples")),
                           f"samples x frames at most {MAX_SAMPLE_FRAME_POINTS:,}"),
-        help=f"Frames kept of the reverse process, up to {MAX_FRAMES}; samples × frames is capped at "
-             f"{MAX_SAMPLE_FRAME_POINTS:,}; at most the sampler's steps + 1 are kept. Fewer frames play more smoothly.",
+        help=f"The most frames of the reverse process to keep, up to {MAX_FRAMES}: a sampler keeps at most its "
+             f"steps + 1 (10 Heun steps: 11 frames, whatever this says), and samples × frames is capped at "
+             f"{MAX_SAMPLE_FRAME_POINTS:,}. The reverse view says how many were kept. Fewer frames play more smoothly.",
     )
     seed: int = setting(
         0, key="sample_seed", label="Sampling seed", effect="resample", low=0, high=MAX_SEED,

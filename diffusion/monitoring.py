@@ -341,10 +341,10 @@ class Previewer:
     with 50, 1.00 with 100); and one previewer's ratio carries the noise of its fixed draws (sd
     about 0.4 at 300 points), the same offset in every preview of the run.
 
-    Cost (reference MLP, 300 points, 30 steps, one CPU thread, a busy 2-core machine): about 3 ms
-    a preview (2.2 ms sampling, 0.75 ms scoring) against 0.27-0.39 ms a training step, so
-    ``preview_interval`` asks for a preview at most every ~90 steps (~35 ms of training) to stay
-    under 10%; a refresh every 300 ms costs about 1%.
+    Cost (reference MLP, 300 points, 30 steps, one CPU thread, a busy 2-core machine): about 3-4 ms
+    a preview (2.2 ms sampling, 0.75 ms scoring) against 0.27-0.39 ms a training step, so a run at
+    full speed can afford a preview about every 200 steps within 5% of its time
+    (``preview_affordable``); a refresh every 300 ms costs about 1%.
     """
 
     def __init__(
@@ -427,24 +427,26 @@ def _pairwise_distance(dataset: Dataset, generator: torch.Generator) -> float:
     return mean_pairwise_distance(dataset, generator)
 
 
-def preview_interval(preview_seconds: float, step_seconds: float, *, max_fraction: float = 0.1) -> int:
-    """Fewest optimizer steps between previews so that previews take at most ``max_fraction`` of
-    the time: a preview every k steps costs p / (k s + p) <= p / (k s) of the throughput."""
-    if not 0 < max_fraction < 1:
-        raise ValueError(f"max_fraction must be in (0, 1); got {max_fraction}")
-    if not step_seconds > 0:
-        raise ValueError(f"step_seconds must be positive; got {step_seconds}")
-    steps = preview_seconds / (max_fraction * step_seconds)
-    return max(1, math.ceil(steps * (1 - 1e-12)))  # 100.00000000000001 from rounding means 100
-
+def preview_affordable(spent_seconds: float, next_seconds: float, elapsed_seconds: float, *,
+                       max_share: float = 0.05) -> bool:
+    """Whether one more preview keeps all of them within ``max_share`` of the time: previews that
+    took ``spent_seconds`` of the ``elapsed_seconds`` so far (previews included), and the next
+    expected to take ``next_seconds``, need (spent + next) <= max_share (elapsed + next). Counting
+    wall time, not training arithmetic, a run paced to be watched (idle between its chunks)
+    affords many previews, and one at full speed loses at most ``max_share`` of its steps."""
+    if not 0 < max_share < 1:
+        raise ValueError(f"max_share must be in (0, 1); got {max_share}")
+    if spent_seconds < 0 or next_seconds < 0 or elapsed_seconds < 0:
+        raise ValueError(f"seconds must not be negative; got {spent_seconds}, {next_seconds}, {elapsed_seconds}")
+    return spent_seconds + next_seconds <= max_share * (elapsed_seconds + next_seconds) * (1 + 1e-12)
 
 
 def preview_steps(total_steps: int, count: int = 20) -> list[int]:
     """A fixed preview schedule for a run of ``total_steps``: every k = ceil(total_steps / count)
     optimizer steps, and the final step, so at most ``count`` previews, evenly spaced, the last at
     the end (1000 steps -> 50, 100, ..., 1000; 1001 -> 51, 102, ..., 969, 1001; 7 -> 1, ..., 7).
-    Unlike ``preview_interval`` it does not depend on measured costs: the same run gets the same
-    steps on any machine (what the command's previews.csv uses)."""
+    Unlike the page's previews (``preview_affordable``) it does not depend on measured costs: the
+    same run gets the same steps on any machine (what the command's previews.csv uses)."""
     if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) or total_steps < 1:
         raise ValueError(f"total_steps must be a whole number of optimizer steps, at least 1; got {total_steps!r}")
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:

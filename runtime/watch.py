@@ -1,9 +1,10 @@
 """Watching a run while it trains, one mechanism for the page and the command: the loss binned by
 noise level (every step) and previews of the live weights, taken when a policy says so.
 
-    Timed      the page's: a preview every ``PREVIEW_EVERY_S`` of the run's clock, but never so
-               often that previews take more than ``PREVIEW_MAX_SHARE`` of the training time
-               (``monitoring.preview_interval``), and at every hand-back
+    Timed      the page's: a preview every ``PREVIEW_EVERY_S`` of the run's clock or every
+               total_steps / ``PREVIEWS_PER_RUN`` steps, whichever comes first, but only while
+               previews take at most ``PREVIEW_MAX_SHARE`` of the run's time
+               (``monitoring.preview_affordable``), and at every hand-back
     AtSteps    the command's: at fixed optimizer steps (``monitoring.preview_steps``), so the same
                run gets the same previews on any machine
 
@@ -27,7 +28,7 @@ from diffusion.monitoring import (
     Preview,
     Previewer,
     live_model,
-    preview_interval,
+    preview_affordable,
     preview_steps,
 )
 from diffusion.objectives import path_of
@@ -36,7 +37,8 @@ from diffusion.training import Trainer, TrainRecord
 from .messages import WatchUpdate
 
 PREVIEW_EVERY_S = 0.3  # a live preview this often (the run's clock) while a run trains
-PREVIEW_MAX_SHARE = 0.1  # ... but previews never take more than this share of the training time
+PREVIEWS_PER_RUN = 40  # ... or every total_steps / 40 steps, whichever comes first
+PREVIEW_MAX_SHARE = 0.05  # ... but previews never take more than this share of the run's time
 NUM_PREVIEWS = 20  # the command's previews: at most this many, at fixed steps
 
 
@@ -56,10 +58,12 @@ def previewer_for(key: TrainingKey) -> Previewer:
 
 @dataclass(frozen=True)
 class Timed:
-    """Previews by the run's clock (the page's)."""
+    """Previews by the run's clock and its steps (the page's). ``clock``: the run's time in seconds
+    (a test gives its own)."""
 
     clock: Callable[[], float] = time.monotonic
     every_s: float = PREVIEW_EVERY_S
+    per_run: int = PREVIEWS_PER_RUN
     max_share: float = PREVIEW_MAX_SHARE
 
 
@@ -87,7 +91,10 @@ class Watch:
         self.previews: list[Preview] = []  # with AtSteps: every preview, for the command's previews.csv
         self.last_preview_at = -math.inf
         self.last_preview_step = trainer.step
-        self.preview_seconds = 0.0
+        self.preview_seconds = 0.0  # the last preview's, what the next one is expected to take
+        self.spent = 0.0  # seconds of all previews of this watch
+        self.every_steps = math.ceil(key.total_steps / policy.per_run) if isinstance(policy, Timed) else None
+        self.started = policy.clock() if isinstance(policy, Timed) else 0.0
         self.pending: Preview | None = None
 
     def record(self, record: TrainRecord) -> None:
@@ -97,23 +104,21 @@ class Watch:
             self.preview()
 
     def due(self) -> bool:
-        """A timed preview is due: ``every_s`` since the last one, and enough steps since that
-        a preview costs at most ``max_share`` of the training time."""
+        """A timed preview is due: ``every_s`` or ``every_steps`` since the last one, whichever
+        comes first, if previews stay within ``max_share`` of the time since this watch began."""
         policy, trainer = self.policy, self.trainer
-        if not isinstance(policy, Timed):
+        if not isinstance(policy, Timed) or trainer.step == self.last_preview_step:
             return False
-        if trainer.step == self.last_preview_step or policy.clock() - self.last_preview_at < policy.every_s:
+        now = policy.clock()
+        if now - self.last_preview_at < policy.every_s and trainer.step - self.last_preview_step < self.every_steps:
             return False
-        step_seconds = trainer.elapsed / max(trainer.step, 1)
-        if step_seconds <= 0 or self.preview_seconds <= 0:
-            return True
-        least = preview_interval(self.preview_seconds, step_seconds, max_fraction=policy.max_share)
-        return trainer.step - self.last_preview_step >= least
+        return preview_affordable(self.spent, self.preview_seconds, now - self.started, max_share=policy.max_share)
 
     def preview(self) -> None:
         """Preview the live weights (the EMA when there is one) now."""
         preview = self.previewer.preview(live_model(self.trainer), step=self.trainer.step)
         self.preview_seconds = preview.seconds
+        self.spent += preview.seconds
         self.last_preview_step = self.trainer.step
         if isinstance(self.policy, Timed):
             self.last_preview_at = self.policy.clock()

@@ -128,3 +128,153 @@ def test_the_schedule_figure_draws_the_path_s_chart_and_another_path_dashed_besi
         ("flow", None), ("DDPM", "dash")]
     np.testing.assert_array_equal(both.data[2].x, (np.arange(100) + 1) / 100)  # DDPM's level k at t = (k + 1) / T
     assert both.layout.showlegend and [a.text for a in both.layout.annotations] == [p.title for p in flow.chart().plots]
+
+
+def _budget_rows(ratios):
+    from diffusion.budget import BudgetRow
+
+    return [BudgetRow("ddim", 0.0, steps, steps, 0.01, ratio * 0.01, 0.01) for steps, ratio in zip(
+        (5, 10, 20, 50, 100), ratios, strict=True)]
+
+
+def test_the_budget_s_floor_label_sits_on_its_line_and_the_log_axis_labels_1_2_5_only():
+    """On a log axis Plotly places an annotation at log10 of its y (a shape at y itself): the label
+    of the floor at 1 must say y = 0, or it sits beside the 10 gridline."""
+    fig = charts.budget_figure(_budget_rows([40.0, 9.0, 3.0, 1.4, 0.7]), ("DDIM η=0", 50)).to_dict()["layout"]
+    (line,) = fig["shapes"]
+    (label,) = [a for a in fig["annotations"] if a["text"] == "noise floor"]
+    assert fig["yaxis"]["type"] == "log" and line["y0"] == line["y1"] == 1.0
+    assert label["yref"] == "y" and label["y"] == 0.0  # log10(1)
+    ticks = fig["yaxis"]["tickvals"]
+    assert fig["yaxis"]["tickmode"] == "array" and ticks == [0.5, 1, 2, 5, 10, 20, 50]
+    assert fig["yaxis"]["ticktext"] == ["0.5", "1", "2", "5", "10", "20", "50"]
+    wide = charts.budget_figure(_budget_rows([900.0, 90.0, 9.0, 2.0, 0.9]), None).to_dict()["layout"]["yaxis"]
+    assert wide["tickvals"] == [0.1, 1, 10, 100, 1000]  # three decades and more: the decades alone
+
+
+def test_log_ticks_take_1_2_5_only_when_the_decades_label_too_few():
+    assert charts.log_ticks([1.0, 1.5])["tickvals"] == [0.5, 1, 2]  # nothing finer than 1, 2, 5
+    assert charts.log_ticks([0.6, 2.2], ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7)))["tickvals"] == [0.5, 0.7, 1, 1.5, 2, 3]
+    assert charts.log_ticks([float("nan"), 0.0, -1.0]) == {}
+
+
+def _field(errors_at: dict[int, float], K: int = 5, n: int = 4):
+    """A field on an n x n grid at K levels: the ideal one (1, 0) everywhere, the learned one off by
+    ``errors_at[k]`` in y at level k (1e-5 elsewhere)."""
+    xs = ys = np.linspace(-1.0, 1.0, n)
+    ideal = np.tile([1.0, 0.0], (K, n * n, 1))
+    learned = ideal.copy()
+    for k in range(K):
+        learned[k, :, 1] = errors_at.get(k, 1e-5) * (1 + np.arange(n * n) / (n * n))  # a spread within a level
+    noised = np.zeros((K, 10, 2))
+    return charts.field_figure(np.arange(K) * 10, xs, ys, learned, ideal, noised, quantity="ε"), learned, ideal
+
+
+def test_the_field_s_colour_scale_is_one_for_every_frame():
+    fig, learned, ideal = _field({0: 300.0, 2: 2.0})
+    maps = [frame.data[0] for frame in fig.frames] + [fig.data[0]]
+    assert len({(m.zmin, m.zmax) for m in maps}) == 1 and maps[0].zauto is False
+    errors = np.linalg.norm(learned - ideal, axis=2)
+    top = np.percentile(errors[1:], 99)  # the first level, far above the rest, does not set the top
+    np.testing.assert_allclose(maps[0].zmax, np.log10(top))
+    np.testing.assert_allclose(maps[0].zmin, np.log10(top) - charts.ERROR_DECADES)  # the 1st percentile lies lower
+    np.testing.assert_allclose(fig.frames[3].data[0].customdata.ravel(), errors[3], rtol=1e-6)  # hover: the error
+    np.testing.assert_allclose(10 ** fig.frames[2].data[0].z.ravel(), errors[2], rtol=1e-5)
+
+
+def test_field_arrows_have_two_head_sides_at_their_tip():
+    xy = charts._arrows(np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[2.0, 0.0], [0.0, -1.0]]), scale=0.5, longest=10)
+    points = np.stack([xy["x"], xy["y"]], 1).reshape(2, 6, 2)  # per arrow: start, tip, side, tip, side, gap
+    for (start, tip, side_1, tip_again, side_2, gap), shaft in zip(points, [[1.0, 0.0], [0.0, -0.5]], strict=True):
+        np.testing.assert_allclose(tip - start, shaft)
+        np.testing.assert_array_equal(tip, tip_again)
+        assert np.isnan(gap).all()
+        for side in (side_1, side_2):  # back from the tip, ARROW_HEAD of the shaft long, ARROW_HEAD_ANGLE off it
+            back = side - tip
+            np.testing.assert_allclose(np.linalg.norm(back), charts.ARROW_HEAD * np.linalg.norm(shaft), rtol=1e-6)
+            cos = -back @ np.asarray(shaft) / (np.linalg.norm(back) * np.linalg.norm(shaft))
+            np.testing.assert_allclose(np.arccos(cos), charts.ARROW_HEAD_ANGLE, rtol=1e-5)
+        cross = [(side - tip)[0] * shaft[1] - (side - tip)[1] * shaft[0] for side in (side_1, side_2)]
+        assert cross[0] * cross[1] < 0  # one on each side of the shaft
+    fig, _, _ = _field({})
+    assert len(fig.data[2].x) == len(fig.data[3].x) == 6 * 16  # learned and ideal: 6 points an arrow
+
+
+def test_the_field_opens_where_its_relative_error_peaks_after_the_first_level():
+    fig, _, _ = _field({0: 300.0, 2: 2.0})
+    assert fig.layout.sliders[0].active == 2
+    np.testing.assert_array_equal(fig.data[0].z, fig.frames[2].data[0].z)  # the figure shows that frame
+    assert _field({0: 300.0, 3: 0.5})[0].layout.sliders[0].active == 3
+
+
+def test_the_field_error_curve_goes_log_only_over_decades():
+    spread = charts.field_error_figure(np.arange(4), np.array([450.0, 3.0, 0.2, 0.1]), quantity="score")
+    assert spread.layout.yaxis.type == "log" and 100 in spread.layout.yaxis.tickvals
+    near = charts.field_error_figure(np.arange(4), np.array([0.6, 0.2, 0.1, 0.1]), quantity="ε")
+    assert near.layout.yaxis.type is None and near.layout.yaxis.rangemode == "tozero"
+
+
+def test_the_drift_chart_labels_its_axis_and_marks_the_peak_the_caption_names():
+    """The page's caption (ui/panels.py, drift_panel) names the frame argmax(ratio[1:]) + 1: the
+    chart must mark the same one, with its value, and its axis must let one read it."""
+    rng = np.random.default_rng(3)
+    times = np.linspace(1000, 0, 30).round()
+    ratio = np.concatenate([[3.5], 1 + 0.4 * np.sin(np.arange(29))])  # the first frame is the highest
+    ratio[5] = 2.16
+    points = rng.normal(size=(30, 20, 2))
+    fig = charts.drift_figure(times, points, points, ratio)
+    worst = int(np.argmax(ratio[1:])) + 1  # the caption's line
+    assert worst == 5 == charts.drift_peak(ratio)
+    (peak,) = [a for a in fig.layout.annotations if a.text.startswith("peak")]
+    assert peak.text == "peak 2.2× at t = 828" and peak.x == times[worst] and peak.xref == "x2"
+    np.testing.assert_allclose(peak.y, np.log10(ratio[worst]))  # log axis: the annotation at log10 of the value
+    curve = next(t for t in fig.data if t.name == "drift")
+    np.testing.assert_allclose(curve.y, ratio, rtol=1e-6)
+    np.testing.assert_array_equal(curve.x, times)
+    axis = fig.layout.yaxis2
+    inside = [v for v in axis.tickvals if ratio.min() <= v <= ratio.max()]
+    assert axis.type == "log" and len(inside) >= 3 and list(axis.ticktext) == [f"{v:g}" for v in axis.tickvals]
+    assert {1.0, 2.0} <= set(axis.tickvals)
+
+
+def test_every_legend_sits_below_its_plot_in_the_room_kept_for_it():
+    """Legends above the plot ran into titles once a trace was added, and the toolbar (top right)
+    covered them on hover: each one is a row at the bottom of its figure, with its room kept."""
+    from diffusion.config import ScheduleConfig
+    from diffusion.monitoring import LossByT
+    from diffusion.objectives import path_of
+
+    rng = np.random.default_rng(4)
+    frames = rng.normal(size=(4, 30, 2))
+    by_t = LossByT(100, 20)
+    by_t.update(1, np.arange(100) % 100, np.linspace(0.1, 1.0, 100))
+    snap = by_t.snapshot()
+    xs = np.linspace(-1, 1, 3)
+    figures = {
+        "loss": charts.loss_figure(np.linspace(1, 0.2, 50), floor=0.1, baseline=np.linspace(1, 0.3, 50)),
+        "loss by t": charts.loss_by_t_figure(snap.t_start, snap.t_end, snap.recent_loss, snap.recent_loss, 200),
+        "budget": charts.budget_figure(_budget_rows([9.0, 3.0, 2.0, 1.2, 1.0]), ("DDIM η=0", 5),
+                                       _budget_rows([5.0, 2.0, 1.5, 1.1, 1.0])),
+        "animation": charts.animation_figure(frames, [f"t = {k}" for k in range(4)], frames[0], title="x",
+                                             predicted_x0=frames, baseline=frames,
+                                             style=charts.AnimationStyle(trails=2, show_x0=True)),
+        "field": charts.field_figure(np.arange(2), xs, xs, rng.normal(size=(2, 9, 2)), rng.normal(size=(2, 9, 2)),
+                                     frames[:2], quantity="ε"),
+        "schedule": charts.schedule_figure(path_of(ScheduleConfig(objective="flow", num_timesteps=20)),
+                                           reference=path_of(ScheduleConfig(num_timesteps=20))),
+    }
+    for name, figure in figures.items():
+        layout = figure.to_dict()["layout"]
+        legend = layout["legend"]
+        assert (legend["orientation"], legend["yref"], legend["y"], legend["yanchor"]) == ("h", "container", 0, "bottom"), name
+        assert layout["margin"]["b"] >= charts.LEGEND_ROOM + charts.AXIS_ROOM, name
+
+
+def test_the_results_keep_equal_units_on_both_axes_so_a_circle_stays_round():
+    angle = np.linspace(0, 2 * np.pi, 200)
+    circle = np.stack([3 * np.cos(angle) + 5, 3 * np.sin(angle) - 1], 1)
+    layout = charts.comparison_figure(circle, circle, baseline=circle).to_dict()["layout"]
+    assert (layout["yaxis"]["scaleanchor"], layout["yaxis"]["scaleratio"]) == ("x", 1)
+    assert (layout["yaxis2"]["scaleanchor"], layout["yaxis2"]["scaleratio"]) == ("x2", 1)
+    (x_low, x_high), (y_low, y_high) = layout["xaxis"]["range"], layout["yaxis"]["range"]
+    np.testing.assert_allclose(x_high - x_low, y_high - y_low)  # equal spans, so the panels come out square

@@ -27,7 +27,6 @@ from diffusion.monitoring import (
     live_model,
     loss_by_t_rows,
     loss_floor_by_bin,
-    preview_interval,
     preview_rows,
     preview_steps,
 )
@@ -391,14 +390,6 @@ def test_previews_of_a_point_set_score_true_draws_at_their_floor(schedule, gen):
     assert _within(ratios.mean(), 1.0, ratios.std(ddof=1) / math.sqrt(len(ratios)))
     preview = previewer.preview(_model(0))  # and a model's preview runs
     assert preview.points.shape == (200, 2) and preview.ratio > 0
-
-
-def test_preview_interval_keeps_previews_under_the_budget():
-    k = preview_interval(3e-3, 3e-4, max_fraction=0.1)
-    assert k == 100 and 3e-3 / (k * 3e-4 + 3e-3) <= 0.1
-    assert preview_interval(1e-6, 3e-4) == 1
-    with pytest.raises(ValueError, match="max_fraction"):
-        preview_interval(1.0, 1.0, max_fraction=0.0)
 
 
 def test_fixed_preview_steps_are_evenly_spaced_and_end_at_the_last_step():

@@ -23,6 +23,9 @@ from ui.controls import config_values
 from ui.history import HistoryEntry
 from ui.panels import PLOT_CONFIG, RESULT_WAIT, _data_points, _schedule, computed, progress_until_ready, registry
 
+PIN = ":material/push_pin:"  # an icon font of Streamlit's own: an emoji is an empty box where no emoji font is
+DRAWN = "drawn"  # ui.drawing.SOURCE, the points' source once drawn (not imported here: it loads the canvas)
+
 
 @dataclass(frozen=True)
 class Baseline:
@@ -57,23 +60,41 @@ def baseline() -> Baseline | None:
 def remember(run: FinishedRun, config: ExperimentConfig, scores: Evaluation) -> None:
     """Add the run on screen to the session's history."""
     entry = HistoryEntry(config, run.source, float(run.losses[-1]) if len(run.losses) else None,
-                         scores.energy_distance.ratio, run.train_seconds)
+                         scores.energy_distance.ratio, run.train_seconds, _points_name(config))
     st.session_state["_history"] = history.record(_history(), entry)
 
 
+def _points_name(config: ExperimentConfig) -> str | None:
+    """Where the run's points came from, while the sidebar still holds them: "drawn" or the file's name."""
+    kept = st.session_state.get("_points")
+    if config.data.points is None or kept is None or kept.points != config.data.points:
+        return None
+    if st.session_state.get("_points_source") == DRAWN:
+        return DRAWN
+    return st.session_state.get("_points_name")
+
+
 def _selected() -> HistoryEntry | None:
-    pick, entries = st.session_state.get("history_pick"), _history()
-    return entries[pick] if pick is not None and pick < len(entries) else None
+    """The entry the picker names (by its number, which never changes)."""
+    pick = st.session_state.get("history_pick")
+    return next((e for e in _history() if e.number == pick), None)
 
 
 def _show_selected() -> None:
-    """Callback: bring the selected run back (its settings, so the page shows it from the store)."""
+    """Callback: bring the selected run back (its settings, so the page shows it from the store),
+    under the preset that gives it with the fewest changes, so its link reproduces it."""
     entry = _selected()
     if entry is None:
         return
     st.session_state.update(config_values(entry.config))
+    st.session_state["preset"] = history.closest_preset(entry.config)
     if entry.config.data.points is not None:
         st.session_state["_points"] = entry.config.data
+        drawn = entry.points_name == DRAWN
+        st.session_state["_points_source"] = DRAWN if drawn else "uploaded"
+        st.session_state["points_source_choice"] = "Draw" if drawn else "Upload a CSV"
+        if not drawn and entry.points_name:
+            st.session_state["_points_name"] = entry.points_name
 
 
 def _pin_selected() -> None:
@@ -93,22 +114,25 @@ def history_panel() -> None:
         st.caption("Each run you finish in this session is listed here, to bring back or to pin as a baseline.")
         return
     pinned: HistoryEntry | None = st.session_state.get("_baseline")
-    columns = history.table(entries, pinned)
-    st.dataframe({"run": [f"#{i + 1}" for i in range(len(entries))], **columns}, hide_index=True, width="stretch")
-    if st.session_state.get("history_pick") is not None and st.session_state["history_pick"] >= len(entries):
-        del st.session_state["history_pick"]
-    pick, show, pin, unpin = st.columns([1, 1, 1, 1])
-    pick.selectbox("Run", list(range(len(entries))), index=len(entries) - 1, key="history_pick",
-                   format_func=lambda i: f"#{i + 1}", label_visibility="collapsed")
+    st.dataframe(history.table(entries, pinned), hide_index=True, width="stretch")
+    numbers = [e.number for e in history.by_number(entries)]
+    if st.session_state.get("history_pick") not in numbers:
+        st.session_state.pop("history_pick", None)
+    labels = {e.number: history.label(e, entries) for e in entries}
+    pick, show, pin, unpin = st.columns([2, 1, 1, 1])
+    pick.selectbox("Run", numbers, index=numbers.index(entries[-1].number), key="history_pick",
+                   format_func=labels.get, label_visibility="collapsed")
     chosen = _selected() is not None
     show.button("Show this run", key="history_show", on_click=_show_selected, disabled=not chosen, width="stretch",
                 help="Its settings go back into the sidebar; a finished run comes from the store at once.")
-    pin.button("📌 Pin as baseline", key="history_pin", on_click=_pin_selected, disabled=not chosen, width="stretch",
-               help="Draw this run faintly beside the current one: its loss, its samples, its metrics.")
+    pin.button("Pin as baseline", icon=PIN, key="history_pin", on_click=_pin_selected, disabled=not chosen,
+               width="stretch", help="Draw this run faintly beside the current one: its loss, its samples, its metrics.")
     unpin.button("Unpin the baseline", key="history_unpin", on_click=_unpin, disabled=pinned is None,
                  width="stretch")
-    st.caption("The runs you finished in this session and the settings that tell them apart (pick a run to show "
-               "it again or pin it). Compare the energy distance over its floor: 1 is as close as fresh data.")
+    st.caption("The runs you finished in this session, numbered in the order they first appeared; each with its "
+               "preset and the settings that tell it apart from the others (where it differs from that preset). "
+               "Pick a run to show it again or pin it. Compare the energy distance over its floor: 1 is as close "
+               "as fresh data.")
 
 
 def _frame_times_of(config: ExperimentConfig) -> tuple:
@@ -123,7 +147,6 @@ def baseline_note(pinned: Baseline | None, config: ExperimentConfig) -> None:
     """One line about the pinned baseline, or why it can't be drawn."""
     if pinned is None:
         return
-    differing = history.differing((pinned.entry, *_history()[-1:])) if _history() else []
     if pinned.run is None:
         st.info("The pinned baseline is no longer kept (the server holds the 16 most recently used finished runs), "
                 "so it isn't drawn. Show it again from the table to retrain it, or pin another run.")
@@ -133,7 +156,11 @@ def baseline_note(pinned: Baseline | None, config: ExperimentConfig) -> None:
     else:
         where = ("the loss and the samples (not the reverse animation: its frames are at other times, from another "
                  "objective, sampler or number of steps)")
-    st.caption(f"📌 Baseline pinned: drawn in grey on {where}" + (f"; it differs in {', '.join(differing)}." if differing else "."))
+    # against the run on screen (``config``), not the history's last entry: the page remembers the
+    # run it shows only after this line is drawn, so that entry is the run before
+    differing = history.differing((pinned.entry.config, config))
+    st.caption(f"{PIN} Baseline pinned (#{pinned.entry.number}): drawn in grey on {where}"
+               + (f"; it differs in {', '.join(differing)}." if differing else "; the same settings."))
 
 
 def noise_note(config: ExperimentConfig) -> None:
@@ -174,7 +201,7 @@ def budget_panel(run: FinishedRun, config: ExperimentConfig, pinned: Baseline | 
     st.subheader("Sampling budget")
     sampler = config.sampler
     path = _schedule(run.key.schedule)
-    names = [path.family_label(kind, eta) for kind, eta in path.budget_families]
+    names = [charts.sampler_family(kind, eta) for kind, eta in path.budget_families]
     steps = ", ".join(str(s) for s in path.budget_steps) + " and T"
     families = f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else names[0]
     task = tasks.Budget.of(sampler)
