@@ -7,8 +7,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from charts.animation import decode_points
 from diffusion.config import PRESETS, DataConfig, PointSet, flow_matching, improved, reference
-from tests.pages import computing, fresh_caches, open_page, poll_until, status, wait_finished  # noqa: F401
+from tests.pages import (  # noqa: F401
+    animation,
+    computing,
+    echarts,
+    fresh_caches,
+    open_page,
+    open_tab,
+    poll_until,
+    series,
+    status,
+    wait_finished,
+)
 from tests.test_live_views import _decode, chart, trace
 from ui import compare, history, panels
 
@@ -22,7 +34,7 @@ def history_rows(at) -> dict:
 
 def two_runs():
     """The reference job, then the improved preset, both short, in one session."""
-    at = wait_finished(open_page())
+    at = wait_finished(open_page(view="compare"))  # the tab with the runs
     at.selectbox(key="preset").set_value("improved").run()
     # The FAST settings the preset reset. Pacing first: it is fixed when a job starts, and with it
     # on (the preset's default) this 0.3 s run would be stretched to 5 s. The sampler's settings
@@ -78,7 +90,7 @@ def test_a_run_keeps_its_number_and_label_when_shown_again_or_pinned():
 
 def test_a_shown_run_s_link_names_its_own_preset_and_its_changes_from_it():
     at = two_runs()
-    fast = {"T": "100", "epochs": "150", "samples": "200", "frames": "5"}  # pace: shown at its default
+    fast = {"T": "100", "epochs": "150", "samples": "200", "frames": "5", "pace": "false", "view": "compare"}  # display kept
     at.selectbox(key="history_pick").set_value(1).run()
     at.button(key="history_show").click().run()
     assert at.session_state["preset"] == "reference" and at.query_params == fast
@@ -111,12 +123,12 @@ def test_a_pinned_baseline_is_drawn_beside_the_current_run_and_named_once_droppe
     assert history_rows(at)["run"] == ["#1 (baseline)", "#2"]
     pin = at.button(key="history_pin")  # Streamlit's own icon font: an emoji is an empty box without an emoji font
     assert (pin.label, pin.proto.icon) == ("Pin as baseline", ":material/push_pin:") and compare.PIN == pin.proto.icon
-    loss = chart(at, "baseline (smoothed)")
-    assert len(_decode(trace(loss, "baseline (smoothed)")["y"])) == 150
+    assert len(series(echarts(at)["loss_chart"], "baseline (smoothed)")) == 150
+    poll_until(at, lambda at: not computing(at))
+    assert decode_points(animation(at)["baseline"]).shape == (5, 200, 2)  # moving beside the run's frames
+    poll_until(open_tab(at, "samples"), lambda at: not computing(at))
     results = chart(at, "baseline samples")
     assert len(_decode(trace(results, "baseline samples")["x"])) == 200
-    reverse = chart(at, "baseline x_t")
-    assert len(reverse["frames"]) == 5
     metrics = next(df for df in at.dataframe if "metric" in df.value.columns).value
     assert "baseline × floor" in metrics.columns
     assert any(c.value.startswith(f"{compare.PIN} Baseline pinned") for c in at.caption)
@@ -131,7 +143,10 @@ def test_a_pinned_baseline_is_drawn_beside_the_current_run_and_named_once_droppe
 
 
 def test_the_budget_is_computed_on_request_and_matches_the_run_at_its_own_setting():
-    at = wait_finished(open_page())
+    at = wait_finished(open_page(view="samples"))
+    poll_until(at, lambda at: not computing(at))
+    metrics = next(df for df in at.dataframe if "metric" in df.value.columns).value
+    open_tab(at, "compare")
     assert [b for b in at.button if b.key == "budget_compute"]  # nothing computed before the click
     poll_until(at.button(key="budget_compute").click().run(), lambda at: not computing(at))  # a worker computes it
     budget = chart(at, "DDPM")
@@ -139,22 +154,22 @@ def test_the_budget_is_computed_on_request_and_matches_the_run_at_its_own_settin
     assert list(_decode(trace(budget, "DDPM")["x"])) == [5, 10, 20, 50, 100]  # T = 100: steps above T dropped
     table = next(df for df in at.dataframe if "model calls" in df.value.columns).value
     ddpm_at_T = table[(table["sampler"] == "DDPM") & (table["steps"] == 100)]["energy distance / floor"].iloc[0]
-    metrics = next(df for df in at.dataframe if "metric" in df.value.columns).value
     assert ddpm_at_T == metrics[metrics["metric"] == "Energy distance"]["× floor"].iloc[0]  # the same samples
     at.run()  # kept for this run: no button, the chart again
     assert chart(at, "DDPM") and not [b for b in at.button if b.key == "budget_compute"]
 
 
 def test_the_same_noise_line_follows_the_toggle():
-    at = wait_finished(open_page())
+    at = wait_finished(open_page(view="samples"))
     assert any(c.value.startswith("Same noise for every run: any run sampled with sampling seed 0") for c in at.caption)
     at.toggle(key="common_noise").set_value(False).run()
     assert any(c.value.startswith("Each run draws its own sampling noise") for c in at.caption)
 
 
 def test_clipping_on_the_gaussian_at_2_2_collapses_the_samples_and_says_why():
-    at = wait_finished(open_page())
+    at = wait_finished(open_page(view="samples"))
     at.toggle(key="clip_x0").set_value(True).run()
+    poll_until(at, lambda at: not computing(at))
     (warning,) = [w.value for w in at.warning if w.value.startswith("Clipping x̂₀ to [-1, 1]")]
     assert "samples collapse" in warning
     samples = _decode(trace(chart(at, "Generated samples"), "Generated samples")["x"])

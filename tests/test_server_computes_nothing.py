@@ -11,7 +11,7 @@ import json
 import pytest
 
 from diffusion.denoiser import Denoiser
-from tests.pages import computing, fresh_caches, open_page, open_tab, poll_until, status, wait_finished  # noqa: F401
+from tests.pages import animation, computing, fresh_caches, open_page, open_tab, poll_until, status, wait_finished  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("fresh_caches")
 
@@ -65,6 +65,6 @@ def test_no_model_call_in_the_server_while_a_run_trains_is_resampled_and_every_v
     poll_until(at, lambda at: not computing(at))
     assert "**Finished**" in status(at)
     assert any(c.value.startswith("200 points, 50 DDIM steps") for c in at.caption)
-    assert any(t.startswith("Reverse process") for t in titles(at))
+    assert animation(at)["num_points"] == 200  # the new samples, animated
     assert not at.exception
     assert model_calls == []

@@ -19,10 +19,11 @@ from diffusion.metrics import Evaluation
 from runtime import tasks
 from runtime.registry import FinishedRun
 from ui import history
-from ui.controls import config_values
+from ui.controls import config_values, declared_display_keys
 from ui.history import HistoryEntry
 from ui.panels import PLOT_CONFIG, RESULT_WAIT, _data_points, _schedule, computed, progress_until_ready, registry
 
+DISPLAY_KEYS = declared_display_keys()  # kept when a run is shown again
 PIN = ":material/push_pin:"  # an icon font of Streamlit's own: an emoji is an empty box where no emoji font is
 DRAWN = "drawn"  # ui.drawing.SOURCE, the points' source once drawn (not imported here: it loads the canvas)
 
@@ -86,7 +87,8 @@ def _show_selected() -> None:
     entry = _selected()
     if entry is None:
         return
-    st.session_state.update(config_values(entry.config))
+    shown = {key: value for key, value in config_values(entry.config).items() if key not in DISPLAY_KEYS}
+    st.session_state.update(shown)  # the run's settings; how the page shows things (tab, log scale...) stays
     st.session_state["preset"] = history.closest_preset(entry.config)
     if entry.config.data.points is not None:
         st.session_state["_points"] = entry.config.data

@@ -102,6 +102,11 @@ def config_values(config: ExperimentConfig) -> dict[str, Any]:
     return values
 
 
+def declared_display_keys() -> frozenset[str]:
+    """The keys of the display settings: how the page shows a run, never which run."""
+    return frozenset(d.key for d in declared(Display))
+
+
 def preset_values(name: str) -> dict[str, Any]:
     return config_values(PRESETS[name]())
 

@@ -617,8 +617,8 @@ def field_panel(run: FinishedRun, display: Display) -> None:
     quantity = path.score_words if display.field == "score" else path.output_words
     st.caption(
         f"At each noise level t (▶ or the slider): the network's {quantity} (orange) and the ideal one (black) on a "
-        f"grid, the red map their difference, the data noised to t faint behind. The ideal denoiser here is "
-        f"{view.ideal_description}. Look for the t's and the places where orange leaves black: that is where samples go "
+        f"grid, the red map their difference (one log colour scale for every t), the data noised to t faint behind. "
+        f"The ideal denoiser here is {view.ideal_description}. Look for the t's and the places where orange leaves black: that is where samples go "
         "wrong."
         + (" With optimal-transport pairs the network learns a straighter field than this ideal one of independent "
            "pairs, so part of the gap is by design, not error." if path.batch_coupled(run.key.train.coupling) else "")
@@ -642,7 +642,7 @@ def drift_panel(run: FinishedRun, config: ExperimentConfig, display: Display) ->
         return
     figure, curve = _drift_figure(view, run.key, run.source, config.sampler, display.frame_ms), view.curve
     st.plotly_chart(figure, config=PLOT_CONFIG, key="drift_chart")
-    worst = int(np.argmax(curve.ratio[1:])) + 1 if len(curve.ratio) > 1 else 0
+    worst = charts.drift_peak(curve.ratio)  # the frame the chart marks
     axis = charts.TimeAxis.of(run.key.schedule)
     at = axis.label(axis.frame(curve.times[worst]))
     start = "t = 1" if axis.continuous else "t = T"
