@@ -514,33 +514,6 @@ def loss_figure(
     return _fast_figure(data, layout)
 
 
-def loss_svg(losses: np.ndarray, total_steps: int, *, width: int = 560, height: int = 220) -> str:
-    """The loss curve as a small inline SVG (a polyline of at most 400 points, min-max scaled, the
-    step axis to ``total_steps``): what a fresh page shows before the Plotly bundle (4.7 MB of
-    JavaScript, about 2 s to compile here) has loaded. Numbers only, no user text, so it is safe
-    to put in the page as it is."""
-    losses = np.asarray(losses, dtype=np.float64)
-    losses = losses[np.isfinite(losses)]
-    pad = 8
-    frame = (f'<rect x="0.5" y="0.5" width="{width - 1}" height="{height - 1}" fill="none" stroke="#ddd"/>')
-    if len(losses) == 0:
-        body = ""
-    else:
-        stride = max(1, -(-len(losses) // 400))
-        shown = losses[: len(losses) // stride * stride].reshape(-1, stride).mean(1)  # blocks of stride steps
-        steps = (np.arange(len(shown)) + 1) * stride
-        low, high = float(shown.min()), float(shown.max())
-        span = high - low or 1.0
-        xs = pad + (width - 2 * pad) * steps / max(total_steps, 1)
-        ys = pad + (height - 2 * pad) * (1 - (shown - low) / span)
-        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
-        body = (f'<polyline points="{points}" fill="none" stroke="{DATA_COLOR}" stroke-width="1.5"/>'
-                f'<text x="{width - pad}" y="{pad + 10}" text-anchor="end" font-size="11" fill="#666">'
-                f'loss {losses[-1]:.4f} · {high:.3g} … {low:.3g}</text>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 {width} {height}" '
-            f'role="img" aria-label="loss curve">{frame}{body}</svg>')
-
-
 def preview_figure(points: np.ndarray | None, data: np.ndarray, ranges: tuple[list[float], list[float]],
                    label: str) -> go.Figure:
     """The live preview: samples of the current weights over the data (faint), on fixed axes."""
