@@ -503,31 +503,43 @@ function draw(s) {
 }
 
 function drawTrails(s, ctx, upto) {
+  // Each chosen point's path so far: faint, older segments fainter, its point now ringed, so a few
+  // noisy (DDPM) paths read as paths and not as one dark tangle.
   const v = s.view;
   const n = s.numPoints;
   const f = s.frames;
+  const ids = trailIds(Math.min(s.trails, n), n);
   ctx.strokeStyle = s.payload.colors.trail;
-  ctx.lineWidth = 1.2 * s.size.dpr;
+  ctx.lineWidth = 1.0 * s.size.dpr;
   ctx.lineJoin = "round";
-  ctx.beginPath();
-  for (const id of trailIds(Math.min(s.trails, n), n)) {
-    let pen = false;
-    for (let k = 0; k <= upto; k++) {
-      const j = (k * n + id) * 2;
-      const x = f[j];
-      const y = f[j + 1];
-      if (!Number.isFinite(x) || !Number.isFinite(y)) {
-        pen = false;
-        continue;
-      }
-      const X = x * v.ax + v.bx;
-      const Y = y * v.ay + v.by;
-      if (pen) ctx.lineTo(X, Y);
-      else ctx.moveTo(X, Y);
-      pen = true;
+  const at = (k, id) => {
+    const j = (k * n + id) * 2;
+    const x = f[j];
+    const y = f[j + 1];
+    return Number.isFinite(x) && Number.isFinite(y) ? [x * v.ax + v.bx, y * v.ay + v.by] : null;
+  };
+  for (let k = 1; k <= upto; k++) {
+    ctx.globalAlpha = 0.12 + 0.5 * (k / Math.max(upto, 1));
+    ctx.beginPath();
+    for (const id of ids) {
+      const a = at(k - 1, id);
+      const b = at(k, id);
+      if (a === null || b === null) continue;
+      ctx.moveTo(a[0], a[1]);
+      ctx.lineTo(b[0], b[1]);
     }
+    ctx.stroke();
+  }
+  ctx.globalAlpha = 0.9;
+  ctx.beginPath();
+  for (const id of ids) {
+    const p = at(upto, id);
+    if (p === null) continue;
+    ctx.moveTo(p[0] + 3.5 * s.size.dpr, p[1]);
+    ctx.arc(p[0], p[1], 3.5 * s.size.dpr, 0, 2 * Math.PI);
   }
   ctx.stroke();
+  ctx.globalAlpha = 1;
 }
 
 // --- entry point ---------------------------------------------------------------------------------

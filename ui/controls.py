@@ -49,7 +49,7 @@ class Display:
                           help="The loss on a log axis.")
     smoothing: float = setting(0.9, key="smoothing", label="Loss smoothing", effect="redraw", low=0.0, high=0.99,
                                widget="slider", step=0.01, help="Exponential smoothing of the loss curve.")
-    trails: int = setting(8, key="trails", label="Trails (points whose path is drawn)", effect="redraw", low=0,
+    trails: int = setting(4, key="trails", label="Trails (points whose path is drawn)", effect="redraw", low=0,
                           high=32, widget="slider", help="How many points of the reverse animation draw their path.")
     show_x0: bool = setting(False, key="show_x0", label="Show predicted x₀", effect="redraw", widget="toggle",
                             help="The model's guess of the final point at each frame.")
