@@ -347,6 +347,7 @@ def test_an_uploaded_model_stays_private_to_its_session():
         at = pages.open_page(FAST, owner=owner_id)
         at.file_uploader(key="model_file").upload("m.safetensors", files[seed], "x").run()
         assert "loaded from a model file" in status(at)
+        poll_until(at, lambda at: not computing(at))  # sampled by a worker (longer than a page's wait under load)
         shown[owner_id] = final_samples(at)
     assert not np.array_equal(shown["alice"], shown["bob"])
 
