@@ -211,10 +211,7 @@ class Training:
     job: RunState | None
     finished: FinishedRun | None
     floors: TaskState
-
-    @property
-    def running(self) -> bool:
-        return self.job is not None and self.job.active
+    running: bool  # whether it trained when the page looked: its views redraw the page when that changes
 
     def poll_every(self) -> float | None:
         """How often its live views look again: while it trains, more rarely the more run at once."""
@@ -254,7 +251,7 @@ def training(config: ExperimentConfig, display: Display) -> Training:
     floors = registry().compute(None, tasks.Floors(config.data, config.schedule, config.train.coupling))
     if not floors.ready:  # a worker computes them: exact ones in ms, a mixture's in about 1.5 s
         registry().wait_for(floors, FIRST_POINTS_WAIT)
-    return Training(key, choice.job, choice.finished, floors)
+    return Training(key, choice.job, choice.finished, floors, running=choice.job is not None and choice.job.active)
 
 
 def _loaded_run(loaded: LoadedModel | None) -> FinishedRun | None:
