@@ -231,11 +231,14 @@ class DashboardPage:
         return mark
 
     def act_in_view(self, action: Callable[[], object], timeout_ms: float = 30_000) -> None:
-        """Do ``action`` on a view's own control (drawn in the view's fragment) and wait for the
-        fragment run it causes, not a page run."""
-        since = self.runs.fragments_finished
+        """Do ``action`` on a control drawn in a view's fragment (a view's display setting, the
+        training buttons, the animation's reported choices) and wait for the run it causes: the
+        fragment's, or the page's when the fragment hands over to a page run (``st.rerun()``, as
+        the training view does when a run starts or pauses)."""
+        since = self.runs.fragments_finished + self.runs.finished
         action()
-        self._poll(lambda: self.runs.fragments_finished > since, timeout_ms, "the view's fragment run to finish")
+        self._poll(lambda: self.runs.fragments_finished + self.runs.finished > since, timeout_ms,
+                   "the run the view's control caused to finish")
         self.settle(None, timeout_ms)
 
     def open(self, url: str | None = None, timeout_ms: float = 90_000) -> None:

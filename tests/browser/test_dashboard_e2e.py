@@ -291,9 +291,9 @@ def test_resume_on_a_page_drawn_while_paused_streams_the_run_again(dashboard: Da
 
     app.act_in_view(lambda: app.page.get_by_role("button", name="▶ Resume").click())
     try:
-        expect(progress).to_contain_text("Training")
         app.wait_until(lambda: progress_step(progress.inner_text()) > paused, "the progress to move on after Resume",
                        15_000)
+        expect(progress).to_contain_text("Training")
         expect(app.loss_chart).not_to_have_attribute("aria-label", re.compile(rf"^loss: {paused} steps of "))
     finally:  # don't leave the run holding a worker for the next tests
         app.act_in_view(lambda: app.page.get_by_role("button", name="❚❚ Pause").click())
