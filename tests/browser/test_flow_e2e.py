@@ -33,6 +33,8 @@ def test_train_improved_and_flow_pin_one_and_compare_them(dashboard: DashboardPa
     _compute_budget(app)
     ddpm_families = {name for name, _ in app.traces(app.chart("budget_chart"))}
     assert {"DDPM", "DDIM η=0", "DDIM η=1"} <= ddpm_families
+    # still the improved run's settings (the history's last run, the one pinned, is the run on screen)
+    assert app.query() == {"preset": "improved", "pace": "false", "view": "compare"}, app.page.url
     app.act(lambda: app.page.get_by_role("button", name="📌 Pin as baseline").click())
     expect(app.page.get_by_text("📌 Baseline pinned")).to_be_visible()
 
