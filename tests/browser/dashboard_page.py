@@ -5,8 +5,14 @@ so DOM checks alone return too early (see ../shared/browser-testing.md). ``Scrip
 to the app's websocket instead: it decodes every ``ForwardMsg`` and counts the full script runs
 that finished, tracks whether a script (or the training panel's fragment) is running, and keeps
 every progress-bar text and loss-chart size the server sent, in order, tagged with the run that
-drew them. ``DashboardPage.act(...)`` does something and returns once a new full run has finished
+drew them, the last option of each keyed ECharts chart and the last payload of the reverse
+animation. ``DashboardPage.act(...)`` does something and returns once a new full run has finished
 and the DOM has caught up.
+
+What is drawn is read through the page's own hooks: a live chart's ``aria-label`` (ECharts writes
+the option's description there in the ``setOption`` that paints it), and the canvas animation's
+``data-*`` attributes and ``paintLog`` (ui/animation.js). The numbers behind them (a chart's
+series, the animation's frames) come from the websocket, once the DOM shows that very message.
 
 Also collected on every page: console errors, uncaught page errors and requests to any host but
 127.0.0.1; ``DashboardPage.check_clean()`` asserts there were none and no ``stException``.
@@ -14,7 +20,6 @@ Also collected on every page: console errors, uncaught page errors and requests 
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import time
@@ -26,7 +31,8 @@ from urllib.parse import parse_qs, urlsplit
 from playwright.sync_api import Locator, Page, WebSocket, expect
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
-from ui.panels import DEFERRED_NOTE
+from charts.animation import decode_points
+from ui.controls import VIEW_LABELS
 
 ALLOWED_HOSTS = {"127.0.0.1"}
 
@@ -42,34 +48,6 @@ _IDLE_JS = """() => {
     && ![...document.querySelectorAll('[data-stale="true"]')].some(e => e.getClientRects().length > 0);
 }"""
 
-# Plotly's own Pause button (and any animate call while one plays) interrupts the playing
-# animation, and plotly.js then rejects the interrupted Plotly.animate promise with no reason, which
-# nobody catches: Chromium reports "Uncaught (in promise) undefined". Only that rejection, within
-# 10 s of a 'plotly_animationinterrupted' event on a chart the test watches, is excused; any other
-# stays a page error.
-_PAGE_HOOKS_JS = """
-window.__e2e = {lastInterrupt: -1e9, excused: 0};
-window.addEventListener('unhandledrejection', (event) => {
-  if (event.reason === undefined && performance.now() - window.__e2e.lastInterrupt < 10000) {
-    event.preventDefault();
-    window.__e2e.excused += 1;
-  }
-});
-"""
-
-# Plotly 7 keeps typed arrays as {dtype, bdata}: decode them to plain numbers.
-_DECODE_JS = """(value) => {
-  if (value == null) return [];
-  if (Array.isArray(value) || ArrayBuffer.isView(value)) return Array.from(value);
-  const types = {f4: Float32Array, f8: Float64Array, i1: Int8Array, u1: Uint8Array, i2: Int16Array,
-                 u2: Uint16Array, i4: Int32Array, u4: Uint32Array};
-  const raw = atob(value.bdata);
-  const bytes = new Uint8Array(raw.length);
-  for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
-  return Array.from(new types[value.dtype](bytes.buffer));
-}"""
-
-
 @dataclass(frozen=True)
 class Mark:
     """A point in a page's websocket history (see ``ScriptRuns.mark``)."""
@@ -80,12 +58,16 @@ class Mark:
 
 @dataclass
 class Record:
-    """Something a script run drew: a progress-bar text or the number of points of the loss chart."""
+    """Something a script run drew: a progress-bar text, or the number of points and the
+    description of the loss chart."""
 
     run: int  # the full run it belongs to: 1 for the first, counting fragment runs with their page run
     fragment: bool  # drawn by a fragment run (the training panel polling)
-    kind: str  # "progress" or "loss_points"
+    kind: str  # "progress", "loss_points" or "loss_label"
     value: str | int
+
+
+ANIMATION_COMPONENT = "ddpm_lab_animation"  # ui/animation.py's components v2 name
 
 
 @dataclass
@@ -99,6 +81,11 @@ class ScriptRuns:
     running: bool = False  # a script or fragment run is in progress
     in_fragment: bool = False
     records: list[Record] = field(default_factory=list)
+    echarts: dict[str, dict] = field(default_factory=dict)  # the last option sent for each chart key
+    animation: dict | None = None  # the last payload sent to the reverse animation
+    # Streamlit sends a large message once, then only its hash while it is unchanged ("ref_hash"):
+    # keep the elements we read by hash, so a repeated one counts as drawn again
+    _cached: dict[str, ForwardMsg] = field(default_factory=dict)
 
     def on_websocket(self, socket: WebSocket) -> None:
         if urlsplit(socket.url).path.endswith("/_stcore/stream"):
@@ -130,27 +117,45 @@ class ScriptRuns:
                 self.last_finished = self.started
             elif message.script_finished == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY:
                 self.fragments_finished += 1
+        elif kind == "ref_hash" and message.ref_hash in self._cached:
+            self._on_element(self._cached[message.ref_hash].delta.new_element)
         elif kind == "delta" and message.delta.WhichOneof("type") == "new_element":
-            element = message.delta.new_element
-            if element.WhichOneof("type") == "progress" and element.progress.text.startswith("**"):
+            if self._on_element(message.delta.new_element) and message.hash:
+                self._cached[message.hash] = message
+
+    def _on_element(self, element) -> bool:
+        """Read an element the page was sent; True if it is one we read (worth caching)."""
+        match element.WhichOneof("type"):
+            case "progress" if element.progress.text.startswith("**"):
                 self._record("progress", element.progress.text)  # the training's bar ('**Label** · ...'), not a view's
-            elif element.WhichOneof("type") == "plotly_chart" and element.plotly_chart.id.endswith("loss_chart"):
-                self._record("loss_points", _points_in(json.loads(element.plotly_chart.spec)["data"][0].get("x")))
+            case "echarts_chart":
+                key = element.echarts_chart.id.rsplit("-", 1)[-1]
+                spec = self.echarts[key] = json.loads(element.echarts_chart.spec)
+                if key == "loss_chart":
+                    self._record("loss_points", len(spec["series"][0]["data"]))
+                    self._record("loss_label", chart_description(spec))
+            case "bidi_component" if element.bidi_component.component_name.endswith(ANIMATION_COMPONENT):
+                self.animation = json.loads(element.bidi_component.json)
+            case _:
+                return False
+        return True
 
     def _record(self, kind: str, value: str | int) -> None:
         self.records.append(Record(self.started, self.in_fragment, kind, value))
 
 
-_ITEM_BYTES = {"f4": 4, "f8": 8, "i1": 1, "u1": 1, "i2": 2, "u2": 2, "i4": 4, "u4": 4}
+def chart_description(spec: dict) -> str:
+    """What an ECharts option says it draws: ECharts writes it as the chart's aria-label."""
+    return spec["aria"]["label"]["description"]
 
 
-def _points_in(values) -> int:
-    """Length of a Plotly data array as sent: a list, or {dtype, bdata} (base64)."""
-    if values is None:
-        return 0
-    if isinstance(values, dict):
-        return len(base64.b64decode(values["bdata"])) // _ITEM_BYTES[values["dtype"]]
-    return len(values)
+def series(spec: dict, name: str | None = None, index: int | None = None) -> list[list[float]]:
+    """The [x, y] pairs (or values) of one series of an ECharts option, by name or position."""
+    if index is not None:
+        return spec["series"][index]["data"]
+    found = [s["data"] for s in spec["series"] if s.get("name") == name]
+    assert found, f"no series {name!r} in {[s.get('name') for s in spec['series']]}"
+    return found[0]
 
 
 def progress_step(text: str) -> int:
@@ -174,7 +179,6 @@ class DashboardPage:
         page.on("request", lambda request: self._check_url(request.url))
         page.on("console", self._on_console)
         page.on("pageerror", lambda error: self.console_errors.append(f"page error: {error}"))
-        page.add_init_script(_PAGE_HOOKS_JS)
 
     # --- what the page must never do -------------------------------------------------------------
     def _check_url(self, url: str) -> None:
@@ -227,11 +231,14 @@ class DashboardPage:
         return mark
 
     def act_in_view(self, action: Callable[[], object], timeout_ms: float = 30_000) -> None:
-        """Do ``action`` on a view's own control (drawn in the view's fragment) and wait for the
-        fragment run it causes, not a page run."""
-        since = self.runs.fragments_finished
+        """Do ``action`` on a control drawn in a view's fragment (a view's display setting, the
+        training buttons, the animation's reported choices) and wait for the run it causes: the
+        fragment's, or the page's when the fragment hands over to a page run (``st.rerun()``, as
+        the training view does when a run starts or pauses)."""
+        since = self.runs.fragments_finished + self.runs.finished
         action()
-        self._poll(lambda: self.runs.fragments_finished > since, timeout_ms, "the view's fragment run to finish")
+        self._poll(lambda: self.runs.fragments_finished + self.runs.finished > since, timeout_ms,
+                   "the run the view's control caused to finish")
         self.settle(None, timeout_ms)
 
     def open(self, url: str | None = None, timeout_ms: float = 90_000) -> None:
@@ -243,10 +250,6 @@ class DashboardPage:
             url = self.base_url + "/" + url
         self.page.goto(url)
         self.settle(0, timeout_ms)
-        # a fresh page's first run leaves the animations out and asks for them once the loss is drawn: wait
-        # for that run too, so it can't be taken for the answer to the test's next action
-        expect(self.page.get_by_text(DEFERRED_NOTE)).to_have_count(0, timeout=timeout_ms)
-        self.settle(None, timeout_ms)
 
     def wait_until(self, condition: Callable[[], bool], what: str, timeout_ms: float = 60_000) -> None:
         self._poll(condition, timeout_ms, what)
@@ -272,18 +275,113 @@ class DashboardPage:
         return self.page.locator(".st-key-training_progress").get_by_test_id("stProgress").filter(visible=True)
 
     def wait_for_finished(self, timeout_ms: float = 120_000) -> None:
-        """Wait until training is finished, every view has its worker's result and the run that
+        """Wait until training is finished, the run is sampled (the reverse animation is mounted
+        with its frames), every view of the open tab has its worker's result, and the run that
         shows them has ended."""
         expect(self.progress).to_contain_text("Finished", timeout=timeout_ms)
         self.settle()
         self._poll(lambda: self.page.locator('[data-testid="stProgress"]:visible').count() == 1, timeout_ms,
                    "every view's result")
         self.settle()
-        expect(self.page.get_by_role("heading", name="Downloads")).to_be_visible()
+        expect(self.page.get_by_role("heading", name="Reverse process: from noise to data")).to_be_visible()
+        expect(self.animation).to_have_attribute("data-frames", re.compile(r"^[1-9]"))
 
     def last_loss_caption(self) -> float:
         caption = self.page.get_by_text(re.compile(r"^last loss \d")).filter(visible=True).inner_text()
         return float(caption.split()[-1])
+
+    # --- the tabs ------------------------------------------------------------------------------------
+    def tab(self, view: str) -> Locator:
+        """The tab of ``view`` ('quality', 'samples', 'noise', 'field', 'compare')."""
+        return self.page.get_by_role("tab", name=VIEW_LABELS[view], exact=True)
+
+    def open_tab(self, view: str) -> Mark:
+        """Click the tab of ``view``, as a user does, and wait for the page run it causes (tabs
+        are lazy: only the open one is built)."""
+        mark = self.act(lambda: self.tab(view).click())
+        expect(self.tab(view)).to_have_attribute("aria-selected", "true")
+        return mark
+
+    # --- the live charts (keyed ECharts) --------------------------------------------------------------
+    def echart(self, key: str) -> Locator:
+        """The div ECharts was started on for the chart drawn with ``key=``: it carries the
+        instance's id and the option's description as its aria-label, and stays the same node
+        across updates."""
+        return self.page.locator(f".st-key-{key} [_echarts_instance_]").filter(visible=True)
+
+    @property
+    def loss_chart(self) -> Locator:
+        return self.echart("loss_chart")
+
+    def chart_label(self, key: str) -> str:
+        return self.echart(key).get_attribute("aria-label") or ""
+
+    def chart_spec(self, key: str, timeout_ms: float = 30_000) -> dict:
+        """The option the chart ``key`` shows now: the last one the server sent, once ECharts has
+        painted it (the DOM's aria-label is its description)."""
+        def shown() -> bool:
+            spec = self.runs.echarts.get(key)
+            return spec is not None and self.echart(key).count() == 1 and \
+                self.chart_label(key) == chart_description(spec)
+        self._poll(shown, timeout_ms, f"the chart {key} to show the last option sent")
+        return self.runs.echarts[key]
+
+    def loss_values(self) -> tuple[list[float], list[float]]:
+        """(steps, losses) of the loss chart's raw series, as drawn."""
+        data = series(self.chart_spec("loss_chart"), index=0)
+        return [x for x, _ in data], [y for _, y in data]
+
+    def series_lengths(self, key: str) -> dict[str, int]:
+        """Points of each series of the chart ``key``, by name (absent series have 0)."""
+        return {s["name"]: len(s["data"]) for s in self.chart_spec(key)["series"]}
+
+    # --- the reverse animation (a components v2 canvas) ----------------------------------------------
+    @property
+    def animation(self) -> Locator:
+        """The animation's root, inside the component's open shadow root (CSS locators pierce it)."""
+        return self.page.locator(".ddpm-anim")
+
+    def anim_attr(self, name: str) -> str:
+        return self.animation.get_attribute(f"data-{name}")
+
+    def animation_payload(self, timeout_ms: float = 30_000) -> dict:
+        """The payload the animation shows now: the last one sent, once the canvas has taken it
+        (its data-digest is the payload's)."""
+        def shown() -> bool:
+            payload = self.runs.animation
+            return payload is not None and self.animation.count() == 1 and \
+                self.anim_attr("digest") == payload["digest"]
+        self._poll(shown, timeout_ms, "the animation to show the last payload sent")
+        return self.runs.animation
+
+    def frame_names(self) -> list[str]:
+        return self.animation_payload()["labels"]
+
+    def frame_points(self, frame: int = -1) -> tuple[list[float], list[float]]:
+        """x and y of the moving points in one frame (by index, negative from the end), in the
+        units drawn."""
+        points = decode_points(self.animation_payload()["frames"])[frame]
+        return points[:, 0].tolist(), points[:, 1].tolist()
+
+    def animation_data(self) -> tuple[list[float], list[float]]:
+        """x and y of the faint data points behind the animation."""
+        points = decode_points(self.animation_payload()["data"])
+        return points[:, 0].tolist(), points[:, 1].tolist()
+
+    def canvas_pixels(self) -> str:
+        """The animation's canvas as drawn, once the frame asked for is on it."""
+        self.page.wait_for_timeout(100)  # a redraw waits for the next animation frame
+        return self.animation.locator("canvas").evaluate("c => c.toDataURL()")
+
+    def play_to_end(self, timeout_ms: float = 60_000) -> list[list[float]]:
+        """Press the animation's Play from the first frame, wait for the last, and return its paint
+        log: [frame, ms] of each frame painted."""
+        self.animation.locator(".scrub").fill("0")
+        expect(self.animation).to_have_attribute("data-frame", "0")
+        self.animation.get_by_role("button", name="Play", exact=True).click()
+        expect(self.animation).to_have_attribute("data-playing", "false", timeout=timeout_ms)
+        expect(self.animation).to_have_attribute("data-frame", str(int(self.anim_attr("frames")) - 1))
+        return self.animation.evaluate("r => r.paintLog")
 
     # --- Plotly charts -----------------------------------------------------------------------------
     def chart(self, key: str) -> Locator:
@@ -291,14 +389,6 @@ class DashboardPage:
         While a fragment reruns, Streamlit keeps the previous copies of its elements in the DOM,
         hidden (display: none): only the visible one counts."""
         return self.page.locator(f".st-key-{key} .js-plotly-plot").filter(visible=True)
-
-    @property
-    def loss_chart(self) -> Locator:
-        return self.chart("loss_chart")
-
-    @property
-    def reverse_chart(self) -> Locator:
-        return self.chart("reverse_chart")
 
     def plotted(self, chart: Locator, function_js: str, arg=None, timeout_ms: float = 30_000):
         """``function_js(plotlyDiv, arg)`` evaluated on ``chart`` once Plotly has drawn it (a
@@ -321,29 +411,6 @@ class DashboardPage:
     def trace_xy(self, chart: Locator, index: int) -> tuple[list[float], list[float]]:
         return tuple(self.plotted(chart, "(d, i) => [Array.from(d._fullData[i].x), Array.from(d._fullData[i].y)]", index))
 
-    def frame_names(self, chart: Locator) -> list[str]:
-        return self.plotted(chart, "d => d._transitionData._frames.map(f => f.name)")
-
-    def frame_points(self, chart: Locator, frame: int = -1, trace: int = 0) -> tuple[list[float], list[float]]:
-        """x and y of one trace of one animation frame (by index, negative from the end)."""
-        return tuple(self.plotted(
-            chart,
-            f"""(d, [k, i]) => {{
-                const decode = {_DECODE_JS};
-                const frames = d._transitionData._frames;
-                const data = frames[k < 0 ? frames.length + k : k].data[i];
-                return [decode(data.x), decode(data.y)];
-            }}""",
-            [frame, trace],
-        ))
-
-    @staticmethod
-    def watch_animation_interrupts(chart: Locator) -> None:
-        """Excuse plotly.js's uncaught rejection when this chart's animation is interrupted."""
-        chart.evaluate("d => d.on('plotly_animationinterrupted', () => { window.__e2e.lastInterrupt = performance.now(); })")
-
-    def slider_active(self, chart: Locator) -> int:
-        return self.plotted(chart, "d => d._fullLayout.sliders[0].active")
 
     # --- sidebar widgets ---------------------------------------------------------------------------
     @property

@@ -5,6 +5,10 @@ One server for the whole session. The first tests share one tab on the reference
 fresh tab (``dashboard``), which is a new Streamlit session. Finished runs are shared by all
 sessions, so once the reference run has trained, every later tab shows it at once.
 
+The live charts are read through their DOM hook, the aria-label ECharts writes from the option's
+description when it paints (with the option itself from the websocket), and the reverse animation
+through its canvas element's data-* attributes and paint log (see dashboard_page.py).
+
 Throughout, every test also fails on a shown exception, a console error or a request to anything
 but 127.0.0.1 (see conftest.py). Screenshots go to artifacts/ (artifacts/dashboard.png for the
 README, artifacts/browser/<test>.png for each test).
@@ -20,8 +24,11 @@ import statistics
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
+
+from charts.live import MAX_POINTS
+from diffusion.config import PRESETS
+from ui.panels import file_stem
 
 from .conftest import ARTIFACTS, BROWSER_ARTIFACTS
 from .dashboard_page import DashboardPage, Mark, progress_step
@@ -30,22 +37,22 @@ pytestmark = pytest.mark.browser
 
 REFERENCE_STEPS = 1000  # the reference run: 1000 epochs of one fresh batch of 128
 REFERENCE_FRAMES = 60
-REFERENCE_SAMPLES = 1000
-ANIMATED = 500  # "Points animated": the reverse animation moves 500 of the samples, evenly chosen
-ANIMATED_IDS = [round(i * (REFERENCE_SAMPLES - 1) / (ANIMATED - 1)) for i in range(ANIMATED)]
+REFERENCE_SAMPLES = 1000  # "Points animated" is 1000 by default: every sample moves
 DATA_MEAN, DATA_STD = 2.0, 0.5  # the reference data: N((2, 2), 0.5^2 I)
-TRAINING_TIMEOUT_MS = 150_000  # one reference run takes ~2 s on an idle machine, ~15 s on a busy one
+TRAINING_TIMEOUT_MS = 150_000  # one reference run takes ~5 s (paced) on an idle machine, ~15 s on a busy one
 POINTS_UPLOADER = "Your points (CSV with columns x,y)"
+REVERSE_CAPTION = re.compile(r"frames kept, sampled in")
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.pstdev(values)
 
 
-def drawn_points(steps: int, most: int = 2000) -> int:
-    """Points of the raw loss trace for ``steps`` steps: all, or 1 in k = ceil(steps / most)."""
-    stride = -(-steps // most)
-    return steps // stride
+def _loss_steps(label: str) -> int:
+    """The steps a loss chart's description names: 'loss: 2500 steps of 20000, ...' -> 2500."""
+    match = re.match(r"loss: (\d+) steps of", label)
+    assert match, label
+    return int(match.group(1))
 
 
 def _assert_fresh_run(app: DashboardPage, mark: Mark, total: int = REFERENCE_STEPS) -> None:
@@ -76,86 +83,84 @@ def test_default_run_trains_and_shows_its_results(reference_tab: DashboardPage):
     points = app.runs.after(start, "loss_points")
     assert points == sorted(points) and len(set(points)) >= 2 and points[-1] == REFERENCE_STEPS, points
 
-    traces = dict(app.traces(app.loss_chart))
-    assert traces["loss"] == REFERENCE_STEPS, traces
-    losses = app.trace_y(app.loss_chart)
-    assert len(losses) == REFERENCE_STEPS
+    # the loss chart as painted: its description, and every step's loss
+    expect(app.loss_chart).to_have_attribute(
+        "aria-label", re.compile(rf"^loss: {REFERENCE_STEPS} steps of {REFERENCE_STEPS}, linear axis, floor 0\.\d+"))
+    loss_steps, losses = app.loss_values()
+    assert loss_steps == list(range(1, REFERENCE_STEPS + 1))
     assert 0 < losses[-1] < 1.5
     assert abs(losses[-1] - app.last_loss_caption()) < 1e-3, (losses[-1], app.last_loss_caption())
 
     # the reverse animation: the configured frames, from t = T down to t = 0, ending near the data
-    chart = app.reverse_chart
-    names = app.frame_names(chart)
+    expect(app.animation).to_have_attribute("data-frames", str(REFERENCE_FRAMES))
+    names = app.frame_names()
     assert len(names) == REFERENCE_FRAMES
     assert (names[0], names[-1]) == ("t = 1000", "t = 0")
-    assert [name for name, _ in app.traces(chart)][:2] == ["data", "x_t"]
-    xs, ys = app.frame_points(chart, -1)
-    assert len(xs) == len(ys) == ANIMATED
-    expect(app.page.get_by_text(re.compile(r"frames kept, sampled in"))).to_contain_text(
+    expect(app.animation.locator(".frame-label")).to_have_text(names[0])  # it opens on x_T
+    legend = app.animation.locator(".legend .item").filter(visible=True)
+    expect(legend).to_have_text(["xt", "data", "predicted x₀"])  # no baseline pinned: none in the legend
+    xs, ys = app.frame_points(-1)
+    assert len(xs) == len(ys) == REFERENCE_SAMPLES
+    expect(app.page.get_by_text(REVERSE_CAPTION)).to_contain_text(
         f"{REFERENCE_SAMPLES:,} points, {REFERENCE_STEPS:,} DDPM steps")
+    expect(app.page.get_by_text(REVERSE_CAPTION)).to_contain_text(f"all {REFERENCE_SAMPLES:,} move")
     for axis, values in (("x", xs), ("y", ys)):
         mean, std = _stats(values)
         assert abs(mean - DATA_MEAN) < 0.25, f"last frame: {axis} mean {mean:.3f}, data {DATA_MEAN}"
         assert abs(std - DATA_STD) < 0.2, f"last frame: {axis} std {std:.3f}, data {DATA_STD}"
-    noise_x, _ = app.frame_points(chart, 0)  # x_T ~ N(0, I)
+    noise_x, _ = app.frame_points(0)  # x_T ~ N(0, I)
     assert abs(_stats(noise_x)[0]) < 0.2 and abs(_stats(noise_x)[1] - 1) < 0.2
 
     shot = app.screenshot(ARTIFACTS / "dashboard.png", whole_page=True)  # for the README
     assert shot.stat().st_size > 50_000
 
 
-def test_play_the_reverse_animation_and_drag_its_slider(reference_tab: DashboardPage):
+def test_play_the_reverse_animation_paints_every_frame_and_its_slider_scrubs(reference_tab: DashboardPage):
+    """Play, Pause and the frame slider work in the browser, with no script run; played from the
+    start, the canvas paints each frame once, in order (counted, not timed)."""
     app = reference_tab
     app.wait_for_finished(TRAINING_TIMEOUT_MS)
-    chart = app.reverse_chart
-    # the controls sit at the chart's bottom edge: bring them to the middle of the viewport
-    chart.locator(".slider-container").evaluate("e => e.scrollIntoView({block: 'center'})")
-    app.watch_animation_interrupts(chart)
-    start = app.slider_active(chart)
-    start_x, _ = app.trace_xy(chart, 1)
+    anim = app.animation
+    anim.evaluate("r => r.scrollIntoView({block: 'center'})")
+    names = app.frame_names()
+    runs, fragments = app.runs.started, app.runs.fragments_finished
+    painted = int(app.anim_attr("painted"))
+    anim.locator(".scrub").fill("0")
+    first = app.canvas_pixels()
 
-    buttons = chart.locator(".updatemenu-button")
-    expect(buttons.first).to_contain_text("Play")
-    buttons.first.click()
-    handle = chart.element_handle()
-    app.page.wait_for_function("([d, a]) => d._fullLayout.sliders[0].active >= a + 3", arg=[handle, start],
-                               timeout=20_000)
-    buttons.nth(1).click()  # ❚❚ Pause
+    log = app.play_to_end()
+    assert [int(frame) for frame, _ in log] == list(range(REFERENCE_FRAMES)), "each frame painted once, in order"
+    assert int(app.anim_attr("painted")) - painted == REFERENCE_FRAMES - 1  # one rAF paint per frame after the first
+    expect(anim.locator(".frame-label")).to_have_text(names[-1])
+    assert app.canvas_pixels() != first, "the canvas still shows the first frame"
+
+    # Pause stops it where it is
+    anim.get_by_role("button", name="Play", exact=True).click()
+    app.wait_until(lambda: int(app.anim_attr("frame")) >= 5, "five frames to play")
+    anim.get_by_role("button", name="Pause", exact=True).click()
+    stopped = app.anim_attr("frame")
     app.page.wait_for_timeout(300)
-    paused = app.slider_active(chart)
-    assert paused > start
-    app.page.wait_for_timeout(600)
-    assert app.slider_active(chart) == paused, "the animation went on after Pause"
-    shown_x, _ = app.trace_xy(chart, 1)
-    assert shown_x != start_x, "the points did not move while playing"
+    assert app.anim_attr("playing") == "false" and app.anim_attr("frame") == stopped, "it went on after Pause"
 
-    # drag the time slider's grip to the middle of its rail (a busy page can shift the layout
-    # under the mouse, so a drag that didn't land is tried again from fresh coordinates)
+    # drag the frame slider's thumb from the start to the middle of its rail
+    scrub = anim.locator(".scrub")
+    scrub.fill("0")
+    expect(anim).to_have_attribute("data-frame", "0")
+    box = scrub.bounding_box()
+    y = box["y"] + box["height"] / 2
+    app.page.mouse.move(box["x"] + 4, y)
+    app.page.mouse.down()
+    app.page.mouse.move(box["x"] + box["width"] / 2, y, steps=8)
+    app.page.mouse.up()
     middle = (REFERENCE_FRAMES - 1) / 2
-    for attempt in range(3):
-        chart.locator(".slider-container").evaluate("e => e.scrollIntoView({block: 'center'})")
-        app.page.wait_for_timeout(200)
-        grip = chart.locator(".slider-grip-rect").bounding_box()
-        rail = chart.locator(".slider-rail-rect").bounding_box()
-        y = grip["y"] + grip["height"] / 2
-        app.page.mouse.move(grip["x"] + grip["width"] / 2, y)
-        app.page.mouse.down()
-        app.page.mouse.move(rail["x"] + rail["width"] / 2, y, steps=8)
-        app.page.mouse.up()
-        try:
-            app.page.wait_for_function(
-                "([d, lo, hi]) => { const a = d._fullLayout.sliders[0].active; return a >= lo && a <= hi; }",
-                arg=[handle, middle - 4, middle + 4], timeout=5_000)
-            break
-        except PlaywrightTimeoutError:
-            if attempt == 2:
-                raise
-    active = app.slider_active(chart)
-    current_value = chart.locator(".slider-group > text.slider-label")  # the label over the rail
-    expect(current_value).to_have_text(app.frame_names(chart)[active])
-    shown_x, shown_y = app.trace_xy(chart, 1)
-    frame_x, frame_y = app.frame_points(chart, active)
-    assert shown_x == pytest.approx(frame_x, abs=1e-5) and shown_y == pytest.approx(frame_y, abs=1e-5)
+    app.wait_until(lambda: abs(int(app.anim_attr("frame")) - middle) <= 3, "the dragged slider to reach the middle",
+                   10_000)
+    frame = int(app.anim_attr("frame"))
+    expect(anim.locator(".frame-label")).to_have_text(names[frame])
+    assert app.canvas_pixels() != first
+    app.page.wait_for_timeout(600)  # longer than the component's report delay: nothing to report
+    assert (app.runs.started, app.runs.fragments_finished) == (runs, fragments), \
+        "play, pause or the frame slider ran the script"
 
 
 def _download(app: DashboardPage, button: str, tmp_path) -> Path:
@@ -172,18 +177,23 @@ def _download(app: DashboardPage, button: str, tmp_path) -> Path:
 def test_download_the_samples_and_the_model(reference_tab: DashboardPage, tmp_path):
     app = reference_tab
     app.wait_for_finished(TRAINING_TIMEOUT_MS)
-    shown_x, _ = app.frame_points(app.reverse_chart, -1)
+    shown_x, _ = app.frame_points(-1)
+    app.open_tab("samples")
+    app.wait_for_finished(TRAINING_TIMEOUT_MS)
+    expect(app.page.get_by_role("heading", name="Downloads")).to_be_visible()
+    stem = file_stem(PRESETS["reference"]())  # the run's data, objective and T, and a digest of its settings
+    assert re.fullmatch(r"ddpm-lab_gaussian_ddpm-T1000_[0-9a-f]{8}", stem), stem
 
     path = _download(app, "Samples (CSV)", tmp_path)
-    assert path.name == "samples.csv"
+    assert path.name == f"{stem}_samples.csv"
     rows = list(csv.reader(io.StringIO(path.read_text())))
     assert rows[0] == ["x", "y"]
     assert len(rows) - 1 == REFERENCE_SAMPLES
     xs = [float(x) for x, _ in rows[1:]]
-    assert [xs[i] for i in ANIMATED_IDS] == pytest.approx(shown_x, abs=1e-5)  # the samples the animation ends on
+    assert xs == pytest.approx(shown_x, abs=1e-5)  # the samples the animation ends on
 
     path = _download(app, "Model (safetensors + config)", tmp_path)
-    assert path.suffix == ".safetensors"
+    assert path.name == f"{stem}.safetensors"
     data = path.read_bytes()
     header_len = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + header_len])
@@ -198,7 +208,7 @@ def test_changing_hyperparameters_retrains_and_going_back_is_instant(dashboard: 
     dashboard.open()
     dashboard.wait_for_finished(TRAINING_TIMEOUT_MS)
     reference_progress = dashboard.progress.inner_text()
-    reference_losses = dashboard.trace_y(dashboard.loss_chart)
+    _, reference_losses = dashboard.loss_values()
     sidebar, progress = dashboard.sidebar, dashboard.progress
     lr = sidebar.get_by_role("slider", name="Learning rate")
 
@@ -222,26 +232,32 @@ def test_changing_hyperparameters_retrains_and_going_back_is_instant(dashboard: 
     dashboard.expect_query({"lr": "0.002", "T": "500", "epochs": "20000", "batch": "1024"})
     _assert_fresh_run(dashboard, mark, total=20_000)
     expect(progress).to_contain_text("/ 20,000")
-    # the loss chart is redrawn while the run trains (its length, once past 2,000 steps, is thinned
-    # to at most 2,000 points, so it need not grow; the steps it stands for do)
-    dashboard.wait_until(lambda: len(set(dashboard.runs.after(mark, "loss_points"))) >= 3,
+    # the loss chart is redrawn while the run trains (past 2,000 steps it is thinned to at most 2,000
+    # points, so its length need not grow; the steps its description names do)
+    dashboard.wait_until(lambda: len(set(dashboard.runs.after(mark, "loss_label"))) >= 3,
                          "the loss chart to be redrawn while training", 60_000)
+    # on past MAX_POINTS steps, so that the chart has to thin the curve
+    dashboard.wait_until(lambda: _loss_steps(dashboard.runs.after(mark, "loss_label")[-1]) > MAX_POINTS,
+                         f"the run to pass {MAX_POINTS} steps", 60_000)
     shown = [progress_step(text) for text in dashboard.runs.after(mark, "progress") if "**Training**" in text]
     assert shown == sorted(shown) and shown[-1] > shown[0], shown
     expect(progress).to_contain_text("Training")
 
-    dashboard.act(lambda: dashboard.page.get_by_role("button", name="❚❚ Pause").click())
+    # Pause and Step are drawn in the training view (a fragment): a click reruns that view first
+    dashboard.act_in_view(lambda: dashboard.page.get_by_role("button", name="❚❚ Pause").click())
     expect(progress).to_contain_text("Paused")
     paused = progress_step(progress.inner_text())
     assert paused < 20_000
-    losses = dashboard.trace_y(dashboard.loss_chart)
-    assert len(losses) == drawn_points(paused)  # every step, or 1 in k past 2,000 steps
-    if drawn_points(paused) == paused:
-        assert abs(losses[-1] - dashboard.last_loss_caption()) < 1e-3
+    expect(dashboard.loss_chart).to_have_attribute("aria-label", re.compile(rf"^loss: {paused} steps of 20000, "))
+    steps, losses = dashboard.loss_values()
+    assert steps[0] == 1 and steps[-1] == paused and steps == sorted(set(steps)), steps[-3:]
+    assert paused > MAX_POINTS and len(losses) <= MAX_POINTS  # thinned: the first, the last, each block's low and high
+    assert abs(losses[-1] - dashboard.last_loss_caption()) < 1e-3  # the last step is always drawn
     assert losses[:50] != reference_losses[:50]  # new settings, new loss curve
-    dashboard.act(lambda: dashboard.page.get_by_role("button", name="Step +10 epochs").click())
+    dashboard.act_in_view(lambda: dashboard.page.get_by_role("button", name="Step +10 epochs").click())
     expect(progress).to_contain_text(f"Paused · epoch {paused + 10:,} / 20,000 · step {paused + 10:,}")
-    assert len(dashboard.trace_y(dashboard.loss_chart)) == drawn_points(paused + 10)
+    expect(dashboard.loss_chart).to_have_attribute("aria-label", re.compile(rf"^loss: {paused + 10} steps of 20000, "))
+    assert dashboard.loss_values()[0][-1] == paused + 10
 
     # back to the first setting: the finished reference run, at once, not trained again
     dashboard.press_slider("Batch size", "ArrowLeft", times=3)
@@ -254,17 +270,43 @@ def test_changing_hyperparameters_retrains_and_going_back_is_instant(dashboard: 
     texts = dashboard.runs.after(mark, "progress")
     assert texts and all("**Finished**" in text for text in texts), f"trained again: {texts}"
     assert progress.inner_text() == reference_progress  # same steps, same training time
-    assert dashboard.trace_y(dashboard.loss_chart) == reference_losses
-    expect(dashboard.page.get_by_role("heading", name="Downloads")).to_be_visible()
+    assert dashboard.loss_values()[1] == reference_losses
+    dashboard.wait_for_finished(TRAINING_TIMEOUT_MS)  # and sampled: its reverse animation is back
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "app bug (ui/panels.py, training_panel): `run.job.active != run.running` compares a live property with "
+    "itself, so the page never reruns when a run starts or pauses; a page drawn while paused has no polling, "
+    "and after Resume it freezes. Fix: `running = run.running` before the fragment, and compare with it."))
+def test_resume_on_a_page_drawn_while_paused_streams_the_run_again(dashboard: DashboardPage):
+    app = dashboard
+    app.open("?seed=303&epochs=20000&batch=1024&pace=false")  # long: about a minute in a worker
+    progress = app.progress
+    expect(progress).to_contain_text("Training")
+    app.act_in_view(lambda: app.page.get_by_role("button", name="❚❚ Pause").click())
+    expect(progress).to_contain_text("Paused")
+    app.open_tab("noise")  # a whole page run while the run is paused
+    expect(progress).to_contain_text("Paused")
+    paused = progress_step(progress.inner_text())
+
+    app.act_in_view(lambda: app.page.get_by_role("button", name="▶ Resume").click())
+    try:
+        app.wait_until(lambda: progress_step(progress.inner_text()) > paused, "the progress to move on after Resume",
+                       15_000)
+        expect(progress).to_contain_text("Training")
+        expect(app.loss_chart).not_to_have_attribute("aria-label", re.compile(rf"^loss: {paused} steps of "))
+    finally:  # don't leave the run holding a worker for the next tests
+        app.act_in_view(lambda: app.page.get_by_role("button", name="❚❚ Pause").click())
 
 
 def test_changing_only_the_sampler_resamples_without_retraining(dashboard: DashboardPage):
     dashboard.open()
     dashboard.wait_for_finished(TRAINING_TIMEOUT_MS)
     reference_progress = dashboard.progress.inner_text()
-    losses = dashboard.trace_y(dashboard.loss_chart)
-    ddpm_x, _ = dashboard.frame_points(dashboard.reverse_chart, -1)
-    caption = dashboard.page.get_by_text(re.compile(r"frames kept, sampled in"))
+    _, losses = dashboard.loss_values()
+    ddpm_x, _ = dashboard.frame_points(-1)
+    digest = dashboard.anim_attr("digest")
+    caption = dashboard.page.get_by_text(REVERSE_CAPTION)
     expect(caption).to_contain_text(f"{REFERENCE_STEPS:,} DDPM steps")
 
     mark = dashboard.choose("Sampler", "DDIM")
@@ -273,15 +315,17 @@ def test_changing_only_the_sampler_resamples_without_retraining(dashboard: Dashb
     texts = dashboard.runs.after(mark, "progress")
     assert texts and all("**Finished**" in text for text in texts), f"training restarted: {texts}"
     assert dashboard.progress.inner_text() == reference_progress
-    assert dashboard.trace_y(dashboard.loss_chart) == losses  # the same trained run
+    assert dashboard.loss_values()[1] == losses  # the same trained run
 
-    chart = dashboard.reverse_chart
+    # the canvas got the new frames
     frames = min(REFERENCE_FRAMES, 50 + 1)  # DDIM's 50 steps have 51 states to show
     expect(caption).to_contain_text(f"{frames} frames kept")
-    names = dashboard.frame_names(chart)
+    expect(dashboard.animation).not_to_have_attribute("data-digest", digest)
+    expect(dashboard.animation).to_have_attribute("data-frames", str(frames))
+    names = dashboard.frame_names()
     assert len(names) == frames and (names[0], names[-1]) == ("t = 1000", "t = 0"), names
-    ddim_x, ddim_y = dashboard.frame_points(chart, -1)
-    assert len(ddim_x) == ANIMATED and ddim_x != ddpm_x, "the samples did not change"
+    ddim_x, ddim_y = dashboard.frame_points(-1)
+    assert len(ddim_x) == REFERENCE_SAMPLES and ddim_x != ddpm_x, "the samples did not change"
     for values in (ddim_x, ddim_y):
         assert abs(_stats(values)[0] - DATA_MEAN) < 0.25
 
@@ -323,15 +367,18 @@ def test_upload_points_and_train_on_them(dashboard: DashboardPage):
     dashboard.expect_query({"dataset": "points", "points": "uploaded"})
     _assert_fresh_run(dashboard, mark)
     dashboard.wait_for_finished(TRAINING_TIMEOUT_MS)
-    assert len(dashboard.trace_y(dashboard.loss_chart)) == REFERENCE_STEPS  # 120 points < a batch: a step an epoch
+    assert len(dashboard.loss_values()[1]) == REFERENCE_STEPS  # 120 points < a batch: a step an epoch
 
     # the animation's faint data are the uploaded points in the file's own units: blobs at x = -3
     # and +3 (each 0.6 wide), y within +-0.3
-    data_x, data_y = dashboard.trace_xy(dashboard.reverse_chart, 0)
+    data_x, data_y = dashboard.animation_data()
+    uploaded = {tuple(float(v) for v in row.split(",")) for row in _blobs_csv(120).decode().split()[1:]}
+    assert all((round(x, 3), round(y, 3)) in {(round(a, 3), round(b, 3)) for a, b in uploaded}
+               for x, y in zip(data_x, data_y, strict=True)), "a data point that is not one of the file's"
     assert abs(_stats(data_x)[0]) < 0.5 and min(data_x) < -2.5 and max(data_x) > 2.5
     assert max(abs(y) for y in data_y) <= 0.3 + 1e-4
     # and the samples found both blobs
-    samples_x, _ = dashboard.frame_points(dashboard.reverse_chart, -1)
+    samples_x, _ = dashboard.frame_points(-1)
     left, right = sum(x < 0 for x in samples_x), sum(x > 0 for x in samples_x)
     assert min(left, right) > 0.2 * len(samples_x), (left, right)
 
@@ -341,9 +388,11 @@ def test_a_copied_url_reproduces_the_configuration(dashboard: DashboardPage, bas
     dashboard.choose("Sampler", "DDIM")
     dashboard.press_slider("Samples", "ArrowLeft")  # 1000 -> 500
     dashboard.wait_for_finished(TRAINING_TIMEOUT_MS)
-    # drawn beside the animation, in its fragment: it reruns that view alone, and the link follows
+    # the animation's own x₀ switch: it reports the choice, which reruns the animation's view alone, and the
+    # link follows
     full_runs = dashboard.runs.started
-    dashboard.act_in_view(lambda: dashboard.page.get_by_text("Show predicted x₀").click())
+    dashboard.act_in_view(lambda: dashboard.animation.locator(".toggle").click())
+    expect(dashboard.animation).to_have_attribute("data-show-x0", "true")
     assert dashboard.runs.started == full_runs
     wanted = {"sampler": "ddim", "samples": "500", "show_x0": "true"}
     dashboard.expect_query(wanted)
@@ -361,9 +410,101 @@ def test_a_copied_url_reproduces_the_configuration(dashboard: DashboardPage, bas
     expect(sidebar.get_by_role("combobox", name="Dataset")).to_have_value(re.compile("^Gaussian"))
     expect(sidebar.get_by_text(re.compile(r"^Preset reference"))).to_have_text(summary)
     other.wait_for_finished(TRAINING_TIMEOUT_MS)
-    expect(other.page.get_by_role("switch", name="Show predicted x₀")).to_be_checked()
-    traces = dict(other.traces(other.reverse_chart))
-    assert traces["x_t"] == 500 and "predicted x₀" in traces, traces
-    expect(other.page.get_by_text(re.compile(r"frames kept, sampled in"))).to_contain_text("500 points, 50 DDIM steps")
+    expect(other.animation).to_have_attribute("data-show-x0", "true")
+    expect(other.animation.get_by_role("switch", name="predicted x₀")).to_be_checked()
+    expect(other.animation.get_by_role("button", name="predicted x₀")).to_have_attribute("aria-pressed", "true")
+    payload = other.animation_payload()
+    assert payload["display"]["show_x0"] is True and payload["predicted_x0"]["shape"] == [51, 500, 2]
+    assert payload["num_points"] == 500
+    expect(other.page.get_by_text(REVERSE_CAPTION)).to_contain_text("500 points, 50 DDIM steps")
     other.screenshot(BROWSER_ARTIFACTS / "copied_url.png")
     other.check_clean()
+
+
+# --- the live charts update in place; the animation's choices travel in the link ---------------------
+
+
+def test_the_loss_chart_is_one_element_updated_in_place_while_training(dashboard: DashboardPage):
+    """A keyed ECharts chart keeps its DOM node: ECharts repaints it with each new option, rather
+    than the page replacing the chart at every update."""
+    app = dashboard
+    app.open("?seed=101&epochs=20000&pace=false")  # a run no other test trains, long enough to watch (~20 s)
+    expect(app.progress).to_contain_text("Training")
+    chart = app.loss_chart
+    expect(chart).to_have_count(1)
+    chart.evaluate("e => { e.e2eTag = 'the first loss chart'; }")
+    seen = [app.chart_label("loss_chart")]  # its descriptions, in the order painted
+
+    def more_steps_twice() -> bool:
+        label = app.chart_label("loss_chart")
+        if label != seen[-1]:
+            seen.append(label)
+        return len({_loss_steps(label) for label in seen}) >= 3
+
+    try:
+        app.wait_until(more_steps_twice, "the loss chart to be painted with more steps twice", 90_000)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; painted: {seen}; progress: {app.progress.inner_text()}") from None
+    steps = [_loss_steps(label) for label in seen]
+    assert steps == sorted(steps), seen  # it changed because the run went on
+    expect(chart).to_have_count(1)
+    assert chart.evaluate("e => e.e2eTag") == "the first loss chart", "the loss chart was replaced by a new element"
+    # Pause (which frees the worker for the next tests) redraws the view again, in the same element
+    app.act_in_view(lambda: app.page.get_by_role("button", name="❚❚ Pause").click())
+    expect(app.progress).to_contain_text("Paused")
+    expect(chart).to_have_attribute("aria-label", re.compile(rf"^loss: {progress_step(app.progress.inner_text())} steps of"))
+    assert chart.evaluate("e => e.e2eTag") == "the first loss chart", "pausing replaced the loss chart"
+
+
+def test_the_log_scale_toggle_redraws_the_loss_chart_in_place(dashboard: DashboardPage):
+    app = dashboard
+    app.open()
+    app.wait_for_finished(TRAINING_TIMEOUT_MS)
+    assert app.query() == {}
+    smoothing = app.page.get_by_role("slider", name="Loss smoothing")
+    expect(smoothing).to_have_value("0.9")
+    chart = app.loss_chart
+    expect(chart).to_have_attribute("aria-label", re.compile(r"^loss: 1000 steps of 1000, linear axis, "))
+    chart.evaluate("e => { e.e2eTag = 'before the toggle'; }")
+    assert app.chart_spec("loss_chart")["yAxis"]["type"] == "value"
+    full_runs = app.runs.started
+
+    app.act_in_view(lambda: app.page.get_by_text("Log-scale loss", exact=True).click())  # the training view alone
+    expect(app.page.get_by_role("switch", name="Log-scale loss")).to_be_checked()
+    expect(chart).to_have_attribute("aria-label", re.compile(r"^loss: 1000 steps of 1000, log axis, "))
+    assert app.chart_spec("loss_chart")["yAxis"]["type"] == "log"
+    assert chart.evaluate("e => e.e2eTag") == "before the toggle", "the toggle replaced the loss chart"
+    assert app.runs.started == full_runs, "the toggle reran the whole page"
+    expect(smoothing).to_have_value("0.9")  # the axis alone changed
+    app.expect_query({"log_y": "true"})
+
+    app.act_in_view(lambda: app.page.get_by_text("Log-scale loss", exact=True).click())
+    expect(chart).to_have_attribute("aria-label", re.compile(r"^loss: 1000 steps of 1000, linear axis, "))
+    assert chart.evaluate("e => e.e2eTag") == "before the toggle"
+    app.expect_query({})
+
+
+def test_trails_chosen_in_the_animation_go_into_the_link_and_survive_a_reload(dashboard: DashboardPage):
+    app = dashboard
+    app.open()
+    app.wait_for_finished(TRAINING_TIMEOUT_MS)
+    anim = app.animation
+    expect(anim).to_have_attribute("data-trails", "8")  # the default
+    anim.locator(".scrub").fill(str(REFERENCE_FRAMES - 1))  # the last frame: the trails are whole paths
+    eight = app.canvas_pixels()
+
+    app.act_in_view(lambda: anim.locator(".trails").fill("12"))  # reported once, after its debounce
+    expect(anim).to_have_attribute("data-trails", "12")
+    assert app.canvas_pixels() != eight, "12 trails look like 8"
+    app.expect_query({"trails": "12"})
+    assert "trails=12" in app.page.url
+
+    since = app.runs.finished
+    app.page.reload()
+    app.settle(since)
+    app.wait_for_finished(TRAINING_TIMEOUT_MS)
+    assert app.query() == {"trails": "12"}
+    expect(anim).to_have_attribute("data-trails", "12")
+    expect(anim.locator(".trails")).to_have_value("12")
+    expect(anim.locator(".trails-value")).to_have_text("12")
+    assert app.animation_payload()["display"]["trails"] == 12  # the page sent it: it read the link

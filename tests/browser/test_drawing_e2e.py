@@ -59,12 +59,13 @@ def test_draw_a_stroke_with_the_mouse_and_train_on_it(dashboard: DashboardPage):
 
     # the animation's faint data are the drawn points, in drawing units (canvas half-width = 1): a
     # flat line from x = -0.7 to 0.7 through the canvas's middle, jittered by 0.02 (clipped at 3x)
-    data_x, data_y = app.trace_xy(app.reverse_chart, 0)
+    data_x, data_y = app.animation_data()
     assert len(data_x) == COUNT
     assert -0.8 < min(data_x) < -0.6 and 0.6 < max(data_x) < 0.8, (min(data_x), max(data_x))
     assert max(abs(y) for y in data_y) < 0.1, max(abs(y) for y in data_y)
     # and the samples lie along it: spread along x (a uniform over 1.4 has std 0.40), flat in y
-    samples_x, samples_y = app.frame_points(app.reverse_chart, -1)
+    expect(app.animation).to_have_attribute("data-frames", SETTINGS["frames"])
+    samples_x, samples_y = app.frame_points(-1)
     assert len(samples_x) == int(SETTINGS["samples"])
     spread_x, spread_y = statistics.pstdev(samples_x), statistics.pstdev(samples_y)
     assert 0.25 < spread_x < 0.6 and spread_y < 0.5 * spread_x, (spread_x, spread_y)

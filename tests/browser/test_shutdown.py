@@ -4,6 +4,7 @@ status 0 and leaves no worker process behind, and a restarted server serves a pa
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -80,6 +81,7 @@ def test_a_restarted_server_serves_a_reconnecting_page(browser, browser_context_
         page.page.reload()
         page.wait_for_finished()  # the chart code loads and the run is trained again
         expect(page.loss_chart).to_be_visible()
+        expect(page.loss_chart).to_have_attribute("aria-label", re.compile(r"^loss: 1000 steps of 1000"))
         server.assert_no_traceback()
     finally:
         context.close()
