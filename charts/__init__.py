@@ -191,7 +191,7 @@ def _play_controls(labels: list[str], frame_ms: int, prefix: str, redraw: bool =
     steps = [dict(method="animate", label=label,
                   args=[[label], {"frame": {"duration": 0, "redraw": redraw}, "mode": "immediate",
                                   "transition": {"duration": 0}}]) for label in labels]
-    sliders = [dict(active=0, steps=steps, x=0.24, len=0.76, y=-0.06, yanchor="top", pad=dict(t=10, b=0),
+    sliders = [dict(active=0, steps=steps, x=0.34, len=0.66, y=-0.06, yanchor="top", pad=dict(t=10, b=0),
                     currentvalue=dict(prefix=prefix, visible=True, xanchor="right", font=dict(size=13)),
                     transition=dict(duration=0), ticklen=3, font=dict(size=9))]
     return dict(updatemenus=menus, sliders=sliders)

@@ -144,10 +144,12 @@ def reverse_payload(trajectory: Trajectory, data: np.ndarray, *, trails: int = 0
                     frame_ms: int = PLAY_MS, animated: int | None = None, baseline: Trajectory | None = None,
                     axis: TimeAxis | None = None, title: str = "Reverse process: noise x_T → samples x₀") -> dict:
     """The reverse animation of ``charts.reverse_figure``, for the canvas: x̂_0 is always sent (the
-    browser's toggle shows it), a baseline only if its frame times are the trajectory's."""
+    browser's toggle shows it), a baseline only if its frame times are the trajectory's. It opens
+    on the samples (the last frame); ▶ plays from the noise."""
     axis = axis or TimeAxis(1000)
     labels = [axis.label(axis.frame(t)) for t in trajectory.frame_times]
     same_times = baseline is not None and np.array_equal(baseline.frame_times, trajectory.frame_times)
-    return animation_payload(trajectory.frames, labels, data, title=title, predicted_x0=trajectory.predicted_x0,
+    return animation_payload(trajectory.frames, labels, data, title=title, start_at_end=True,
+                             predicted_x0=trajectory.predicted_x0,
                              baseline=baseline.frames if same_times else None, trails=trails, show_x0=show_x0,
                              frame_ms=frame_ms, animated=animated)

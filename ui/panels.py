@@ -391,7 +391,7 @@ def _controls(key: TrainingKey, job: RunState | None, snapshot: RunSnapshot) -> 
     pause.button("❚❚ Pause", key="train_pause", disabled=snapshot.status not in ("running", "queued"),
                  width="stretch", help="Stop after the current chunk of steps; nothing is lost.",
                  on_click=lambda: _pause(runs, job))
-    step.button("Step +10 epochs", key="train_step", disabled=not can_run, width="stretch",
+    step.button("+10 epochs", key="train_step", disabled=not can_run, width="stretch",
                 help="While paused: train 10 more epochs and stop.",
                 on_click=lambda: runs.advance(job, snapshot.steps_per_epoch * 10))
     reset.button("↺ Reset", key="train_reset", width="stretch",

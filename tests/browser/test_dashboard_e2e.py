@@ -28,6 +28,7 @@ from playwright.sync_api import expect
 
 from charts.live import MAX_POINTS
 from diffusion.config import PRESETS
+from ui.controls import SETTINGS
 from ui.panels import file_stem
 
 from .conftest import ARTIFACTS, BROWSER_ARTIFACTS
@@ -254,7 +255,7 @@ def test_changing_hyperparameters_retrains_and_going_back_is_instant(dashboard: 
     assert paused > MAX_POINTS and len(losses) <= MAX_POINTS  # thinned: the first, the last, each block's low and high
     assert abs(losses[-1] - dashboard.last_loss_caption()) < 1e-3  # the last step is always drawn
     assert losses[:50] != reference_losses[:50]  # new settings, new loss curve
-    dashboard.act_in_view(lambda: dashboard.page.get_by_role("button", name="Step +10 epochs").click())
+    dashboard.act_in_view(lambda: dashboard.page.get_by_role("button", name="+10 epochs").click())
     expect(progress).to_contain_text(f"Paused · epoch {paused + 10:,} / 20,000 · step {paused + 10:,}")
     expect(dashboard.loss_chart).to_have_attribute("aria-label", re.compile(rf"^loss: {paused + 10} steps of 20000, "))
     assert dashboard.loss_values()[0][-1] == paused + 10
@@ -274,10 +275,6 @@ def test_changing_hyperparameters_retrains_and_going_back_is_instant(dashboard: 
     dashboard.wait_for_finished(TRAINING_TIMEOUT_MS)  # and sampled: its reverse animation is back
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "app bug (ui/panels.py, training_panel): `run.job.active != run.running` compares a live property with "
-    "itself, so the page never reruns when a run starts or pauses; a page drawn while paused has no polling, "
-    "and after Resume it freezes. Fix: `running = run.running` before the fragment, and compare with it."))
 def test_resume_on_a_page_drawn_while_paused_streams_the_run_again(dashboard: DashboardPage):
     app = dashboard
     app.open("?seed=303&epochs=20000&batch=1024&pace=false")  # long: about a minute in a worker
@@ -489,13 +486,13 @@ def test_trails_chosen_in_the_animation_go_into_the_link_and_survive_a_reload(da
     app.open()
     app.wait_for_finished(TRAINING_TIMEOUT_MS)
     anim = app.animation
-    expect(anim).to_have_attribute("data-trails", "8")  # the default
+    expect(anim).to_have_attribute("data-trails", str(SETTINGS["trails"].default))  # the default
     anim.locator(".scrub").fill(str(REFERENCE_FRAMES - 1))  # the last frame: the trails are whole paths
-    eight = app.canvas_pixels()
+    before = app.canvas_pixels()
 
     app.act_in_view(lambda: anim.locator(".trails").fill("12"))  # reported once, after its debounce
     expect(anim).to_have_attribute("data-trails", "12")
-    assert app.canvas_pixels() != eight, "12 trails look like 8"
+    assert app.canvas_pixels() != before, "12 trails look like the default"
     app.expect_query({"trails": "12"})
     assert "trails=12" in app.page.url
 
