@@ -338,7 +338,7 @@ def main(argv=None) -> int:
             Path(args.json).write_text(json.dumps(rows, indent=2))
         else:
             browser = [{"action": r.action, "note": r.note, "unit": r.unit, "median": r.median(), "values": r.values,
-                        "target": r.target, "errors": r.errors} for r in browser_rows]
+                        "target": r.target, "errors": r.errors, "other_cores": r.others} for r in browser_rows]
             Path(args.json).write_text(json.dumps({"rows": rows, "browser": browser}, indent=2))
     return 0
 

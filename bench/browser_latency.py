@@ -212,11 +212,12 @@ class Row:
     values: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     note: str = ""
+    others: float | None = None  # cores other processes used, on average, while its tries ran
 
     def median(self) -> float | None:
         return statistics.median(self.values) if self.values else None
 
-    def cells(self) -> tuple[str, str, str, str]:
+    def cells(self) -> tuple[str, str, str, str, str]:
         def fmt(v: float) -> str:
             return f"{v:.2f} s" if self.unit == "s" else f"{v:.1f} fps"
 
@@ -225,7 +226,8 @@ class Row:
         if self.errors:
             tries += f" ({len(self.errors)} failed)"
         action = self.action + (f" ({self.note})" if self.note else "")
-        return action, fmt(med) if med is not None else "n/a", tries, self.target
+        others = f"{self.others:.2f}" if self.others is not None else "?"
+        return action, fmt(med) if med is not None else "n/a", tries, self.target, others
 
 
 class Session:
@@ -644,13 +646,17 @@ MEASUREMENTS: dict[str, Callable[[Measure], list[Row]]] = {
 FRESH_SERVER = "fresh-server"
 
 
-def measure_all(s: Session, log: Callable[[str], None], tries: int = TRIES, only: set[str] | None = None) -> list[Row]:
+def measure_all(s: Session, log: Callable[[str], None], tries: int = TRIES, only: set[str] | None = None,
+                load: OtherLoad | None = None) -> list[Row]:
     measure = Measure(s, tries)
     rows: list[Row] = []
     for name, method in MEASUREMENTS.items():
         if only is None or name in only:
+            started = time.monotonic()
             for row in method(measure):
                 rows.append(row)
+                if load is not None:
+                    row.others = load.mean_between(started, time.monotonic())
                 log(" | ".join(row.cells()))
     return rows
 
@@ -669,7 +675,8 @@ class Burner:
         stop_process(self.process)
 
 
-def fresh_server(browser: Browser, app_dir: Path, tries: int, log: Callable[[str], None]) -> list[Row]:
+def fresh_server(browser: Browser, app_dir: Path, tries: int, log: Callable[[str], None],
+                 load: OtherLoad | None = None) -> list[Row]:
     """Each try: a busy loop on core 0, a new server; once its health endpoint answers, a fresh
     context opens ``/``; seconds from that answer to the first chart and to the whole first view."""
     rows = {"chart": Row("a fresh server's first page, one core busy: the first chart painted, after /_stcore/health "
@@ -696,8 +703,11 @@ def fresh_server(browser: Browser, app_dir: Path, tries: int, log: Callable[[str
                 stop_process(server)
         return {"chart": origin + chart - healthy, "view": origin + view - healthy}
 
+    started = time.monotonic()
     out = _tries(rows, one, tries)
     for row in out:
+        if load is not None:
+            row.others = load.mean_between(started, time.monotonic())
         log(" | ".join(row.cells()))
     return out
 
@@ -732,6 +742,7 @@ class OtherLoad:
 
     def __init__(self) -> None:
         self.samples: list[tuple[float, float, float]] = []  # (wall, others' CPU s, ours) per interval
+        self.ends: list[float] = []  # time.monotonic() at the end of each interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -768,7 +779,16 @@ class OtherLoad:
                 else:
                     others += used
             self.samples.append((at - then, others, mine))
+            self.ends.append(at)
             before, then = now, at
+
+    def mean_between(self, start: float, end: float) -> float | None:
+        """Cores other processes used on average in the intervals that ended between ``start``
+        and ``end`` (``time.monotonic()``); None if none did."""
+        n = min(len(self.samples), len(self.ends))  # the thread appends to both meanwhile
+        picked = [(w, o) for (w, o, _), at in zip(self.samples[:n], self.ends[:n], strict=True) if start < at <= end + 1.0]
+        wall = sum(w for w, _ in picked)
+        return sum(o for _, o in picked) / wall if wall else None
 
     def __enter__(self) -> OtherLoad:
         self._thread.start()
@@ -806,11 +826,11 @@ def browser_section(app_dir: Path | str = ROOT, log: Callable[[str], None] = pri
                     try:
                         session = Session(browser, f"http://127.0.0.1:{port}")
                         warm(session, log)
-                        rows += measure_all(session, log, tries, only)
+                        rows += measure_all(session, log, tries, only, load)
                     finally:
                         stop_process(server)
             if only is None or FRESH_SERVER in only:
-                rows += fresh_server(browser, app_dir, tries, log)
+                rows += fresh_server(browser, app_dir, tries, log, load)
         finally:
             browser.close()
     for row in rows:
@@ -822,7 +842,8 @@ def browser_section(app_dir: Path | str = ROOT, log: Callable[[str], None] = pri
 
 def table(rows: list[Row]) -> str:
     tries = max((len(r.values) + len(r.errors) for r in rows), default=TRIES)
-    lines = [f"| action | median | the {tries} tries | target |", "|---|---|---|---|"]
+    lines = [f"| action | median | the {tries} tries | target | other processes' CPU meanwhile (cores) |",
+             "|---|---|---|---|---|"]
     lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
     return "\n".join(lines)
 
