@@ -1,12 +1,13 @@
 """Benchmark: the project's reference preset against the seed script, side by side, in one run.
 
-    python -m bench [--repeats 5] [--skip-browser | --browser-only] [--app-dir DIR]
+    python -m bench [--repeats 5] [--skip-browser | --browser-only] [--app-dir DIR] [--tries 3] [--only NAMES]
 
 Alternates the seed script's own ``train``/``sample`` (imported from ../shared/reference, not
 copied) with the project doing the same job, and reports medians and ratios; then measures the
 dashboard's costs (streaming, reruns, cache hits, payload); then how fast the page answers in
-headless Chromium (``bench/browser_latency.py``: opening, reload, display changes, new runs, play),
-against the dashboard of ``--app-dir`` (default: this checkout). A benchmark, not a test: these
+headless Chromium (``bench/browser_latency.py``: opening, reload, display changes, new runs, play,
+a fresh server's first page), against the dashboard of ``--app-dir`` (default: this checkout), each
+measurement ``--tries`` times (``--only`` some of them). A benchmark, not a test: these
 machines are shared and noisy, so only ratios measured in the same run mean much.
 """
 
@@ -301,6 +302,9 @@ def main(argv=None) -> int:
     browser.add_argument("--browser-only", action="store_true", help="only the browser latency section")
     parser.add_argument("--app-dir", default=str(ROOT),
                         help="the checkout whose dashboard the browser section serves (default: this one)")
+    parser.add_argument("--tries", type=int, default=3, help="tries per browser measurement (median reported)")
+    parser.add_argument("--only", metavar="NAMES", help="only these browser measurements, comma-separated "
+                                                        "(names: python -m bench.browser_latency --help)")
     args = parser.parse_args(argv)
     rows = []
     if not args.browser_only:
@@ -322,9 +326,11 @@ def main(argv=None) -> int:
             print("| " + " | ".join(row) + " |")
     browser_rows = None
     if not args.skip_browser:
-        from bench import browser_latency
+        from bench import browser_latency  # playwright: only for this section
 
-        heading, browser_rows = browser_latency.browser_section(args.app_dir, log=lambda line: print(line, flush=True))
+        heading, browser_rows = browser_latency.browser_section(args.app_dir, log=lambda line: print(line, flush=True),
+                                                                tries=args.tries,
+                                                                only=browser_latency.parse_only(args.only))
         print()
         print(heading + "\n")
         print(browser_latency.table(browser_rows))
@@ -333,7 +339,7 @@ def main(argv=None) -> int:
             Path(args.json).write_text(json.dumps(rows, indent=2))
         else:
             browser = [{"action": r.action, "note": r.note, "unit": r.unit, "median": r.median(), "values": r.values,
-                        "target": r.target, "errors": r.errors} for r in browser_rows]
+                        "target": r.target, "errors": r.errors, "other_cores": r.others} for r in browser_rows]
             Path(args.json).write_text(json.dumps({"rows": rows, "browser": browser}, indent=2))
     return 0
 

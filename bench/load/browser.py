@@ -1,7 +1,10 @@
 """One real Chromium page: how fast a user sees a display-only change, and a finished run's link.
 
 Elements are found by what they say, not where they sit, so the page's layout may change:
-- the loss chart is the visible Plotly chart whose y-axis title mentions 'loss';
+- the loss chart is the visible, current (not stale) ECharts chart whose ``aria-label`` (written by
+  ECharts inside the ``setOption`` that paints; ``charts/live.py``) reads 'loss: N steps of M,
+  log|linear axis, ...'; on pages before the ECharts charts, the visible Plotly chart whose y-axis
+  title mentions 'loss' (``_fullData[0].x``, ``_fullLayout.yaxis.type``);
 - the finished state is a visible text matching 'Finished ... step N';
 - the toggle is 'Log-scale loss': beside the loss chart (a rerun of that view alone), or in the
   sidebar's 'Display' expander in versions of the page that kept it there.
@@ -10,9 +13,10 @@ Knowing that a rerun has finished (../../shared/browser-testing.md): the page's 
 are decoded (``ForwardMsg``), full script runs that finished are counted and
 ``session_status_changed`` is tracked; after an action we wait for the count to grow, for no
 script to run, then for the DOM to show it (``stApp`` notRunning, CONNECTED, nothing stale).
-The "visible" time is measured in the page: from the click (a capturing listener stamps
-``performance.now()``) to the first check, every 20 ms, that finds the loss chart's y axis in its
-new type (content only the new run can draw).
+The "visible" time is measured in the page, as ``bench/browser_latency.py`` does: from the
+click's ``mousedown`` (a capturing listener stamps ``performance.now()``) to the first animation
+frame in which a ``requestAnimationFrame`` poller finds the loss chart's y axis in its new type
+(content only the new run can draw), plus one more animation frame (so that frame was painted).
 """
 
 from __future__ import annotations
@@ -35,29 +39,42 @@ POLL_MS = 20
 _FULL_RUN_DONE = {ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_WITH_COMPILE_ERROR}
 
 _FIND_LOSS_JS = """
-const visible = (e) => e.getClientRects().length > 0;
-const lossChart = () => [...document.querySelectorAll('.js-plotly-plot')].find(d => visible(d) && d._fullLayout
-    && /loss/i.test(((d._fullLayout.yaxis || {}).title || {}).text || ''));
+const visible = (e) => e.getClientRects().length > 0 && !e.closest('[data-stale="true"]');
+// the loss chart as {points, axis} ('log' or 'linear'), or null
+const lossChart = () => {
+  for (const e of document.querySelectorAll('[_echarts_instance_][aria-label]')) {
+    const m = /^loss: (\\d+) steps of \\d+, (log|linear) axis/.exec(e.getAttribute('aria-label'));
+    if (m && visible(e)) return {points: +m[1], axis: m[2]};
+  }
+  const d = [...document.querySelectorAll('.js-plotly-plot')].find(d => visible(d) && d._fullLayout && d._fullData
+      && /loss/i.test(((d._fullLayout.yaxis || {}).title || {}).text || ''));
+  if (!d) return null;
+  return {points: d._fullData.length && d._fullData[0].x ? d._fullData[0].x.length : 0, axis: d._fullLayout.yaxis.type};
+};
 const pageText = () => (document.querySelector('[data-testid="stMain"]') || document.body).innerText;
 """
 
 # performance.now() once a finished run's loss curve is drawn, else null
 _FINISHED_DRAWN_JS = "() => {" + _FIND_LOSS_JS + """
   const d = lossChart();
-  if (!d || !d._fullData || !d._fullData.length) return null;
-  const points = d._fullData[0].x ? d._fullData[0].x.length : 0;
-  return points > 0 && /\\bFinished\\b[^\\n]*\\bstep [\\d,]+/.test(pageText()) ? performance.now() : null;
+  return d && d.points > 0 && /\\bFinished\\b[^\\n]*\\bstep [\\d,]+/.test(pageText()) ? performance.now() : null;
 }"""
 
-# performance.now() once the loss chart's y axis has type ``wanted``, else null
-_AXIS_IS_JS = "(wanted) => {" + _FIND_LOSS_JS + """
-  const d = lossChart();
-  return d && d._fullLayout.yaxis.type === wanted ? performance.now() : null;
+# Arms the poller for a flip to ``wanted``; window.__benchFlip.done - .at is then the time it took
+_ARM_AXIS_JS = "(wanted) => {" + _FIND_LOSS_JS + """
+  const flip = window.__benchFlip = {at: null, done: null, wanted};
+  const tick = () => {
+    if (window.__benchFlip !== flip) return;
+    const d = lossChart();
+    if (flip.at !== null && d && d.axis === wanted) requestAnimationFrame(() => { flip.done = performance.now(); });
+    else requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
 }"""
 
 _AXIS_TYPE_JS = "() => {" + _FIND_LOSS_JS + """
   const d = lossChart();
-  return d ? d._fullLayout.yaxis.type : null;
+  return d ? d.axis : null;
 }"""
 
 IDLE_JS = """() => {
@@ -67,7 +84,14 @@ IDLE_JS = """() => {
     && ![...document.querySelectorAll('[data-stale="true"]')].some(e => e.getClientRects().length > 0);
 }"""
 
-_STAMP_CLICKS_JS = "document.addEventListener('click', () => { window.__benchClickAt = performance.now(); }, true);"
+# the action's stamp: the first mousedown or keydown after the poller was armed
+_STAMP_ACTIONS_JS = """
+(() => {
+  const stamp = () => { const f = window.__benchFlip; if (f && f.at === null) f.at = performance.now(); };
+  window.addEventListener('mousedown', stamp, true);
+  window.addEventListener('keydown', stamp, true);
+})();
+"""
 
 
 class Runs:
@@ -122,7 +146,7 @@ class PageTimer:
         runs = Runs()
         runs.attach(page)
         page.on("request", self._check_host)
-        page.add_init_script(_STAMP_CLICKS_JS)
+        page.add_init_script(_STAMP_ACTIONS_JS)
         return page, runs
 
     def _check_host(self, request) -> None:
@@ -182,10 +206,10 @@ class PageTimer:
         return result, None
 
     def display_toggles(self, query: str, times: int = 5, timeout_s: float = 60.0) -> dict:
-        """Open the finished run's link, open the sidebar's 'Display' expander and flip
-        'Log-scale loss' ``times`` times. For each flip: seconds from the click until the loss
-        chart's y axis shows the new scale (in the page), and until the rerun has finished and
-        the page is idle (frame counting)."""
+        """Open the finished run's link and flip 'Log-scale loss' (beside the loss chart, or in the
+        sidebar's 'Display' expander on older pages) ``times`` times. For each flip: seconds from
+        the click's mousedown until a painted frame shows the loss chart's y axis in the new scale
+        (in the page), and until the rerun has finished and the page is idle (frame counting)."""
         opened, kept = self.open_finished(query, timeout_s=max(timeout_s, 90.0), keep=True)
         out = {"open": opened, "visible_s": [], "settled_s": [], "error": opened["error"]}
         if kept is None:
@@ -203,10 +227,12 @@ class PageTimer:
                 wanted = "linear" if current == "log" else "log"
                 since, fragments_since = runs.finished, runs.fragments
                 started = time.monotonic()
+                page.evaluate(_ARM_AXIS_JS, wanted)
                 toggle.click(timeout=timeout_s * 1000)
-                handle = page.wait_for_function(_AXIS_IS_JS, arg=wanted, timeout=timeout_s * 1000, polling=POLL_MS)
-                clicked = page.evaluate("() => window.__benchClickAt")
-                out["visible_s"].append(round((handle.json_value() - clicked) / 1000, 3))
+                handle = page.wait_for_function("() => window.__benchFlip.done !== null && window.__benchFlip.at !== null"
+                                                " ? window.__benchFlip.done - window.__benchFlip.at : null",
+                                                timeout=timeout_s * 1000, polling=POLL_MS)
+                out["visible_s"].append(round(handle.json_value() / 1000, 3))
                 if not self._settle(page, runs, since, timeout_s, fragments_since):
                     out["error"] = f"the rerun after a flip did not settle within {timeout_s:.0f} s"
                     break

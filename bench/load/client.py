@@ -31,9 +31,7 @@ in the session when it is not sent, so the page behaves the same (it just never 
 Churn (``--churn``): the user finishes short runs again and again. Each query may hold
 ``{cycle}``, replaced by 0, 1, 2...: a new session opens the next cycle's link once the last one
 showed 'Finished' with every view drawn (a full script run with no '…' in any text: no view
-waiting for a worker, no deferred part of the page). It answers the page's first-paint probe
-(a components v2 element, ``ui.panels.draw_the_rest_when_painted``) at once, as a browser that
-has painted would. One 'cycle' event per finished, fully drawn run, with its seconds.
+waiting for a worker). One 'cycle' event per finished, fully drawn run, with its seconds.
 
 Training progress is read from the page itself: any text element (``st.progress`` text,
 markdown, caption...) matching '**Label** ... step N' is parsed into (label, step). Output: one
@@ -62,8 +60,6 @@ from websockets.exceptions import ConnectionClosed
 # '**Training** · epoch 5 / 1,000 · step 5 · 1.0 s · ETA 3.0 s' (the label may change; 'step N' stays)
 PROGRESS_RE = re.compile(r"\*\*([^*]+)\*\*(.*?)\bstep ([\d,]+)")
 MAX_TEXT = 4000  # longer strings (chart specs) are not progress texts: skip them, cheaply
-PAINT_PROBE = "ddpm_lab_first_paint"  # the page's components v2 probe that asks for the rest of a fresh page
-TRIGGER_ID = "$$STREAMLIT_INTERNAL_KEY_{id}__events"  # streamlit 1.67: a bidi component's trigger aggregator
 
 FULL_RUN_DONE = {ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_WITH_COMPILE_ERROR}
 RUN_DONE = FULL_RUN_DONE | {ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY}
@@ -129,7 +125,6 @@ class StreamlitUser:
         self.query = self.template.replace("{cycle}", "0")
         self._busy_run = False  # a text with '…' in this full run: something still to come
         self._cycle_done = False
-        self._probes: list[str] = []
         self.emit = emit
         self.stats = UserStats(user, self.query)
         self.page_script_hash = ""
@@ -143,15 +138,11 @@ class StreamlitUser:
         self._ws = None
 
     # --- what the client sends ---------------------------------------------------------------
-    def _rerun_msg(self, fragment_id: str | None = None, auto: bool = False, painted: str | None = None) -> bytes:
+    def _rerun_msg(self, fragment_id: str | None = None, auto: bool = False) -> bytes:
         msg = BackMsg()
         state = msg.rerun_script
         state.query_string = self.query
         state.widget_states.SetInParent()
-        if painted is not None:  # what the probe's setTriggerValue('painted', true) sends
-            widget = state.widget_states.widgets.add()
-            widget.id = TRIGGER_ID.format(id=painted)
-            widget.json_trigger_value = json.dumps([{"event": "painted", "value": True}])
         state.page_script_hash = self.page_script_hash
         state.page_name = self.page_name
         if fragment_id:
@@ -256,11 +247,8 @@ class StreamlitUser:
             element = msg.delta.new_element
             if element.WhichOneof("type") == "exception":  # the page shows a Python exception
                 self._error(f"page exception: {element.exception.type}: {element.exception.message}"[:500])
-            if element.WhichOneof("type") == "bidi_component" and element.bidi_component.component_name.endswith(
-                    PAINT_PROBE):
-                self._probes.append(element.bidi_component.id)
             texts = _texts(element)
-            if any("…" in text for text in texts):  # a deferred part, or a view's progress polled by its fragment
+            if any("…" in text for text in texts):  # a view's progress, polled by its fragment until a worker is done
                 self._busy_run = True
             for text in texts:
                 found = progress_in(text)
@@ -330,9 +318,6 @@ class StreamlitUser:
             if isinstance(raw, str):
                 continue
             self._handle(raw)
-            while self._probes and not self.script_running:  # the browser has painted: ask for the rest
-                await ws.send(self._rerun_msg(painted=self._probes.pop(0)))
-                self.stats.reruns_sent += 1
             if self._cycle_done:
                 return  # this run is finished and drawn: the next cycle opens a new session
             if exit_when and self.stats.last_progress and self.stats.last_progress[0] == exit_when \
