@@ -39,9 +39,9 @@ Rows:
   (what ``python -m bench.load`` calls the link's opening);
 - reload: ``page.reload()`` of the open default page, its loss drawn;
 - log-scale loss: click the 'Log-scale loss' toggle, until the loss chart's y axis is log;
-- the same while two other pages (contexts of the same browser) each train a long run
-  (``?epochs=20000&seed=N&pace=false``) on the same server; both are checked to be still training
-  after the click has painted;
+- the same while two other pages (contexts of the same browser), opened after it, each train a
+  long run (``?epochs=20000&batch=1024&pace=false&seed=N``) on the same server, a second into
+  both training; the note says how many were still training after the click had painted;
 - trails: on ``/?trails=0``, focus the animation's Trails slider and press ArrowRight, until the
   animation has drawn with one trail (the older page: the reverse chart has a 'paths' trace);
 - pause: on ``/?epochs=20000&batch=1024&pace=false&seed=N``, once the first view is drawn and no
@@ -89,11 +89,11 @@ from bench.load.browser import CHROMIUM, CHROMIUM_ARGS, IDLE_JS, VIEWPORT, Runs
 ROOT = Path(__file__).resolve().parents[1]
 TRIES = 3
 POLL_MS = 25
-LOAD_LINK = "epochs=20000&seed={seed}&pace=false"  # a long run of another page (the reference job, 20x longer)
-# Pause's run: the reference job's 20,000 steps end in about 8 s here, before the older page's
-# staged opening has settled; batches of 1024 make it last (a chunk of 25 steps, the most Pause
-# waits for the worker, takes a few ms more)
-PAUSE_LINK = "epochs=20000&batch=1024&pace=false&seed={seed}"
+# A long run: the reference job's 20,000 steps end in about 8 s here, before the older page's
+# staged opening has settled, and sometimes before a measurement beside it; batches of 1024 make it
+# last (a chunk of 25 steps, the most Pause waits for the worker, takes a few ms more)
+LONG_RUN = "epochs=20000&batch=1024&pace=false&seed={seed}"
+LOAD_LINK = PAUSE_LINK = LONG_RUN
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 # Installed in every document before the page's own scripts.
@@ -463,16 +463,15 @@ class Measure:
             loaders = [s.context(), s.context()]
             context = s.context()
             try:
+                page, _ = s.open_ready(context)
                 pages = []
                 for loader in loaders:
-                    page, _ = s.page(loader)
-                    page.goto(s.url(LOAD_LINK.format(seed=next(self.seeds))), wait_until="commit")
-                    pages.append(page)
-                for page in pages:
-                    s.poll(page, lambda p=page: "Training" in s.progress(p), 90, "another page's run to train")
-                page, _ = s.open_ready(context)
-                for other in pages:  # still training?
-                    s.poll(other, lambda p=other: "Training" in s.progress(p), 30, "another page's run to train")
+                    other, _ = s.page(loader)
+                    other.goto(s.url(LOAD_LINK.format(seed=next(self.seeds))), wait_until="commit")
+                    pages.append(other)
+                for other in pages:
+                    s.poll(other, lambda p=other: "Training" in s.progress(p), 90, "another page's run to train")
+                page.wait_for_timeout(1000)  # a second of both training, their pages redrawing
                 value = self._toggle(page)
                 training.append(str(sum("Training" in s.progress(p) for p in pages)))
                 return value
@@ -481,7 +480,7 @@ class Measure:
                 for loader in loaders:
                     loader.close()  # their runs pause once their sessions are gone
 
-        row = Row("'Log-scale loss' toggle while 2 other pages each train a run (`?epochs=20000&seed=N&pace=false`) "
+        row = Row(f"'Log-scale loss' toggle while 2 other pages each train a run (`?{LOAD_LINK.format(seed='N')}`) "
                   "on the same server", "≤ 0.3 s", "s")
         _one(row, one, self.tries)
         row.note = "other pages still training right after the click painted: " + (", ".join(training) or "n/a")
