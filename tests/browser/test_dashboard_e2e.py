@@ -97,7 +97,7 @@ def test_default_run_trains_and_shows_its_results(reference_tab: DashboardPage):
     names = app.frame_names()
     assert len(names) == REFERENCE_FRAMES
     assert (names[0], names[-1]) == ("t = 1000", "t = 0")
-    expect(app.animation.locator(".frame-label")).to_have_text(names[0])  # it opens on x_T
+    expect(app.animation.locator(".frame-label")).to_have_text(names[-1])  # it opens on the samples, x_0
     legend = app.animation.locator(".legend .item").filter(visible=True)
     expect(legend).to_have_text(["xt", "data", "predicted x₀"])  # no baseline pinned: none in the legend
     xs, ys = app.frame_points(-1)
