@@ -329,24 +329,32 @@ def widget(d: Declared, get: Callable[[str], Any]) -> None:
     low, high, _ = d.bounds(get)
     if s.tied is not None:
         state[key] = min(max(state[key], low), high)
+    # Each widget also gets its current value as its default (``value`` / ``index``): should the
+    # browser ever rebuild a widget from its default (a keyed widget's state lost around a rerun
+    # started in a fragment was seen to bring every setting back to its minimum or first choice),
+    # it gets the value it had, not the widget's own minimum. The value is not part of a widget's
+    # identity (keyed widgets here), and .streamlit/config.toml silences Streamlit's warning about a
+    # default beside a Session State value.
     if s.widget == "toggle":
-        st.toggle(s.label, **common)
+        st.toggle(s.label, value=bool(state[key]), **common)
     elif s.widget == "select":
         options, _ = d.choices_in(get)
         if state[key] not in options:  # e.g. the objective changed: its own samplers only
             state[key] = options[0]
-        st.selectbox(s.label, options, format_func=_label_of(d), **common)
+        st.selectbox(s.label, options, index=list(options).index(state[key]), format_func=_label_of(d), **common)
     elif s.widget == "radio":
-        st.radio(s.label, d.choices, format_func=_label_of(d), horizontal=True, **common)
+        st.radio(s.label, d.choices, index=list(d.choices).index(state[key]), format_func=_label_of(d), horizontal=True,
+                 **common)
     elif s.widget == "select_slider":
         options = sorted(set(s.stops) | {state[key]})  # a link or a model file may hold any valid value
-        st.select_slider(s.label, options, format_func=_label_of(d), **common)
+        st.select_slider(s.label, options, value=state[key], format_func=_label_of(d), **common)
     elif s.widget == "slider":
         step = d.kind(s.step) if s.step else d.kind(1)
-        st.slider(s.label, d.kind(low), d.kind(max(high, low + step)), step=step, **common)
+        st.slider(s.label, d.kind(low), d.kind(max(high, low + step)), value=d.kind(state[key]), step=step, **common)
     else:
         step = s.step if d.kind is float else int(s.step or 1)
-        st.number_input(s.label, d.kind(low), d.kind(high), step=step, format=s.format, **common)
+        st.number_input(s.label, d.kind(low), d.kind(high), value=d.kind(state[key]), step=step, format=s.format,
+                        **common)
 
 
 def _data_section() -> DataConfig | None:
@@ -389,7 +397,8 @@ def sidebar() -> tuple[ExperimentConfig | None, Display]:
     for key in BESIDE_THEIR_VIEW:  # drawn only when their view is: keep their values meanwhile
         st.session_state[key] = st.session_state.get(key, SETTINGS[key].default)
     with st.sidebar:
-        st.selectbox("Preset", list(PRESETS), key="preset", on_change=_apply_preset,
+        st.selectbox("Preset", list(PRESETS), index=list(PRESETS).index(st.session_state["preset"]), key="preset",
+                     on_change=_apply_preset,
                      help="reference: the seed script's job exactly. improved: better defaults at the same "
                           "training budget. flow: flow matching at the same budget, sampled with 19 model calls. "
                           "Choosing a preset resets every setting below.")
