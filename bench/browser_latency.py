@@ -473,7 +473,11 @@ class Measure:
                     s.poll(other, lambda p=other: "Training" in s.progress(p), 90, "another page's run to train")
                 page.wait_for_timeout(1000)  # a second of both training, their pages redrawing
                 value = self._toggle(page)
-                training.append(str(sum("Training" in s.progress(p) for p in pages)))
+                states = []
+                for other in pages:  # its bar, once not stale (a rerun of its view may be under way)
+                    s.poll(other, lambda p=other: s.progress(p) != "", 10, "another page's progress bar")
+                    states.append("Training" in s.progress(other))
+                training.append(str(sum(states)))
                 return value
             finally:
                 context.close()
