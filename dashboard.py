@@ -51,7 +51,7 @@ with tab:
         with data_column:
             panels.forward_panel(config, display)
     elif run.finished is None:
-        panels.after_training_note(view)
+        panels.after_training_note()
     elif view == "samples":
         if sampled is None:
             panels.after_sampling_note()

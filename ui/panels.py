@@ -486,7 +486,7 @@ def no_experiment_note() -> None:
         st.info("Fix the setting marked in the sidebar to continue; your finished runs are kept.")
 
 
-def after_training_note(view: str) -> None:
+def after_training_note() -> None:
     st.caption("This view explains a finished run: it appears when the training above finishes.")
 
 

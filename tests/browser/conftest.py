@@ -90,13 +90,14 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(log_path: Path, env: dict | None = None, port: int | None = None) -> tuple[subprocess.Popen, Server]:
-    """`streamlit run dashboard.py` on a free port of 127.0.0.1 (or ``port``), output in
+def start_server(log_path: Path, env: dict | None = None, port: int | None = None, script: str = "dashboard.py",
+                 cwd: Path = REPO_ROOT) -> tuple[subprocess.Popen, Server]:
+    """`streamlit run SCRIPT` in ``cwd`` on a free port of 127.0.0.1 (or ``port``), output in
     ``log_path``; returns once it answers its health check."""
     port = port or _free_port()
     server = Server(f"http://127.0.0.1:{port}", log_path)
     command = [
-        sys.executable, "-m", "streamlit", "run", "dashboard.py",
+        sys.executable, "-m", "streamlit", "run", script,
         "--server.headless", "true",
         "--server.address", "127.0.0.1",
         "--server.port", str(port),
@@ -104,7 +105,7 @@ def start_server(log_path: Path, env: dict | None = None, port: int | None = Non
         "--server.fileWatcherType", "none",
     ]
     with open(server.log, "wb") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while True:

@@ -8,19 +8,15 @@ to artifacts/browser/animation_fps.json, never asserted: the machine is shared).
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import textwrap
-import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Locator, expect
 
-from .conftest import BROWSER_ARTIFACTS, REPO_ROOT, SERVER_START_TIMEOUT_S, Server, _finish, _free_port, stop_server
+from .conftest import BROWSER_ARTIFACTS, REPO_ROOT, Server, _finish, start_server, stop_server
 from .dashboard_page import DashboardPage
 
 pytestmark = pytest.mark.browser
@@ -68,28 +64,7 @@ APP = textwrap.dedent(f"""
 
 def _start_app(directory, log_path) -> tuple[subprocess.Popen, Server]:
     """`streamlit run app.py` in ``directory`` with the repository importable, on a free port."""
-    port = _free_port()
-    server = Server(f"http://127.0.0.1:{port}", log_path)
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=directory, stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"streamlit exited with code {process.returncode}:\n{log_path.read_text()[-3000:]}", pytrace=False)
-        try:
-            with urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return process, server
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            stop_server(process)
-            pytest.fail(f"streamlit not healthy after {SERVER_START_TIMEOUT_S} s", pytrace=False)
-        time.sleep(0.1)
+    return start_server(log_path, env={"PYTHONPATH": str(REPO_ROOT)}, script="app.py", cwd=directory)
 
 
 @pytest.fixture(scope="module")
