@@ -593,8 +593,8 @@ def comparison_figure(data: np.ndarray, samples: np.ndarray, baseline: np.ndarra
     return fig
 
 
-FAMILY_COLORS = {"DDPM": SAMPLE_COLOR, "DDIM η=0": DATA_COLOR, "DDIM η=1": X0_COLOR, "Euler (flow)": "#9467bd",
-                 "Heun (flow)": "#8c564b"}
+FAMILY_COLORS = {"DDPM": SAMPLE_COLOR, "DDIM η=0": DATA_COLOR, "DDIM η=1": X0_COLOR, "DPM-Solver++ 2M": "#e377c2",
+                 "Euler (flow)": "#9467bd", "Heun (flow)": "#8c564b"}
 
 
 def sampler_family(sampler: str, eta: float | None) -> str:
@@ -634,6 +634,77 @@ def budget_figure(rows: list, current: tuple[str, int] | None, baseline: list | 
     fig.update_yaxes(type="log", title_text="energy distance / floor", **log_ticks([1.0, *ratios]))
     fig.update_layout(height=340 + LEGEND_ROOM, margin=dict(l=10, r=10, t=10, b=AXIS_ROOM + LEGEND_ROOM),
                       legend=_legend_below())
+    return fig
+
+
+DENSITY_DEPTH = 10.0  # nats: the density maps colour log p from its top down to this far below it
+PROBE_COLOR = "#d62728"
+
+
+def _density_heatmap(xs, ys, log_p, top: float, *, colorbar: bool, name: str) -> go.Heatmap:
+    return go.Heatmap(x=xs, y=ys, z=np.clip(log_p, top - DENSITY_DEPTH, None).astype(np.float32), zmin=top - DENSITY_DEPTH,
+                      zmax=top, colorscale="Viridis", name=name, showscale=colorbar,
+                      colorbar=dict(title=dict(text="log p", side="right"), thickness=12) if colorbar else None,
+                      hovertemplate="(%{x:.2f}, %{y:.2f}): log p = %{z:.2f}<extra>" + name + "</extra>")
+
+
+def density_figure(xs: np.ndarray, ys: np.ndarray, log_p_model: np.ndarray, log_p_true: np.ndarray | None,
+                   data: np.ndarray) -> go.Figure:
+    """The learned log-density beside the true one (where known), one colour scale from their top
+    down ``DENSITY_DEPTH`` nats, the data faint over both; equal units on x and y."""
+    panels = 2 if log_p_true is not None else 1
+    titles = ("learned: log p_model", "true: log p_data")[:panels]
+    fig = make_subplots(rows=1, cols=panels, subplot_titles=titles, shared_yaxes=True, horizontal_spacing=0.04)
+    top = float(np.max(log_p_model if log_p_true is None else np.maximum(log_p_model.max(), log_p_true.max())))
+    maps = (log_p_model,) if log_p_true is None else (log_p_model, log_p_true)
+    for col, (log_p, title) in enumerate(zip(maps, titles, strict=True), start=1):
+        fig.add_trace(_density_heatmap(xs, ys, log_p, top, colorbar=col == panels, name=title), row=1, col=col)
+        fig.add_trace(go.Scattergl(**_xy(data), mode="markers", name="data", showlegend=False, hoverinfo="skip",
+                                   marker=dict(size=2.5, color="rgba(255,255,255,0.55)")), row=1, col=col)
+    fig.update_xaxes(range=[float(xs[0]), float(xs[-1])], constrain="domain")
+    fig.update_yaxes(range=[float(ys[0]), float(ys[-1])], scaleanchor="x", scaleratio=1, constrain="domain")
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=40, b=10), showlegend=False)
+    return fig
+
+
+def probe_figure(xs: np.ndarray, ys: np.ndarray, log_p_model: np.ndarray, targets: np.ndarray,
+                 ode: np.ndarray | None = None, stochastic: np.ndarray | None = None,
+                 start: tuple[float, float] | None = None) -> go.Figure:
+    """The learned log-density as a backdrop, a grid of click targets (``targets`` (G, 2): the
+    starts one can pick), and, once probed, the ODE path (red, from its start, marked) and the
+    stochastic paths from the same start (thin grey)."""
+    top = float(np.max(log_p_model))
+    fig = go.Figure(_density_heatmap(xs, ys, log_p_model, top, colorbar=False, name="learned log p"))
+    fig.add_trace(go.Scatter(**_xy(targets), mode="markers", name="pick a start", hoverinfo="x+y",
+                             marker=dict(size=9, color="rgba(255,255,255,0.06)", line=dict(width=0))))
+    for i, path in enumerate(stochastic if stochastic is not None else []):
+        fig.add_trace(go.Scatter(**_xy(path), mode="lines", name="stochastic paths", legendgroup="stochastic",
+                                 showlegend=i == 0, hoverinfo="skip", line=dict(color="rgba(230,230,230,0.75)", width=1)))
+    if ode is not None:
+        fig.add_trace(go.Scatter(**_xy(ode), mode="lines", name="ODE path", hoverinfo="skip",
+                                 line=dict(color=PROBE_COLOR, width=3)))
+    if start is not None:
+        fig.add_trace(go.Scatter(x=[start[0]], y=[start[1]], mode="markers", name="start", hoverinfo="skip",
+                                 marker=dict(size=13, color=PROBE_COLOR, symbol="circle-open", line=dict(width=3))))
+    shown = [targets, np.array([[xs[0], ys[0]], [xs[-1], ys[-1]]])] + ([] if ode is None else [ode])
+    low, high = np.min([p.min(0) for p in shown], 0), np.max([p.max(0) for p in shown], 0)
+    pad = 0.03 * (high - low)  # the paths may leave the targets' box (a VP path bulges outwards)
+    fig.update_xaxes(range=[float(low[0] - pad[0]), float(high[0] + pad[0])], constrain="domain")
+    fig.update_yaxes(range=[float(low[1] - pad[1]), float(high[1] + pad[1])], scaleanchor="x", scaleratio=1,
+                     constrain="domain")
+    fig.update_layout(height=480, margin=dict(l=10, r=10, t=10, b=LEGEND_ROOM), legend=_legend_below(),
+                      clickmode="event+select", dragmode=False, plot_bgcolor="#f4f4f4")
+    return fig
+
+
+def probe_log_p_figure(sigma: np.ndarray, log_p: np.ndarray) -> go.Figure:
+    """log p_t(x_t) along the ODE path against the noise's share s of x_t (0: the data)."""
+    fig = go.Figure(go.Scatter(x=sigma, y=log_p, mode="lines+markers", marker=dict(size=4, color=PROBE_COLOR),
+                               line=dict(color=PROBE_COLOR), name="log p along the ODE path",
+                               hovertemplate="s = %{x:.3f}: log p = %{y:.2f}<extra></extra>"))
+    fig.update_xaxes(title_text="noise share s of x_t (0 = the data, 1 = pure noise)")
+    fig.update_yaxes(title_text="log p_t(x_t) (nats)")
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=AXIS_ROOM))
     return fig
 
 

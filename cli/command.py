@@ -26,7 +26,10 @@ as losses.csv holds just its header.
 
 ``--out`` also writes field.csv (the learned and the ideal noise on a 21 x 21 grid at six noise
 levels) and drift.csv (the sampler's x_t against the true q(x_t) at each kept frame), and with
-``--budget`` budget.csv (energy distance over floor for DDPM and DDIM at 5 to T steps).
+``--budget`` budget.csv (energy distance over floor for DDPM, DDIM and DPM-Solver++ 2M at 5 to T
+steps). ``--likelihood`` adds the model's exact NLL through the probability-flow ODE beside the
+data's entropy (``diffusion.likelihood``), and with ``--out`` density.csv (x,y,log_p_model,log_p_true
+on a 60 x 60 grid over the data, log_p_true empty where the data's density is unknown).
 
 Flow matching (``--objective flow``, sampled with ``--sampler euler|heun`` and ``--sample-steps``,
 trained with ``--coupling independent|ot``) writes the same files: field.csv's eps columns hold
@@ -52,6 +55,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from diffusion import checkpoints
@@ -59,6 +63,7 @@ from diffusion.budget import BUDGET_COLUMNS, budget_rows
 from diffusion.config import PRESETS, SECTIONS, Declared, ExperimentConfig, declared, experiment_settings
 from diffusion.datasets import PointsError, load_points, make_dataset
 from diffusion.ideal import drift_curve, field_at, field_grid, ideal_denoiser
+from diffusion.likelihood import density_grid, network_model, nll_report
 from diffusion.metrics import evaluate
 from diffusion.monitoring import LOSS_BY_T_COLUMNS, PREVIEW_COLUMNS, loss_by_t_rows, loss_floor_by_bin, preview_rows
 from diffusion.objectives import path_of
@@ -114,9 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--load-checkpoint", metavar="PATH", help="sample a saved model instead of training")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     g.add_argument("--budget", action="store_true", help=(
-        "also sample the model with DDPM (respaced below T) and DDIM at eta 0 and 1 at 5, 10, 20, 50, 100, "
-        "200, 500 and T steps (those up to T), each scored by its energy distance and floor: written to "
+        "also sample the model with DDPM (respaced below T), DDIM at eta 0 and 1 and DPM-Solver++ 2M at 5, 10, "
+        "20, 50, 100, 200, 500 and T steps (those up to T; flow: Euler and Heun at 1, 2, 5, ... steps), each "
+        "scored by its energy distance and floor: written to "
         "budget.csv with --out, as \"budget\" with --json, else printed as a table"))
+    g.add_argument("--likelihood", action="store_true", help=(
+        "also compute the model's exact log-likelihood through the probability-flow ODE (Heun with "
+        "--ode-steps and twice as many, Richardson-extrapolated) on 1000 fresh data points: adds nll, "
+        "entropy (where the data's density is known) and kl_estimate = mean(log p_data - log p_model), each "
+        "with its standard error, and the solver's error, to --json's output (else printed); with --out "
+        "writes density.csv: x,y,log_p_model,log_p_true on a 60 x 60 grid over the data (log_p_true empty "
+        "where unknown), positions and densities in the data's own units"))
     g.add_argument("--out", metavar="DIR", help=(
         "write samples.csv, losses.csv, config.json, figure.html, loss_by_t.csv (the loss over the last "
         "20%% of training in 20 bins of t, beside its floor) and previews.csv (the page's 300-point "
@@ -331,6 +344,34 @@ def _budget(args: argparse.Namespace, model, schedule: ObjectivePath, config: Ex
     return rows
 
 
+DENSITY_COLUMNS = ("x", "y", "log_p_model", "log_p_true")
+
+
+def _likelihood(args: argparse.Namespace, model, config: ExperimentConfig, dataset) -> dict | None:
+    """With --likelihood, the NLL report (``diffusion.likelihood``) as the JSON's keys, and with
+    --out density.csv in the data's own units. None without --likelihood."""
+    if not args.likelihood:
+        return None
+    path, steps = path_of(config.schedule), config.sampler.likelihood_steps
+    net = network_model(model)
+    report = nll_report(net, path, dataset, steps=steps).to_dict()
+    if args.out:
+        grid = density_grid(net, path, dataset, steps=steps)
+        scale = 1.0 if config.data.points is None else float(config.data.points.scale)
+        shift = 2 * math.log(scale)  # a density per unit area of the user's axes
+        try:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            with open(Path(args.out) / "density.csv", "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(DENSITY_COLUMNS)
+                for x, y, model_lp, true_lp in grid.rows():
+                    ux, uy = config.data.to_user(np.array([[x, y]]))[0].tolist()
+                    writer.writerow([ux, uy, model_lp - shift, "" if true_lp is None else true_lp - shift])
+        except OSError as error:
+            raise UsageError(f"--out: {error}") from None
+    return report
+
+
 def _print_budget(rows: list[dict]) -> None:
     """The budget as a table (without --out or --json)."""
     print(f"{'sampler':<8}{'eta':>5}{'steps':>7}{'calls':>7}{'seconds':>9}{'energy':>10}{'floor':>10}{'ratio':>7}")
@@ -382,6 +423,7 @@ def run(argv: list[str] | None = None) -> int:
     dataset = make_dataset(config.data)
     metrics = evaluate(trajectory.samples, dataset).to_dict()
     budget = _budget(args, model, schedule, config, dataset, device)
+    likelihood = _likelihood(args, model, config, dataset)
     if args.out:
         try:
             _write_outputs(Path(args.out), config, losses, trajectory, dataset, watched, model=model, schedule=schedule)
@@ -398,6 +440,7 @@ def run(argv: list[str] | None = None) -> int:
             "loss_by_t": [_json_row(row) for row in watched.loss_by_t],
             "previews": [_json_row(row) for row in watched.previews],
             **({"budget": [_json_row(row) for row in budget]} if budget is not None else {}),
+            **(likelihood or {}),
         }, indent=2))
         return 0
     print(f"Generated samples shape: {trajectory.samples.shape}")
@@ -406,6 +449,13 @@ def run(argv: list[str] | None = None) -> int:
     print(f"std  {metrics['std'][0]:.3f}, {metrics['std'][1]:.3f}   (data {metrics['data_std'][0]:.3f}, {metrics['data_std'][1]:.3f})")
     for name in ("energy_distance", "sliced_wasserstein", "mmd"):
         print(f"{name:<19} {metrics[name]:.5f}   floor {metrics[name + '_floor']:.5f}   ratio {metrics[name + '_ratio']:.2f}")
+    if likelihood is not None:
+        def shown(name):
+            value, error = likelihood[name], likelihood[name + "_se"]
+            return "unknown" if value is None else f"{value:.3f} ± {error:.3f}"
+        print(f"nll {shown('nll')} nats   entropy {shown('entropy')}   nll - entropy {shown('kl_estimate')}   "
+              f"(ODE: {likelihood['ode_steps']} and {2 * likelihood['ode_steps']} Heun steps, error "
+              f"{likelihood['ode_error']:.4f})")
     if budget is not None and not args.out:
         _print_budget(budget)
     return 0

@@ -40,7 +40,7 @@ from .objectives import objective_of, path_class
 from .paths import ModelFn, ObjectivePath
 from .samplers import sample
 
-_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "euler": "Euler", "heun": "Heun"}
+_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpm_solver": "DPM-Solver++ 2M", "euler": "Euler", "heun": "Heun"}
 
 
 BUDGET_COLUMNS = ("sampler", "eta", "steps", "model_calls", "seconds", "energy_distance", "floor")

@@ -126,6 +126,21 @@ class GaussianMixture:
             out[t] = float(((target - best) ** 2).mean())
         return out
 
+    def log_density(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) = log sum_k w_k N(x; mu_k, s_k^2 I), x (N, 2) -> (N,) float64."""
+        x = torch.as_tensor(x).double()
+        means = torch.tensor(self.means, dtype=torch.float64)
+        var = torch.tensor(self.stds, dtype=torch.float64) ** 2  # (K,)
+        log_w = torch.log(torch.tensor(self.weights, dtype=torch.float64))
+        squared = ((x[:, None, :] - means) ** 2).sum(-1)  # (N, K)
+        return torch.logsumexp(log_w - squared / (2 * var) - torch.log(2 * math.pi * var), dim=1)
+
+    @property
+    def entropy(self) -> float | None:
+        """H = -E log p(X) in nats where it has a closed form: log(2 pi e s^2) for one isotropic
+        2-D Gaussian; None for a mixture (``likelihood.data_entropy`` estimates it)."""
+        return math.log(2 * math.pi * math.e * self.stds[0] ** 2) if len(self.means) == 1 else None
+
     def mean_pairwise_distance(self) -> float | None:
         """E|X - X'| in closed form where it has one: s * sqrt(pi) for one 2-D Gaussian."""
         return self.stds[0] * math.sqrt(math.pi) if len(self.means) == 1 else None

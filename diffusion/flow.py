@@ -251,3 +251,21 @@ class FlowPath(ObjectivePath):
     def step_frame(self, step: SamplerStep, config: SamplerConfig) -> tuple[float, torch.Tensor]:
         """Frame time t T; the predicted x_0 is x - t v."""
         return step.t, self.x0_hat(step.x, step.model_output, *self.path_at_frame(step.t))
+
+    # --- the probability-flow ODE: dx/dt = v itself -----------------------------------------------
+
+    def ode_nodes(self, steps: int) -> np.ndarray:
+        """t evenly spaced from 0 (the data) to 1 (exactly N(0, I))."""
+        if steps < 1:
+            raise ValueError(f"steps must be a whole number of at least 1; got {steps}")
+        return np.linspace(0.0, 1.0, steps + 1)
+
+    def ode_point(self, u: float) -> tuple[float, float, float]:
+        return 1.0 - u, u, u
+
+    def ode_scale(self, u: float) -> float:
+        return 1.0
+
+    def ode_velocity(self, x, output, a: float, s: float):
+        """dx/dt = v = eps_hat - x0_hat, the output itself."""
+        return output

@@ -262,3 +262,24 @@ class ObjectivePath(ABC):
     @abstractmethod
     def step_frame(self, step: SamplerStep, config: SamplerConfig) -> tuple[int | float, torch.Tensor]:
         """A kept step as a frame: its frame time, and the x_0 the model's output implies there."""
+
+    # --- the probability-flow ODE (``likelihood``) ----------------------------------------------------
+    # In the path's ODE variable u, from u = 0 (the data) to the last node (where x is taken to be
+    # N(0, I)), the state y = x / c(u) moves by dy/du = velocity; ``likelihood`` integrates it.
+
+    @abstractmethod
+    def ode_nodes(self, steps: int) -> np.ndarray:
+        """``steps`` + 1 values of the ODE variable, float64, ascending from 0 (the data) to the
+        prior's end: a fixed-step solver's grid."""
+
+    @abstractmethod
+    def ode_point(self, u: float) -> tuple[float, float, float]:
+        """(a, s, the network's time input) at the ODE variable u."""
+
+    @abstractmethod
+    def ode_scale(self, u: float) -> float:
+        """c(u) in x = c(u) y: how the ODE's state y is scaled to the point x."""
+
+    @abstractmethod
+    def ode_velocity(self, x, output, a: float, s: float):
+        """dy/du given the model's output at x on the path (a, s)."""

@@ -91,7 +91,7 @@ class NoiseSchedule(ObjectivePath):
     sampler_kinds = SAMPLERS_OF["ddpm"]
     preview_kind = "ddim"
     output_name = "ε"
-    budget_families = (("ddpm", None), ("ddim", 0.0), ("ddim", 1.0))
+    budget_families = (("ddpm", None), ("ddim", 0.0), ("ddim", 1.0), ("dpm_solver", None))
     budget_steps = (5, 10, 20, 50, 100, 200, 500)
     continuous_time = False
     frame_dtype = np.int64
@@ -134,7 +134,7 @@ class NoiseSchedule(ObjectivePath):
 
     @classmethod
     def family_label(cls, kind: SamplerKind, eta: float | None) -> str:
-        return "DDPM" if kind == "ddpm" else f"DDIM η={eta:g}"
+        return {"ddpm": "DDPM", "dpm_solver": "DPM-Solver++ 2M"}.get(kind) or f"DDIM η={eta:g}"
 
     def to(self, device: torch.device | str) -> NoiseSchedule:
         """A copy whose tensors live on ``device``."""
@@ -269,6 +269,7 @@ class NoiseSchedule(ObjectivePath):
     ) -> Iterator[tuple[SamplerStep, torch.Tensor]]:
         """DDPM's or DDIM's steps over ``timesteps``; ``sample_steps`` given respaces DDPM."""
         ts = timesteps(self, config, sample_steps)
+        earlier: tuple[torch.Tensor, float] | None = None  # DPM-Solver++: the last step's x0_hat and h
         for i, t in enumerate(ts):
             t = int(t)
             z = noise[i] if noise is not None else None
@@ -277,6 +278,8 @@ class NoiseSchedule(ObjectivePath):
                 eps = model(x, t)
                 if config.kind == "ddpm":
                     x_next = ddpm_step(self, eps, t, x, z, config.variance, t_prev=t_prev, clip_x0=config.clip_x0)
+                elif config.kind == "dpm_solver":
+                    x_next, earlier = dpm_solver_step(self, eps, t, t_prev, x, earlier)
                 else:
                     x_next = ddim_step(self, eps, t, t_prev, x, config.eta, z, clip_x0=config.clip_x0)
             yield SamplerStep(i, t, x, eps), x_next
@@ -286,6 +289,43 @@ class NoiseSchedule(ObjectivePath):
         """Frame time t + 1; with ``clip_x0`` the clipped x0_hat the sampler stepped with."""
         x0 = predicted_x0(self, step.x, step.model_output, step.t)
         return step.t + 1, x0.clamp_(-1.0, 1.0) if config.clip_x0 else x0
+
+
+    # --- the probability-flow ODE: DDIM's, in x-bar = x / a and sigma-bar = s / a ---------------------
+    # d x-bar / d sigma-bar = eps (Song et al. 2021, eq. 14; DDIM with eta = 0 is its Euler step),
+    # solved in u = log(1 + sigma-bar / sigma-bar_0) (sigma-bar_0: level 0's): linear in sigma-bar
+    # near the data, logarithmic (as log SNR) beyond, so evenly spaced u suits the whole range.
+
+    @property
+    def _sigma_bar(self) -> np.ndarray:
+        return self.float64["sigma"] / self.float64["signal"]
+
+    def _sigma_bar_at(self, u: float) -> float:
+        return float(self._sigma_bar[0]) * math.expm1(u)
+
+    def ode_nodes(self, steps: int) -> np.ndarray:
+        """u evenly spaced from 0 (the data) to level T - 1's."""
+        if steps < 1:
+            raise ValueError(f"steps must be a whole number of at least 1; got {steps}")
+        bar = self._sigma_bar
+        return np.linspace(0.0, math.log1p(bar[-1] / bar[0]), steps + 1)
+
+    def ode_point(self, u: float) -> tuple[float, float, float]:
+        """a = 1 / sqrt(1 + sigma-bar^2), s = sigma-bar a; the network's time is the level whose
+        sigma-bar this is, interpolated in log sigma-bar (level 0 below level 0's, as DDIM's last step)."""
+        bar = self._sigma_bar
+        u_bar = self._sigma_bar_at(u)
+        a = 1.0 / math.sqrt(1.0 + u_bar * u_bar)
+        level = 0.0 if u_bar <= bar[0] else float(np.interp(math.log(u_bar), np.log(bar), np.arange(len(bar))))
+        return a, u_bar * a, level / self.num_timesteps
+
+    def ode_scale(self, u: float) -> float:
+        u_bar = self._sigma_bar_at(u)
+        return 1.0 / math.sqrt(1.0 + u_bar * u_bar)
+
+    def ode_velocity(self, x, output, a: float, s: float):
+        """d x-bar / du = eps (d sigma-bar / du) = eps (sigma-bar + sigma-bar_0)."""
+        return self.eps_hat(x, output, a, s) * (s / a + float(self._sigma_bar[0]))
 
 
 def make_schedule(
@@ -419,6 +459,43 @@ def ddim_step(
     return x
 
 
+def dpm_solver_step(
+    schedule: NoiseSchedule,
+    noise_pred: torch.Tensor,
+    t: int,
+    t_prev: int,
+    x_t: torch.Tensor,
+    earlier: tuple[torch.Tensor, float] | None,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, float]]:
+    """One step x_t -> x_{t_prev} of DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), the multistep
+    second-order solver of the probability-flow ODE that DDIM (eta = 0) solves to first order.
+
+    With lambda = log(a / s) and h = lambda_{t_prev} - lambda_t, and D the data prediction:
+        x_{t_prev} = (s_prev / s_t) x_t + a_prev (1 - e^{-h}) D
+        D = x0_hat_t                                          (first step, and the last, to x_0)
+        D = (1 + 1 / (2 r)) x0_hat_t - 1 / (2 r) x0_hat_before,  r = h_before / h   (otherwise)
+    With D = x0_hat_t this is DDIM's step exactly. ``earlier`` is (x0_hat, h) of the step before
+    (None on the first); returns x_{t_prev} and this step's (x0_hat, h) for the next."""
+    t, t_prev = int(t), int(t_prev)
+    if not 0 <= t < schedule.num_timesteps:
+        raise ValueError(f"t must be in [0, {schedule.num_timesteps - 1}]; got {t}")
+    if not -1 <= t_prev < t:
+        raise ValueError(f"t_prev must be in [-1, t - 1] = [-1, {t - 1}]; got {t_prev}")
+    a, s = schedule.path_at(t)
+    x0 = schedule.x0_hat(x_t, noise_pred, a, s)
+    if t_prev < 0:  # to the data: s = 0, lambda = infinity; the step is D itself
+        return x0.clone(), (x0, math.inf)
+    a_prev, s_prev = schedule.path_at(t_prev)
+    h = math.log(a_prev / s_prev) - math.log(a / s)
+    data = x0
+    if earlier is not None:
+        x0_before, h_before = earlier
+        r = h_before / h
+        data = torch.add(x0.mul(1 + 1 / (2 * r)), x0_before, alpha=-1 / (2 * r))
+    x = torch.add(x_t.mul(s_prev / s), data, alpha=a_prev * -math.expm1(-h))
+    return x, (x0, h)
+
+
 def predicted_x0(schedule: NoiseSchedule, x_t: torch.Tensor, noise_pred: torch.Tensor, t: int) -> torch.Tensor:
     """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) at index t."""
     return schedule.x0_hat(x_t, noise_pred, *schedule.path_at(t))
@@ -435,12 +512,35 @@ def spaced_timesteps(num_timesteps: int, steps: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, T - 1, steps)).astype(int))[::-1].copy()
 
 
+def log_snr_spaced_timesteps(schedule: NoiseSchedule, steps: int) -> np.ndarray:
+    """``steps`` model times whose log SNR is evenly spaced from level T - 1 to level 0 (each the
+    level nearest its target, a repeat moved to the next free level), descending: the spacing DPM-Solver is made for
+    (Lu et al. 2022, sec. 3.3), so that successive steps are alike in lambda = log(a / s)."""
+    T = schedule.num_timesteps
+    steps = min(int(steps), T)
+    if steps < 1:
+        raise ValueError(f"steps must be a whole number from 1 to T = {T}; got {steps}")
+    if steps == 1:
+        return np.array([T - 1])
+    lam = schedule.log_snr / 2  # lambda_t, falling with t
+    targets = np.linspace(lam[0], lam[-1], steps)  # level 0's first
+    levels = np.round(np.interp(-targets, -lam, np.arange(T))).astype(int)  # ascending, maybe repeated
+    for i in range(1, steps):  # whole levels, all different: nudge a repeat up, then back under T
+        levels[i] = max(levels[i], levels[i - 1] + 1)
+    for i in range(steps - 1, -1, -1):
+        levels[i] = min(levels[i], T - 1 - (steps - 1 - i))
+    return levels[::-1].copy()
+
+
 def timesteps(schedule: NoiseSchedule, config: SamplerConfig, sample_steps: int | None = None) -> np.ndarray:
-    """The model times visited, descending: all T for DDPM, ``sample_steps`` evenly spaced for DDIM.
-    ``sample_steps`` given overrides the config's: for DDPM it respaces (Nichol & Dhariwal)."""
+    """The model times visited, descending: all T for DDPM, ``sample_steps`` evenly spaced for DDIM,
+    evenly spaced in log SNR for DPM-Solver++. ``sample_steps`` given overrides the config's: for
+    DDPM it respaces (Nichol & Dhariwal)."""
     T = schedule.num_timesteps
     if sample_steps is None:
         if config.kind == "ddpm":
             return np.arange(T - 1, -1, -1)
         sample_steps = config.sample_steps
+    if config.kind == "dpm_solver":
+        return log_snr_spaced_timesteps(schedule, sample_steps)
     return spaced_timesteps(T, sample_steps)

@@ -7,6 +7,8 @@ results; the server's process never calls the model.
     Field    the learned field against the ideal one at ``FIELD_TIMES`` noise levels, and its error curve
     Drift    the sampler's x_t against the true q(x_t) at each kept frame
     Budget   energy distance over its floor for every sampler family at a range of step counts
+    Density  the model's log-density on a grid (and the data's, where known), NLL against entropy
+    Probe    one start point's probability-flow ODE path, stochastic paths from it, log p along it
     Floors   the irreducible loss of a data set and path, averaged over t and per noise level
              (no model: numerical for mixtures, about 1.5 s, so not on the server's thread either)
 
@@ -30,6 +32,7 @@ from diffusion.datasets import GaussianMixture, make_dataset
 from diffusion.denoiser import Denoiser
 from diffusion.flow import paired_in_batches
 from diffusion.ideal import DriftCurve, drift_curve, field_at, field_error_curve, field_grid, ideal_denoiser, noised
+from diffusion.likelihood import DensityGrid, NLLReport, ProbePaths, density_grid, network_model, nll_report, probe
 from diffusion.metrics import Evaluation, evaluate
 from diffusion.monitoring import BinnedFloor, loss_floor_by_bin
 from diffusion.objectives import path_of
@@ -242,6 +245,78 @@ def compute_floors(task: Floors, report: Report) -> FloorValues:
     return FloorValues(mean, binned)
 
 
+# --- the density the model defines ---------------------------------------------------------------------
+
+DENSITY_GRID = 60  # points per axis of the density maps
+NLL_POINTS = 1000  # fresh data points the NLL averages over
+
+
+def _user_scale(data: DataConfig) -> float:
+    """How much the user's units stretch the model's (an uploaded set is standardised)."""
+    return 1.0 if data.points is None else float(data.points.scale)
+
+
+@dataclass(frozen=True)
+class Density:
+    steps: int  # Heun steps of the probability-flow ODE
+
+
+@dataclass(frozen=True)
+class DensityView:
+    """The learned and the true log-density on a grid, the data over them, and the NLL, all in the
+    user's units (a density per unit area of the user's axes: log p - 2 log scale)."""
+
+    xs: np.ndarray  # (nx,)
+    ys: np.ndarray  # (ny,)
+    log_p_model: np.ndarray  # (ny, nx)
+    log_p_true: np.ndarray | None
+    shown: np.ndarray  # (500, 2) data points
+    grid: DensityGrid  # in the model's units, as computed (density.csv from the command has these)
+    nll: NLLReport  # in the model's units
+    unit_shift: float  # 2 log scale: subtract from a model-unit log-density for the user's units
+
+
+def compute_density(task: Density, key: TrainingKey, model: Denoiser, report: Report) -> DensityView:
+    path, dataset = path_of(key.schedule), make_dataset(key.data)
+    net = network_model(model)
+    grid = density_grid(net, path, dataset, num=DENSITY_GRID, steps=task.steps,
+                        report=lambda done, total, text: report(done, 3, text, None))
+    nll = nll_report(net, path, dataset, num_points=NLL_POINTS, steps=task.steps,
+                     report=lambda done, total, text: report(1 + done, 3, text, None))
+    user, shift = key.data.to_user, 2 * np.log(_user_scale(key.data))
+    xs = user(np.stack([grid.xs, np.full_like(grid.xs, grid.ys[0])], 1))[:, 0]
+    ys = user(np.stack([np.full_like(grid.ys, grid.xs[0]), grid.ys], 1))[:, 1]
+    true = None if grid.log_p_true is None else grid.log_p_true - shift
+    return DensityView(xs, ys, grid.log_p_model - shift, true, user(data_points(key, 500, 31)), grid, nll, float(shift))
+
+
+@dataclass(frozen=True)
+class Probe:
+    start: tuple[float, float]  # in the user's units
+    from_prior: bool  # start is x at the prior's end (True) or a point of the data (False)
+    steps: int = 60
+    paths: int = 5
+
+
+@dataclass(frozen=True)
+class ProbeView:
+    """``ProbePaths`` in the user's units (log p per unit area of the user's axes)."""
+
+    paths: ProbePaths
+    start: tuple[float, float]
+
+
+def compute_probe(task: Probe, key: TrainingKey, model: Denoiser, report: Report) -> ProbeView:
+    path, scale = path_of(key.schedule), _user_scale(key.data)
+    offset = np.zeros(2) if key.data.points is None else np.asarray(key.data.points.offset)
+    start = (np.asarray(task.start, dtype=np.float64) - offset) / scale  # to the model's units
+    found = probe(network_model(model), path, start, from_prior=task.from_prior, steps=task.steps, paths=task.paths)
+    user = key.data.to_user
+    shown = dataclasses.replace(found, ode=user(found.ode), stochastic=user(found.stochastic),
+                                log_p=found.log_p - 2 * np.log(scale))
+    return ProbeView(shown, task.start)
+
+
 def compute(task, key: TrainingKey | None, model: Denoiser | None, report: Report, stopped: Callable[[], bool]):
     """Run ``task`` on ``model`` (None for a task that needs none)."""
     match task:
@@ -255,4 +330,8 @@ def compute(task, key: TrainingKey | None, model: Denoiser | None, report: Repor
             return compute_budget(task, key, model, report, stopped)
         case Floors():
             return compute_floors(task, report)
+        case Density():
+            return compute_density(task, key, model, report)
+        case Probe():
+            return compute_probe(task, key, model, report)
     raise TypeError(f"unknown task {task!r}")

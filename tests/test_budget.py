@@ -77,9 +77,10 @@ def test_bad_steps_are_refused_in_words(steps):
 
 @pytest.mark.parametrize("families, match", [
     ((("ddpm", 0.0),), "DDPM takes no eta"),
+    ((("dpm_solver", 0.0),), r"DPM-Solver\+\+ 2M takes no eta"),
     ((("ddim", None),), r"DDIM's eta must be in \[0, 1\]"),
     ((("ddim", 1.5),), r"DDIM's eta must be in \[0, 1\]"),
-    ((("plms", None),), "sampler must be 'ddpm' or 'ddim'"),
+    ((("plms", None),), "sampler must be 'ddpm' or 'ddim' or 'dpm_solver'"),
     ((("ddpm", None), ("euler", None)), r"samplers must all be of one objective .*got \['ddpm', 'euler'\]"),
 ])
 def test_bad_families_are_refused_in_words(families, match):
@@ -90,7 +91,8 @@ def test_bad_families_are_refused_in_words(families, match):
 def test_the_plan_goes_family_by_family_fewest_steps_first():
     plan = budget_plan(20, [20, 5, 10], families=DDPM_FAMILIES)
     assert plan == [("ddpm", None, 5), ("ddpm", None, 10), ("ddpm", None, 20), ("ddim", 0.0, 5), ("ddim", 0.0, 10),
-                    ("ddim", 0.0, 20), ("ddim", 1.0, 5), ("ddim", 1.0, 10), ("ddim", 1.0, 20)]
+                    ("ddim", 0.0, 20), ("ddim", 1.0, 5), ("ddim", 1.0, 10), ("ddim", 1.0, 20),
+                    ("dpm_solver", None, 5), ("dpm_solver", None, 10), ("dpm_solver", None, 20)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,7 +176,7 @@ def test_iter_budget_yields_rows_one_by_one_and_budget_rows_reports_progress(sho
     assert [r.steps for r in rows] == [10]
     seen = []
     budget_rows(short_eps, short, REFERENCE_GAUSSIAN, num_samples=50, steps=[5, 10], on_progress=lambda *a: seen.append(a))
-    assert seen == [(i, 6) for i in range(1, 7)]
+    assert seen == [(i, 8) for i in range(1, 9)]  # 4 families x 2 step counts
 
 
 def test_a_model_row_equals_sample_model_with_the_same_config(short, gen):
@@ -192,14 +194,16 @@ def test_non_finite_samples_score_nan_instead_of_failing(short):
 
 def test_a_row_as_a_dict_has_the_csv_columns(rows):
     assert tuple(rows[0].to_dict()) == BUDGET_COLUMNS
-    assert rows[0].to_dict()["eta"] is None and rows[-1].to_dict()["eta"] == 1.0
+    by_kind = {r.sampler: r.to_dict() for r in rows}
+    assert by_kind["ddpm"]["eta"] is None and by_kind["dpm_solver"]["eta"] is None
+    assert [r.to_dict()["eta"] for r in rows if r.sampler == "ddim"][-1] == 1.0
 
 
 # ---------------------------------------------------------------------------------------------
 # The command
 
 SMALL = ["--timesteps", "100", "--epochs", "50", "--samples", "100", "--frames", "2", "--device", "cpu"]
-PLAN = budget_plan(100, families=DDPM_FAMILIES)  # 5, 10, 20, 50, 100 for each of the three families
+PLAN = budget_plan(100, families=DDPM_FAMILIES)  # 5, 10, 20, 50, 100 for each of the four families
 
 
 def _run(argv: list[str]) -> str:

@@ -168,3 +168,18 @@ def test_a_missing_file_is_a_checkpoint_error(tmp_path):
         load(tmp_path / "nowhere.safetensors")
     with pytest.raises(CheckpointError, match="cannot read"):
         load(tmp_path)  # a directory without model.safetensors
+
+
+def test_a_safetensors_header_whose_length_starts_with_0x80_is_not_taken_for_a_pickle():
+    """The header's length is 8 bytes little-endian: its first byte is pickle's PROTO (0x80) for
+    lengths 128, 384, ... (a config one field longer made this happen)."""
+    model, config = _trained(reference(), epochs=1)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    raw = json.dumps(config.to_dict())
+    for padding in range(256):  # pad the metadata until the header's length is 0x80 modulo 256
+        data = save_safetensors(tensors, metadata={"format": checkpoints.FORMAT, "config": raw, "pad": " " * padding})
+        if data[0] == 0x80:
+            break
+    assert data[0] == 0x80
+    loaded, loaded_config = from_bytes(data)
+    assert loaded_config == config

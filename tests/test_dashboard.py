@@ -239,7 +239,7 @@ def _another_value(key, value):
     if listed:
         return next(choice for choice in listed if choice != value)
     special = {"T": 200, "beta_start": 0.0002, "beta_end": 0.03, "depth": 3, "epochs": 160, "seed": 3,
-               "sample_steps": 20, "eta": 0.5, "frames": 10, "sample_seed": 5}
+               "sample_steps": 20, "eta": 0.5, "frames": 10, "sample_seed": 5, "ode_steps": 16}
     return special[key]
 
 

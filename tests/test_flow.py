@@ -244,7 +244,7 @@ def test_the_ideal_velocity_drives_heun_to_the_data_and_the_budget_counts_its_ca
 def test_a_sampler_of_the_other_objective_is_refused_by_name():
     with pytest.raises(ValueError, match=r"sampler.kind must be one of euler, heun \(the samplers of the flow objective\); got 'ddpm'"):
         reference().replace(schedule={"objective": "flow"})
-    with pytest.raises(ValueError, match=r"sampler.kind must be one of ddpm, ddim .*got 'heun'"):
+    with pytest.raises(ValueError, match=r"sampler.kind must be one of ddpm, ddim, dpm_solver .*got 'heun'"):
         reference().replace(sampler={"kind": "heun"})
     with pytest.raises(ValueError, match=r"sampler.sample_steps must be .* from 1 to 1000 \(at most 1000 for an ODE solver\)"):
         reference().replace(schedule={"objective": "flow"}, sampler={"kind": "euler", "sample_steps": 1001})
@@ -269,7 +269,7 @@ def test_the_command_trains_flow_matching_and_refuses_a_mismatched_sampler(capsy
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip().splitlines() == [
-        "error: --sampler: sampler.kind must be one of ddpm, ddim (the samplers of the ddpm objective); got 'euler'"]
+        "error: --sampler: sampler.kind must be one of ddpm, ddim, dpm_solver (the samplers of the ddpm objective); got 'euler'"]
 
 
 def test_the_drift_of_an_optimal_transport_run_is_measured_against_the_path_it_was_trained_on():

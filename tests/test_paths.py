@@ -132,7 +132,7 @@ def test_an_unknown_objective_is_refused_naming_the_field_and_the_allowed_values
         ExperimentConfig.from_dict({"schedule": {"objective": "vp"}})
     with pytest.raises(ValueError, match=r"^objective must be one of ddpm, flow; got 'vp'$"):
         path_class("vp")
-    with pytest.raises(ValueError, match=r"^sampler must be one of ddpm, ddim, euler, heun; got 'plms'$"):
+    with pytest.raises(ValueError, match=r"^sampler must be one of ddpm, ddim, dpm_solver, euler, heun; got 'plms'$"):
         objective_of("plms")
 
 

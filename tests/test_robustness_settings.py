@@ -273,7 +273,8 @@ def valid_configs(draw) -> ExperimentConfig:
         coupling=coupling,
     )
     kind = draw(hs.sampled_from(SAMPLERS_OF[schedule.objective]))
-    most = {"ddim": schedule.num_timesteps, "euler": MAX_ODE_STEPS, "heun": MAX_ODE_STEPS}.get(kind, MAX_TIMESTEPS)
+    most = {"ddim": schedule.num_timesteps, "dpm_solver": schedule.num_timesteps, "euler": MAX_ODE_STEPS,
+            "heun": MAX_ODE_STEPS}.get(kind, MAX_TIMESTEPS)
     sampler = SamplerConfig(
         kind=kind, variance=draw(hs.sampled_from(get_args(Variance))),
         sample_steps=draw(hs.integers(1, most)),

@@ -458,7 +458,8 @@ def test_every_task_computed_by_a_worker_equals_the_same_computation_in_process(
     run = train_to_end(runs, "alice", key)
     sampler = dataclasses.replace(base().sampler, num_samples=200, num_frames=8)
     for task in (tasks.Sample(sampler), tasks.Field("eps"), tasks.Field("score"), tasks.Drift(sampler),
-                 tasks.Budget(200, 0, sampler.variance, False), tasks.Floors(key.data, key.schedule, "independent")):
+                 tasks.Budget(200, 0, sampler.variance, False), tasks.Floors(key.data, key.schedule, "independent"),
+                 tasks.Density(8), tasks.Probe((0.5, -0.25), True, steps=20), tasks.Probe((2.0, 2.0), False, steps=20)):
         state = runs.compute(run, task)
         assert runs.wait_for(state, 120), task
         assert state.status == "done", state.error

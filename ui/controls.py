@@ -35,9 +35,9 @@ from diffusion.denoiser import Denoiser
 from ui import session
 
 FieldQuantity = Literal["eps", "score"]
-View = Literal["quality", "samples", "noise", "field", "compare"]
+View = Literal["quality", "samples", "noise", "field", "density", "compare"]
 VIEW_LABELS = {"quality": "Quality and loss by level", "samples": "Samples and metrics", "noise": "Noise and data",
-               "field": "Field and drift", "compare": "Budget and your runs"}
+               "field": "Field and drift", "density": "Density and likelihood", "compare": "Budget and your runs"}
 
 
 @dataclass(frozen=True)

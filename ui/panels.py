@@ -504,7 +504,7 @@ def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentCo
 
     steps = config.schedule.num_timesteps if sampler.kind == "ddpm" else sampler.sample_steps
     calls = model_calls(sampler.kind, steps)
-    name = {"ddpm": "DDPM", "ddim": "DDIM", "euler": "Euler", "heun": "Heun"}[sampler.kind]
+    name = {"ddpm": "DDPM", "ddim": "DDIM", "dpm_solver": "DPM-Solver++", "euler": "Euler", "heun": "Heun"}[sampler.kind]
     n = len(trajectory.samples)
 
     @st.fragment
