@@ -72,6 +72,7 @@ def test_the_default_page_trains_the_reference_job_and_shows_every_panel():
     assert not at.get("plotly_chart")  # no Plotly in the first view and the default tab: its 4.7 MB bundle waits
     only_in_tab = {"noise": ["Noise schedule", "Data and forward process"], "samples": ["Results", "Downloads"],
                    "field": ["The learned field against the ideal one", "Forward against reverse: where sampling drifts"],
+                   "density": ["The density the model learned", "Trajectory probe"],
                    "compare": ["Your runs", "Sampling budget"]}
     for view, titles in only_in_tab.items():  # each tab draws its own views and no other tab's
         open_tab(at, view)

@@ -10,12 +10,17 @@ point where the h^2 term happens to vanish the estimate says nothing), not a num
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from cli import command as cli
 from diffusion import likelihood as L
 from diffusion.config import DataConfig, SamplerConfig, ScheduleConfig, improved
 from diffusion.datasets import make_dataset
@@ -172,3 +177,39 @@ def test_dpm_solver_converges_at_second_order_with_the_ideal_denoiser():
     ddim = np.abs(samples("ddim", 20) - reference).mean()
     assert errors[40] < errors[20] / 2.5  # about 4 for second order (whole levels blur it)
     assert errors[20] < ddim / 5
+
+
+# --- the command ------------------------------------------------------------------------------------
+
+
+def _command(argv: list[str]) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(argv) == 0
+    return out.getvalue()
+
+
+SMALL = ["--timesteps", "100", "--epochs", "100", "--samples", "100", "--frames", "2", "--device", "cpu",
+         "--ode-steps", "8"]
+
+
+def test_the_command_reports_the_likelihood_beside_the_entropy_and_writes_the_density_grid(tmp_path):
+    report = json.loads(_command([*SMALL, "--likelihood", "--json", "--out", str(tmp_path)]))
+    assert report["entropy"] == pytest.approx(math.log(2 * math.pi * math.e * 0.25)) and report["entropy_se"] == 0
+    assert report["ode_steps"] == 8 and report["likelihood_points"] == 1000
+    assert report["nll_se"] > 0 and report["kl_estimate_se"] > 0 and report["ode_error"] >= 0
+    with open(tmp_path / "density.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["x", "y", "log_p_model", "log_p_true"] and len(rows) == 60 * 60
+    x = np.array([[float(r["x"]), float(r["y"])] for r in rows])
+    np.testing.assert_allclose([float(r["log_p_true"]) for r in rows], L.true_log_density(GAUSSIAN, x), rtol=1e-9)
+    assert np.all(np.isfinite([float(r["log_p_model"]) for r in rows]))
+
+
+def test_the_command_leaves_the_true_density_empty_where_it_is_unknown(tmp_path):
+    report = json.loads(_command([*SMALL, "--dataset", "moons", "--likelihood", "--json", "--out", str(tmp_path)]))
+    assert report["entropy"] is None and report["kl_estimate"] is None and report["nll"] is not None
+    with open(tmp_path / "density.csv", newline="") as f:
+        assert {r["log_p_true"] for r in csv.DictReader(f)} == {""}
+    text = _command([*SMALL, "--dataset", "moons", "--likelihood"])
+    assert "entropy unknown" in text and "nll " in text
