@@ -697,12 +697,13 @@ def probe_figure(xs: np.ndarray, ys: np.ndarray, log_p_model: np.ndarray, target
     return fig
 
 
-def probe_log_p_figure(sigma: np.ndarray, log_p: np.ndarray) -> go.Figure:
-    """log p_t(x_t) along the ODE path against the noise's share s of x_t (0: the data)."""
-    fig = go.Figure(go.Scatter(x=sigma, y=log_p, mode="lines+markers", marker=dict(size=4, color=PROBE_COLOR),
+def probe_log_p_figure(time: np.ndarray, log_p: np.ndarray, axis: TimeAxis) -> go.Figure:
+    """log p_t(x_t) along the ODE path against the path's time (0: the data), in ``axis``'s units."""
+    x = time if axis.continuous else time * axis.num_timesteps
+    fig = go.Figure(go.Scatter(x=x, y=log_p, mode="lines+markers", marker=dict(size=4, color=PROBE_COLOR),
                                line=dict(color=PROBE_COLOR), name="log p along the ODE path",
-                               hovertemplate="s = %{x:.3f}: log p = %{y:.2f}<extra></extra>"))
-    fig.update_xaxes(title_text="noise share s of x_t (0 = the data, 1 = pure noise)")
+                               hovertemplate="t = %{x:.3g}: log p = %{y:.2f}<extra></extra>"))
+    fig.update_xaxes(title_text=axis.title)
     fig.update_yaxes(title_text="log p_t(x_t) (nats)")
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=AXIS_ROOM))
     return fig

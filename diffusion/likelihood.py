@@ -295,7 +295,7 @@ class ProbePaths:
     from the data (index 0) to the prior (last), and log p_u(x_u) along the ODE path."""
 
     u: np.ndarray  # (K,)
-    sigma: np.ndarray  # (K,) s, the noise's share of x at each node (0 at the data), for an axis
+    time: np.ndarray  # (K,) the path's time at each node, 0 (the data) to 1 (noise; DDPM: level / T), for an axis
     ode: np.ndarray  # (K, 2)
     log_p: np.ndarray  # (K,) log p_u(x_u) under the model along the ODE path
     stochastic: np.ndarray  # (P, K, 2)
@@ -356,5 +356,5 @@ def probe(model: PathModel, path: ObjectivePath, start, *, from_prior: bool, ste
     ode = solved.x[:, 0, :]
     if from_prior:  # the Heun path walked back, not the forward solve's (the two differ by the solver's error)
         ode = (torch.cat(ys[::-1]).numpy() * np.array([path.ode_scale(float(u)) for u in nodes])[:, None])
-    sigma = np.array([path.ode_point(float(u))[1] for u in nodes])
-    return ProbePaths(nodes, sigma, ode, solved.log_p[:, 0], stochastic, from_prior)
+    time = np.array([path.ode_point(float(u))[2] for u in nodes])
+    return ProbePaths(nodes, time, ode, solved.log_p[:, 0], stochastic, from_prior)

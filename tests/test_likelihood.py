@@ -131,7 +131,7 @@ def test_the_probe_follows_the_affine_flow_of_a_gaussian(from_prior):
     assert found.log_p[0] == pytest.approx(float(L.true_log_density(GAUSSIAN, found.ode[:1])[0]), abs=1e-3)
     assert found.stochastic.shape == (3, 41, 2)
     np.testing.assert_allclose(found.stochastic[:, -1 if from_prior else 0], np.tile(start, (3, 1)))
-    assert found.sigma[0] == 0 and found.sigma[-1] == 1
+    assert found.time[0] == 0 and found.time[-1] == 1 and np.all(np.diff(found.time) > 0)
 
 
 def test_the_probes_stochastic_paths_from_pure_noise_land_on_the_data():

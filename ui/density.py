@@ -125,7 +125,8 @@ def probe_panel(run: FinishedRun, config: ExperimentConfig, view: tasks.DensityV
             + ", over the learned log-density. Look at how the ODE path bends towards the nearest mode while the "
               "stochastic ones scatter across the data.")
         if paths is not None:
-            st.plotly_chart(charts.probe_log_p_figure(paths.sigma, paths.log_p), config=PLOT_CONFIG, key="probe_log_p")
+            st.plotly_chart(charts.probe_log_p_figure(paths.time, paths.log_p, charts.TimeAxis.of(run.key.schedule)),
+                            config=PLOT_CONFIG, key="probe_log_p")
             st.caption(
                 f"log p_t(x_t) along the ODE path, from the data (left, {paths.log_p[0]:.2f} nats: the model's "
                 f"log-likelihood of the path's data end) to pure noise (right, {paths.log_p[-1]:.2f}: under N(0, I)). "

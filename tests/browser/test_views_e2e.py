@@ -21,10 +21,11 @@ TAB_HEADINGS = {
     "samples": ["Results", "Downloads"],
     "noise": ["Noise schedule", "Data and forward process"],
     "field": ["The learned field against the ideal one", "Forward against reverse: where sampling drifts"],
+    "density": ["The density the model learned", "Trajectory probe"],
     "compare": ["Your runs", "Sampling budget"],
 }
 LIVE_CHARTS = {"quality": ["quality_chart", "loss_by_t_chart"]}  # keyed ECharts
-PLOTLY_CHARTS = {"samples": 1, "noise": 2, "field": 3}  # Plotly charts in the tab
+PLOTLY_CHARTS = {"samples": 1, "noise": 2, "field": 3, "density": 3}  # Plotly charts in the tab
 FIELD_KEYS = ("field_chart", "field_error_chart", "drift_chart")
 
 
@@ -86,7 +87,7 @@ def test_each_tab_shows_its_views(dashboard: DashboardPage):
     app = dashboard
     app.open()
     app.wait_for_finished(TRAINING_TIMEOUT_MS)
-    for view in ("quality", "samples", "noise", "field", "compare"):
+    for view in ("quality", "samples", "noise", "field", "density", "compare"):
         if view != "quality":
             app.open_tab(view)
             app.expect_query({"view": view})
