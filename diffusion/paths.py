@@ -17,6 +17,8 @@ The members, stage by stage:
   model output  ``output_name``; ``x0_hat`` and ``eps_hat`` recover x_0 and eps from an output
   samplers      ``sampler_kinds``; ``sampler_draws`` then ``iter_steps`` (``samplers`` runs them),
                 ``step_frame`` (a kept frame's time and predicted x_0); ``preview_kind``
+  density       ``ode_nodes``, ``ode_point``, ``ode_scale``, ``ode_velocity``: the probability-flow
+                ODE in the path's own variable (``likelihood``)
   views         the ideal output is ``target(E[x_0 | x_t], E[eps | x_t])`` (the target is linear);
                 ``target_gain`` scales the loss floor; ``chart`` (the schedule panel);
                 ``budget_families``; ``continuous_time`` (the charts' time axis)

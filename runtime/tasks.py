@@ -251,6 +251,13 @@ DENSITY_GRID = 60  # points per axis of the density maps
 NLL_POINTS = 1000  # fresh data points the NLL averages over
 
 
+def density_work(key: TrainingKey, steps: int) -> float:
+    """Multiply-adds of a ``Density`` task: the grid's and the NLL's points, solved with ``steps``
+    and 2 x ``steps`` Heun steps of 2 model calls, each a forward and two backward passes."""
+    points = DENSITY_GRID**2 + NLL_POINTS
+    return points * 3 * steps * 2 * 3 * key.denoiser.parameter_count
+
+
 def _user_scale(data: DataConfig) -> float:
     """How much the user's units stretch the model's (an uploaded set is standardised)."""
     return 1.0 if data.points is None else float(data.points.scale)

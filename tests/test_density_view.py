@@ -96,3 +96,10 @@ def test_the_probe_follows_the_picked_start_and_the_other_direction_starts_from_
     start = _trace(spec, "start")
     ode_x = _decode(_trace(spec, "ODE path")["x"])
     assert ode_x[0] == pytest.approx(start["x"][0], abs=1e-5)  # from a data point, towards the noise
+
+
+def test_a_density_too_costly_for_the_page_is_refused_in_words_and_nothing_is_computed():
+    at = wait_finished(open_page(view="density", preset="improved", hidden="512", depth="8", ode_steps="256",
+                                 epochs="2"))
+    assert any("more than this page allows" in c.value and "Likelihood ODE steps" in c.value for c in at.caption)
+    assert not any(isinstance(k[2], tasks.Density) for k in panels.registry()._results)

@@ -246,6 +246,10 @@ def budget_panel(run: FinishedRun, config: ExperimentConfig, pinned: Baseline | 
                f"points, sampling seed {sampler.seed}; your setting ringed). Where a line flattens, more steps stop "
                f"paying. Best here: {charts.sampler_family(best.sampler, best.eta)} with {best.steps} steps, "
                f"{best.ratio:.2f} × floor."
+               + (" DDIM (η = 0) and DPM-Solver++ follow the same deterministic ODE, the second to second order, so "
+                  "it gets there in fewer calls; with many steps both can level off above DDPM, whose fresh noise at "
+                  "every step washes out part of the model's error while the ODE carries every error to the end."
+                  if any(r.sampler == "dpm_solver" for r in rows) else "")
                + (" Dotted: the pinned baseline's budget, on the same axis of model calls." if base_rows else
                   " Pin a run as the baseline and compute its budget too to draw it here, dotted: a DDPM run and a "
                   "flow matching run on one axis of model calls." if pinned is not None else ""))

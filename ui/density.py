@@ -11,7 +11,7 @@ import numpy as np
 import streamlit as st
 
 import charts
-from diffusion.config import ExperimentConfig, TrainingKey
+from diffusion.config import MAX_SAMPLE_WORK, ExperimentConfig, TrainingKey
 from diffusion.objectives import path_of
 from runtime import tasks
 from runtime.registry import FinishedRun
@@ -36,6 +36,12 @@ def _nats(estimate, unit_shift: float = 0.0) -> str:
 def density_panel(run: FinishedRun, config: ExperimentConfig) -> tasks.DensityView | None:
     st.subheader("The density the model learned")
     steps = config.sampler.likelihood_steps
+    work = tasks.density_work(run.key, steps)
+    if work > 3 * MAX_SAMPLE_WORK:
+        st.caption(f"The density of this model with {steps} ODE steps needs {work:.1e} multiply-adds, more than this "
+                   f"page allows ({3 * MAX_SAMPLE_WORK:.0e}): use fewer 'Likelihood ODE steps' (Sampling) or a smaller "
+                   "model.")
+        return None
     view = computed(run, tasks.Density(steps),
                     f"Computing log p through the probability-flow ODE ({steps} and {2 * steps} Heun steps)")
     if view is None:
