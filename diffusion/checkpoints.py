@@ -46,10 +46,12 @@ def _looks_like_pickle(data: bytes) -> bool:
     """Pickle protocol 2+ starts with PROTO (0x80); torch.save writes a zip ("PK"); protocols 0-1
     start with an opcode such as '(' MARK, 'c' GLOBAL, ']' EMPTY_LIST, '}' EMPTY_DICT, ... and end
     with '.' STOP. Nothing here unpickles: the bytes are only looked at. A safetensors file starts
-    with its JSON header's length, 8 bytes little-endian, whose first byte may be 0x80 too; but its
-    third byte is 0 for any header under 16 MiB, and a pickle's third byte is an opcode, none of
-    which is 0 (then the file is a safetensors file, or what is left of one)."""
-    if data[:1] == b"\x80" and len(data) >= 3 and data[2] == 0:
+    with its JSON header's length, 8 bytes little-endian, whose first two bytes may be anything
+    (0x80, or an opcode) and whose next six are 0 for any header under 64 KiB; no pickle has six 0
+    bytes there (its third byte is an opcode, none of them 0, or after protocol 1's BINPUT 0 the
+    next opcode). Such bytes, and anything too short to tell (under 9 bytes), are left to the
+    safetensors reader, which calls them unreadable if they are."""
+    if len(data) < 9 or not any(data[2:8]):
         return False
     if data[:1] == b"\x80" or data[:2] == b"PK":
         return True

@@ -183,3 +183,16 @@ def test_a_safetensors_header_whose_length_starts_with_0x80_is_not_taken_for_a_p
     assert data[0] == 0x80
     loaded, loaded_config = from_bytes(data)
     assert loaded_config == config
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2, 3, 4, 5])
+def test_a_pickle_of_any_protocol_is_still_refused_as_a_pickle(protocol):
+    with pytest.raises(CheckpointError, match="pickle"):
+        from_bytes(pickle.dumps({"net.0.weight": [[0.5, 1.5]], "lr": 0.001}, protocol=protocol))
+
+
+def test_a_safetensors_file_cut_anywhere_is_never_taken_for_a_pickle():
+    model, config = _trained(reference(), epochs=1)
+    data = to_bytes(model, config)
+    for cut in range(len(data)):
+        assert not checkpoints._looks_like_pickle(data[:cut]), cut
