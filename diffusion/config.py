@@ -36,6 +36,7 @@ DatasetName = Literal[
 ScheduleKind = Literal["linear", "quadratic", "cosine", "sigmoid"]
 Activation = Literal["relu", "silu", "gelu", "tanh"]
 TimeEmbedding = Literal["scalar", "sinusoidal"]
+PositionEmbedding = Literal["none", "fourier"]
 LRSchedule = Literal["constant", "cosine"]
 SamplerKind = Literal["ddpm", "ddim", "dpm_solver", "euler", "heun"]
 Objective = Literal["ddpm", "flow"]
@@ -423,16 +424,40 @@ class DenoiserConfig:
         help="How many sin/cos features of t the sinusoidal time conditioning uses (half sines, half cosines; even).",
     )
 
+    position_embedding: PositionEmbedding = setting(
+        "none", key="position_embedding", label="Position features", effect="retrain", widget="select",
+        labels={"none": "x itself", "fourier": "x and sin/cos features of x"},
+        help="What the network sees of the point x_t. x itself: its two coordinates (the reference). fourier: also "
+             "sines and cosines of each coordinate at frequencies from 1 to 64 radians per unit (random Fourier "
+             "features, Tancik et al. 2020; tiny-diffusion does this), so a small MLP can draw thin, sharp shapes "
+             "instead of blurring them.",
+    )
+    position_dim: int = setting(
+        16, key="position_dim", label="Position features per coordinate", effect="retrain", low=2,
+        high=MAX_EMBEDDING_DIM, widget="select_slider", stops=(4, 8, 16, 32, 64),
+        applies=("position_embedding", ("fourier",)),
+        help="How many sin/cos features of each coordinate (half sines, half cosines, at frequencies spaced evenly "
+             "in log from 1 to 64 radians per unit; even).",
+    )
+
     def __post_init__(self):
         _validate(self)
         if self.embedding_dim % 2:
             raise ValueError(f"denoiser.embedding_dim must be even; got {self.embedding_dim}")
+        if self.position_dim % 2:
+            raise ValueError(f"denoiser.position_dim must be even; got {self.position_dim}")
+
+    @property
+    def input_width(self) -> int:
+        """The first layer's inputs on 2-D data: the position (and its features) and the time's features."""
+        features = 1 if self.time_embedding == "scalar" else self.embedding_dim
+        position = 2 if self.position_embedding == "none" else 2 + 2 * self.position_dim
+        return position + features
 
     @property
     def parameter_count(self) -> int:
         """Weights and biases of the MLP on 2-D data."""
-        features = 1 if self.time_embedding == "scalar" else self.embedding_dim
-        widths = [2 + features] + [self.hidden] * self.depth + [2]
+        widths = [self.input_width] + [self.hidden] * self.depth + [2]
         return sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:], strict=False))
 
 

@@ -47,6 +47,22 @@ def features_at(config: DenoiserConfig, s: torch.Tensor) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1).float()
 
 
+POSITION_FREQUENCIES = (1.0, 64.0)  # radians per unit of the data: the lowest and the highest
+
+
+def position_features(config: DenoiserConfig, x: torch.Tensor) -> torch.Tensor:
+    """What the network sees of x (B, D): x itself, or with ``fourier`` x followed by
+    [sin(w_k x_j), cos(w_k x_j)] for each coordinate j and frequencies w_k evenly spaced in log over
+    ``POSITION_FREQUENCIES`` (F/2 of them), shape (B, D (1 + F))."""
+    if config.position_embedding == "none":
+        return x
+    half = config.position_dim // 2
+    low, high = POSITION_FREQUENCIES
+    freqs = torch.exp(torch.linspace(math.log(low), math.log(high), half, dtype=torch.float64)).to(x.dtype)
+    angles = (x[:, :, None] * freqs.to(x.device)).flatten(1)  # (B, D * F/2)
+    return torch.cat([x, angles.sin(), angles.cos()], dim=1)
+
+
 def time_features(config: DenoiserConfig, num_timesteps: int, objective: Objective = "ddpm") -> torch.Tensor:
     """Table of time features for the levels t = 0..T-1 of ``objective``'s path (its
     ``grid_times``), shape (T, F)."""
@@ -72,7 +88,8 @@ class Denoiser(nn.Module):
         self.num_timesteps = num_timesteps
         self.objective = objective
         self.register_buffer("time_table", time_features(config, num_timesteps, objective), persistent=False)
-        widths = [data_dim + self.time_table.shape[1]] + [config.hidden] * config.depth + [data_dim]
+        position = data_dim if config.position_embedding == "none" else data_dim * (1 + config.position_dim)
+        widths = [position + self.time_table.shape[1]] + [config.hidden] * config.depth + [data_dim]
         layers: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             linear = nn.utils.skip_init(nn.Linear, fan_in, fan_out)
@@ -93,7 +110,7 @@ class Denoiser(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x (B, 2), t (B,) long in [0, T) or floating in [0, 1] -> prediction (B, 2)."""
-        return self.net(torch.cat([x, self.features(t)], dim=1))  # (B, 2 + F)
+        return self.net(torch.cat([position_features(self.config, x), self.features(t)], dim=1))  # (B, P + F)
 
     @torch.no_grad()
     def losses_and_grads(
@@ -113,7 +130,7 @@ class Denoiser(nn.Module):
         It reproduces autograd's gradients of ``forward``: the same kernels in the same order,
         bit for bit on CPU for all four activations."""
         activation = _FUNCTIONS[self.config.activation]
-        h = torch.cat([x, self.features(t)], dim=1)  # (B, 2 + F)
+        h = torch.cat([position_features(self.config, x), self.features(t)], dim=1)  # (B, P + F)
         inputs, pre_activations = [], []  # h_{l-1} and z_l, what the backward pass needs
         for i, layer in enumerate(self._linears):
             inputs.append(h)
@@ -147,7 +164,8 @@ class Denoiser(nn.Module):
         ``addmm`` calls with the activation applied in place: no module calls, one fresh tensor
         per layer."""
         first, *rest = self._linears
-        data_dim = first.in_features - self.time_table.shape[1]
+        data_dim = first.in_features - self.time_table.shape[1]  # the position's columns (with its features)
+        config = self.config
         bias = torch.addmm(first.bias, self.time_table, first.weight[:, data_dim:].T)  # (T, hidden)
         weight_x = first.weight[:, :data_dim].T.contiguous()  # (2, hidden)
         # W^T as a transposed view of an (out, in) copy, the way nn.Linear hands it to addmm: for
@@ -165,7 +183,7 @@ class Denoiser(nn.Module):
                 b0 = at_time[t]
             else:
                 b0 = bias[t]
-            h = activation(torch.addmm(b0, x, weight_x))  # (N, hidden)
+            h = activation(torch.addmm(b0, position_features(config, x), weight_x))  # (N, hidden)
             for weight, b in hidden:
                 h = activation(torch.addmm(b, h, weight))
             return torch.addmm(bias_out, h, weight_out)  # (N, 2)

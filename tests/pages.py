@@ -87,6 +87,13 @@ def series(spec: dict, name: str) -> list:
     return next(s["data"] for s in spec["series"] if s.get("name") == name)
 
 
+def has_points(at: AppTest, chart: str, name: str) -> bool:
+    """Whether the ECharts chart ``chart`` has a series ``name`` with data yet (a live chart is
+    drawn with its series empty until its first values come)."""
+    spec = echarts(at).get(chart)
+    return bool(spec) and any(s.get("name") == name and len(s.get("data") or []) for s in spec["series"])
+
+
 def animation(at: AppTest) -> dict | None:
     """The reverse animation's payload (``charts.animation.animation_payload``), or None if the page
     has none; its arrays decode with ``charts.animation.decode_points``."""

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from diffusion.config import DenoiserConfig
-from diffusion.denoiser import Denoiser, time_features
+from diffusion.denoiser import Denoiser, position_features, time_features
 
 
 def _linears(model: Denoiser) -> list[nn.Linear]:
@@ -87,9 +87,11 @@ def test_initialisation_matches_nn_linear_defaults(gen):
         assert mine.weight.abs().max() <= bound and mine.bias.abs().max() <= bound
 
 
+@pytest.mark.parametrize("position", ["none", "fourier"])
 @pytest.mark.parametrize("embedding", ["scalar", "sinusoidal"])
-def test_fixed_time_path_equals_the_forward_pass(gen, embedding):
-    model = Denoiser(DenoiserConfig(hidden=32, depth=3, activation="silu", time_embedding=embedding), 200, gen(0))
+def test_fixed_time_path_equals_the_forward_pass(gen, embedding, position):
+    config = DenoiserConfig(hidden=32, depth=3, activation="silu", time_embedding=embedding, position_embedding=position)
+    model = Denoiser(config, 200, gen(0))
     with torch.no_grad():  # move away from the initial weights so biases matter
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=gen(9)) * 0.3)
@@ -98,6 +100,19 @@ def test_fixed_time_path_equals_the_forward_pass(gen, embedding):
     for t in [0, 1, 57, 199]:
         expected = model(x, torch.full((64,), t))
         torch.testing.assert_close(eps(x, t), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fourier_position_features_follow_their_formula_and_widen_the_first_layer(gen):
+    config = DenoiserConfig(position_embedding="fourier", position_dim=8)
+    x = torch.randn(5, 2, generator=gen(2), dtype=torch.float64)
+    features = position_features(config, x).numpy()
+    w = np.exp(np.linspace(np.log(1.0), np.log(64.0), 4))  # the docstring's frequencies, 1 to 64 per unit
+    angles = (x.numpy()[:, :, None] * w).reshape(5, 8)  # x_1's four angles, then x_2's
+    np.testing.assert_allclose(features, np.concatenate([x.numpy(), np.sin(angles), np.cos(angles)], 1), atol=1e-12)
+    model = Denoiser(config, 100, gen(0))
+    assert _linears(model)[0].in_features == 2 + 16 + 1 == config.input_width
+    assert sum(p.numel() for p in model.parameters()) == config.parameter_count
+    assert torch.equal(position_features(DenoiserConfig(), x), x)  # "none": x itself
 
 
 def test_time_conditioning_changes_the_output(gen):
@@ -109,10 +124,12 @@ def test_time_conditioning_changes_the_output(gen):
 @pytest.mark.parametrize("activation", ["relu", "silu", "gelu", "tanh"])
 @pytest.mark.parametrize("time_embedding", ["scalar", "sinusoidal"])
 @pytest.mark.parametrize("depth", [1, 3])
-def test_the_hand_written_backward_pass_equals_autograd(activation, time_embedding, depth):
+@pytest.mark.parametrize("position", ["none", "fourier"])
+def test_the_hand_written_backward_pass_equals_autograd(activation, time_embedding, depth, position):
     import torch.nn.functional as F
 
-    config = DenoiserConfig(hidden=16, depth=depth, activation=activation, time_embedding=time_embedding)
+    config = DenoiserConfig(hidden=16, depth=depth, activation=activation, time_embedding=time_embedding,
+                            position_embedding=position, position_dim=8)
     g = torch.Generator().manual_seed(3)
     model = Denoiser(config, 50, g)
     x, target = torch.randn(33, 2, generator=g), torch.randn(33, 2, generator=g)

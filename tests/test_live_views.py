@@ -13,7 +13,17 @@ from diffusion.config import DataConfig, ScheduleConfig
 from diffusion.datasets import make_dataset
 from diffusion.monitoring import PREVIEW_POINTS, loss_floor_by_bin
 from diffusion.schedules import NoiseSchedule
-from tests.pages import computing, echarts, fresh_caches, open_page, open_tab, poll_until, series, wait_finished  # noqa: F401
+from tests.pages import (  # noqa: F401
+    computing,
+    echarts,
+    fresh_caches,
+    has_points,
+    open_page,
+    open_tab,
+    poll_until,
+    series,
+    wait_finished,
+)
 from ui import panels
 
 pytestmark = pytest.mark.usefixtures("fresh_caches")
@@ -54,7 +64,7 @@ def test_a_finished_run_shows_its_quality_curve_and_its_loss_by_noise_level_with
 
 def test_the_live_samples_show_the_current_weights_while_a_run_trains():
     at = open_page(epochs="20000")  # long enough to be caught training
-    poll_until(at, lambda at: "preview samples" in str(echarts(at).get("preview_chart", {}).get("series")))
+    poll_until(at, lambda at: has_points(at, "preview_chart", "preview samples"))
     preview = echarts(at)["preview_chart"]
     points = series(preview, "preview samples")
     assert len(points) == PREVIEW_POINTS
@@ -77,7 +87,7 @@ def test_uploaded_points_get_previews_in_their_own_units():
     at = open_page(dataset="points", epochs="20000")
     rows = "\n".join(f"{5 + np.cos(i / 9):.4f},{-3 + np.sin(i / 9):.4f}" for i in range(200))
     at.file_uploader(key="points_file").upload("ring.csv", f"x,y\n{rows}\n".encode(), "text/csv").run()
-    poll_until(at, lambda at: "preview samples" in str(echarts(at).get("preview_chart", {}).get("series")))
+    poll_until(at, lambda at: has_points(at, "preview_chart", "preview samples"))
     points = np.array(series(echarts(at)["preview_chart"], "preview samples"), dtype=float)
     assert len(points) == PREVIEW_POINTS
     assert abs(points[:, 0].mean() - 5.0) < 2.0 and abs(points[:, 1].mean() + 3.0) < 2.0  # the file's units
