@@ -12,7 +12,7 @@ import pytest
 from diffusion.likelihood import network_model, probe
 from diffusion.objectives import path_of
 from runtime import tasks
-from tests.pages import computing, fresh_caches, open_page, poll_until, wait_finished  # noqa: F401
+from tests.pages import animation, computing, fresh_caches, open_page, poll_until, wait_finished  # noqa: F401
 from ui import panels
 
 pytestmark = pytest.mark.usefixtures("fresh_caches")
@@ -103,3 +103,12 @@ def test_a_density_too_costly_for_the_page_is_refused_in_words_and_nothing_is_co
                                  epochs="2"))
     assert any("more than this page allows" in c.value and "Likelihood ODE steps" in c.value for c in at.caption)
     assert not any(isinstance(k[2], tasks.Density) for k in panels.registry()._results)
+
+
+def test_dpm_solver_samples_on_the_page_with_its_steps_and_calls():
+    at = wait_finished(open_page(sampler="dpm_solver", sample_steps="12"))
+    assert not at.exception
+    assert at.selectbox(key="sampler").value == "dpm_solver"
+    payload = animation(at)
+    assert payload is not None and payload["num_frames"] <= 13  # 12 steps: at most 13 frames kept
+    assert any("12 DPM-Solver++ steps (12 model calls)" in c.value for c in at.caption)
