@@ -679,7 +679,7 @@ def probe_figure(xs: np.ndarray, ys: np.ndarray, log_p_model: np.ndarray, target
                              marker=dict(size=9, color="rgba(255,255,255,0.06)", line=dict(width=0))))
     for i, path in enumerate(stochastic if stochastic is not None else []):
         fig.add_trace(go.Scatter(**_xy(path), mode="lines", name="stochastic paths", legendgroup="stochastic",
-                                 showlegend=i == 0, hoverinfo="skip", line=dict(color="rgba(230,230,230,0.75)", width=1)))
+                                 showlegend=i == 0, hoverinfo="skip", line=dict(color="rgba(70,70,70,0.55)", width=1)))
     if ode is not None:
         fig.add_trace(go.Scatter(**_xy(ode), mode="lines", name="ODE path", hoverinfo="skip",
                                  line=dict(color=PROBE_COLOR, width=3)))

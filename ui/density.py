@@ -127,7 +127,7 @@ def probe_panel(run: FinishedRun, config: ExperimentConfig, view: tasks.DensityV
             f"Click anywhere in the chart to start there ({'as x_T, pure noise' if start_from == 'noise' else 'as a data point x₀'}). "
             "The map covers the data's range. Red: the start's probability-flow ODE path (deterministic, what DDIM and DPM-Solver follow); grey: "
             f"{0 if paths is None else len(paths.stochastic)} stochastic paths from the same start "
-            + ("(ancestral steps, as DDPM samples)" if start_from == "noise" else "(the forward noising)")
+            + ("(ancestral steps on the same path, as DDPM samples)" if start_from == "noise" else "(the forward noising)")
             + ", over the learned log-density. Look at how the ODE path bends towards the nearest mode while the "
               "stochastic ones scatter across the data.")
         if paths is not None:
@@ -141,7 +141,8 @@ def probe_panel(run: FinishedRun, config: ExperimentConfig, view: tasks.DensityV
 
     probe()
     path = path_of(run.key.schedule)
-    st.caption(f"The {path.label} model's ODE is deterministic: the same start always gives the same path and the "
-               "same sample. Its sampler's fresh noise is what lets DDPM correct the model's errors on the way; the "
-               "ODE follows them, which is why a deterministic sampler with many steps lands slightly further from the "
-               "data than DDPM (the sampling budget in the last tab shows it).")
+    st.caption(f"A deterministic sampler of this {path.label} model follows its ODE: the same start always gives the "
+               "same path and the same sample. A stochastic one (the grey paths) adds fresh noise at every step, which "
+               "washes out part of the model's error on the way; the ODE carries every error to the end, which is why "
+               "a deterministic sampler with many steps can land slightly further from the data than DDPM's ancestral "
+               "one (the sampling budget in the last tab shows it).")
