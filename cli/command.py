@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         "also compute the model's exact log-likelihood through the probability-flow ODE (Heun with "
         "--ode-steps and twice as many, Richardson-extrapolated) on 1000 fresh data points: adds nll, "
         "entropy (where the data's density is known) and kl_estimate = mean(log p_data - log p_model), each "
-        "with its standard error, and the solver's error, to --json's output (else printed); with --out "
+        "with its standard error, and the solver's error, to --json's output (else printed), in the data's own "
+        "units (with --points: the file's); with --out "
         "writes density.csv: x,y,log_p_model,log_p_true on a 60 x 60 grid over the data (log_p_true empty "
         "where unknown), positions and densities in the data's own units"))
     g.add_argument("--out", metavar="DIR", help=(
@@ -355,10 +356,13 @@ def _likelihood(args: argparse.Namespace, model, config: ExperimentConfig, datas
     path, steps = path_of(config.schedule), config.sampler.likelihood_steps
     net = network_model(model)
     report = nll_report(net, path, dataset, steps=steps).to_dict()
+    scale = 1.0 if config.data.points is None else float(config.data.points.scale)
+    shift = 2 * math.log(scale)  # a density per unit area of the user's axes: log p - 2 log scale
+    report["nll"] += shift  # in the data's own units, as density.csv (KL and errors have no unit)
+    if report["entropy"] is not None:
+        report["entropy"] += shift
     if args.out:
         grid = density_grid(net, path, dataset, steps=steps)
-        scale = 1.0 if config.data.points is None else float(config.data.points.scale)
-        shift = 2 * math.log(scale)  # a density per unit area of the user's axes
         try:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             with open(Path(args.out) / "density.csv", "w", newline="") as f:

@@ -587,11 +587,11 @@ class SamplerConfig:
     )
 
     likelihood_steps: int = setting(
-        32, key="ode_steps", label="Likelihood ODE steps", effect="resample", low=4, high=MAX_LIKELIHOOD_STEPS,
+        32, key="ode_steps", label="Likelihood ODE steps", effect="resample", low=16, high=MAX_LIKELIHOOD_STEPS,
         widget="slider",
         help="Heun steps of the probability-flow ODE that gives the model's exact log-likelihood (2 model calls and "
              "two backward passes a step). The density view shows its error against twice as many steps: more steps, "
-             f"less error, longer to compute (4 to {MAX_LIKELIHOOD_STEPS}).",
+             f"less error, longer to compute (16 to {MAX_LIKELIHOOD_STEPS}; below 16 the error estimate itself is unreliable).",
     )
 
     def __post_init__(self):

@@ -278,7 +278,7 @@ class DensityView:
     log_p_model: np.ndarray  # (ny, nx)
     log_p_true: np.ndarray | None
     shown: np.ndarray  # (500, 2) data points
-    grid: DensityGrid  # in the model's units, as computed (density.csv from the command has these)
+    grid: DensityGrid  # in the model's units, as computed
     nll: NLLReport  # in the model's units
     unit_shift: float  # 2 log scale: subtract from a model-unit log-density for the user's units
 

@@ -190,13 +190,13 @@ def _command(argv: list[str]) -> str:
 
 
 SMALL = ["--timesteps", "100", "--epochs", "100", "--samples", "100", "--frames", "2", "--device", "cpu",
-         "--ode-steps", "8"]
+         "--ode-steps", "16"]
 
 
 def test_the_command_reports_the_likelihood_beside_the_entropy_and_writes_the_density_grid(tmp_path):
     report = json.loads(_command([*SMALL, "--likelihood", "--json", "--out", str(tmp_path)]))
     assert report["entropy"] == pytest.approx(math.log(2 * math.pi * math.e * 0.25)) and report["entropy_se"] == 0
-    assert report["ode_steps"] == 8 and report["likelihood_points"] == 1000
+    assert report["ode_steps"] == 16 and report["likelihood_points"] == 1000
     assert report["nll_se"] > 0 and report["kl_estimate_se"] > 0 and report["ode_error"] >= 0
     with open(tmp_path / "density.csv", newline="") as f:
         rows = list(csv.DictReader(f))

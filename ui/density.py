@@ -13,11 +13,17 @@ import streamlit as st
 import charts
 from diffusion.config import MAX_SAMPLE_WORK, ExperimentConfig, TrainingKey
 from diffusion.objectives import path_of
+from diffusion.samplers import training_salt
 from runtime import tasks
 from runtime.registry import FinishedRun
 from ui.panels import PLOT_CONFIG, computed
 
 PROBE_TARGETS = 24  # click targets per axis in the probe's chart
+def run_digest(key: TrainingKey) -> str:
+    """A short name of a run for the session's keys: the probe's picked start belongs to its run."""
+    return f"{training_salt(key) % 16**8:08x}"
+
+
 PROBE_FROM = {"noise": "pure noise (x_T): follow it to the data", "data": "the data (x₀): follow it to noise"}
 
 
@@ -59,25 +65,34 @@ def density_panel(run: FinishedRun, config: ExperimentConfig) -> tasks.DensityVi
     nll = view.nll
     shift = -view.unit_shift  # NLL in the user's units: -log p + 2 log scale
     columns = st.columns(4)
+    drawn = ("points drawn from your own set (the ones it trained on, so this is a training-set NLL)"
+             if run.key.data.points is not None else "fresh data points")
     columns[0].metric("NLL (nats per point)", _nats(nll.nll, -shift),
-                      help=f"The mean of −log p_model over {nll.num_points:,} fresh data points, with its standard error.")
+                      help=f"The mean of −log p_model over {nll.num_points:,} {drawn}, with its standard error, "
+                           "per unit area of the data's own axes.")
     columns[1].metric("Data entropy H", "unknown" if nll.entropy is None else _nats(nll.entropy, -shift),
                       help="−E log p_data: exact for one Gaussian, log(2πe s²); a Monte Carlo estimate with its "
                            "standard error for a mixture; unknown for a shape without a closed-form density.")
-    columns[2].metric("NLL − H ≈ KL(data ‖ model)", "unknown" if nll.kl is None else _nats(nll.kl),
-                      help="The mean of log p_data − log p_model over the same points: an estimate of the KL "
-                           "divergence, ≥ 0, 0 only for a perfect model. Its standard error is the floor below which "
-                           "it can't be told from 0.")
+    columns[2].metric("KL(data ‖ model), paired", "unknown" if nll.kl is None else _nats(nll.kl),
+                      help="NLL − H, estimated on the same points: the mean of log p_data − log p_model over them (a "
+                           "paired estimate, far less noisy than the difference of the two numbers beside it, which it "
+                           "need not equal). ≥ 0, 0 only for a perfect model; its standard error is the floor below "
+                           "which it can't be told from 0.")
     columns[3].metric("ODE solver's error", f"{nll.solver_error:.4f}",
                       help=f"The mean estimated error of each log p: {steps} and {2 * steps} Heun steps, "
                            "Richardson-extrapolated; their difference / 3 bounds it. More 'Likelihood ODE steps' in "
                            "the sidebar make it smaller.")
     if nll.kl is not None:
         floor = 2 * nll.kl.error
-        verdict = ("within its noise floor of 0: the model's density can't be told from the data's here" if
-                   nll.kl.value < floor else f"{nll.kl.value / max(floor, 1e-12):.1f} × its noise floor "
-                                             f"(2 standard errors, {floor:.3f} nats)")
-        st.caption(f"NLL − H = {nll.kl.value:.3f} nats: {verdict}. A better model brings NLL down towards H (NLL − H ≥ 0 but for the estimate's noise).")
+        if nll.kl.value < -(floor + nll.solver_error):
+            verdict = ("below 0 by more than its noise and the solver's error together, which a KL divergence cannot "
+                       "be: the ODE solver is too coarse for this model; use more 'Likelihood ODE steps' (Sampling)")
+        elif nll.kl.value < floor + nll.solver_error:
+            verdict = ("within its noise floor of 0 (2 standard errors and the solver's error): the model's density "
+                       "can't be told from the data's here")
+        else:
+            verdict = f"{nll.kl.value / max(floor, 1e-12):.1f} × its noise floor (2 standard errors, {floor:.3f} nats)"
+        st.caption(f"KL(data ‖ model) = {nll.kl.value:.3f} nats: {verdict}. A better model brings NLL down towards H.")
     else:
         st.caption("Without the data's density, NLL alone compares models on the same data: lower is better.")
     return view
@@ -110,7 +125,8 @@ def probe_panel(run: FinishedRun, config: ExperimentConfig, view: tasks.DensityV
         targets = _targets(view, run.key)
         default = tuple(run.key.data.to_user(np.array([0.8, -0.6])).tolist()) if start_from == "noise" else \
             tuple(np.round(view.shown[0], 4).tolist())
-        start = st.session_state.get(f"probe_start_{start_from}", default)
+        picked_key = f"probe_start_{start_from}_{run_digest(run.key)}"  # a start belongs to its run (and its units)
+        start = st.session_state.get(picked_key, default)
         found = computed(run, tasks.Probe(tuple(start), start_from == "noise"),
                          "Following the start's probability-flow ODE path", wait=1.0)
         paths = found.paths if found is not None else None
@@ -121,15 +137,18 @@ def probe_panel(run: FinishedRun, config: ExperimentConfig, view: tasks.DensityV
                                 selection_mode="points")
         picked = _picked(event)
         if picked is not None and picked != start:
-            st.session_state[f"probe_start_{start_from}"] = picked
+            st.session_state[picked_key] = picked
             st.rerun(scope="fragment")
         st.caption(
             f"Click anywhere in the chart to start there ({'as x_T, pure noise' if start_from == 'noise' else 'as a data point x₀'}). "
-            "The map covers the data's range. Red: the start's probability-flow ODE path (deterministic, what DDIM and DPM-Solver follow); grey: "
-            f"{0 if paths is None else len(paths.stochastic)} stochastic paths from the same start "
-            + ("(ancestral steps on the same path, as DDPM samples)" if start_from == "noise" else "(the forward noising)")
-            + ", over the learned log-density. Look at how the ODE path bends towards the nearest mode while the "
-              "stochastic ones scatter across the data.")
+            "The map covers the data's range. Red: the start's probability-flow ODE path (deterministic: what the "
+            f"ODE samplers follow); grey: {0 if paths is None else len(paths.stochastic)} stochastic paths from the "
+            "same start, over the learned log-density. "
+            + ("They take ancestral steps on the same path (fresh noise at every step, as DDPM samples). Look at how "
+               "the ODE path heads for one place while the stochastic ones scatter across the data."
+               if start_from == "noise" else
+               "They are the forward noising q(x_t | x₀), which scatters the point towards pure noise. Look at where "
+               "the ODE path takes the point: its own place in the noise, the same every time."))
         if paths is not None:
             st.plotly_chart(charts.probe_log_p_figure(paths.time, paths.log_p, charts.TimeAxis.of(run.key.schedule)),
                             config=PLOT_CONFIG, key="probe_log_p")
@@ -142,7 +161,7 @@ def probe_panel(run: FinishedRun, config: ExperimentConfig, view: tasks.DensityV
     probe()
     path = path_of(run.key.schedule)
     st.caption(f"A deterministic sampler of this {path.label} model follows its ODE: the same start always gives the "
-               "same path and the same sample. A stochastic one (the grey paths) adds fresh noise at every step, which "
-               "washes out part of the model's error on the way; the ODE carries every error to the end, which is why "
-               "a deterministic sampler with many steps can land slightly further from the data than DDPM's ancestral "
-               "one (the sampling budget in the last tab shows it).")
+               "same path and the same sample. An ancestral sampler adds fresh noise at every step, which washes out "
+               "part of the model's error on the way; the ODE carries every error to the end, which is why a "
+               "deterministic sampler with many steps can land slightly further from the data than an ancestral one "
+               "(for a DDPM model the sampling budget in the last tab shows it).")
