@@ -512,6 +512,9 @@ def spaced_timesteps(num_timesteps: int, steps: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, T - 1, steps)).astype(int))[::-1].copy()
 
 
+LAMBDA_NOISE = -5.5  # log(a / s) below which x is noise to within 0.4% of signal: DPM-Solver's targets stop here
+
+
 def log_snr_spaced_timesteps(schedule: NoiseSchedule, steps: int) -> np.ndarray:
     """``steps`` model times whose log SNR is evenly spaced from level T - 1 to level 0 (each the
     level nearest its target, a repeat moved to the next free level), descending: the spacing DPM-Solver is made for
@@ -523,10 +526,14 @@ def log_snr_spaced_timesteps(schedule: NoiseSchedule, steps: int) -> np.ndarray:
     if steps == 1:
         return np.array([T - 1])
     lam = schedule.log_snr / 2  # lambda_t, falling with t
-    targets = np.linspace(lam[0], lam[-1], steps)  # level 0's first
+    # A schedule whose last betas are clipped (the cosine's, at 0.999) drops to lambda ~ -10 over its
+    # last few levels: evenly spaced targets down there would spend steps where x is already noise.
+    # Below LAMBDA_NOISE the targets stop; the first step still starts from level T - 1.
+    targets = np.linspace(lam[0], max(lam[-1], min(LAMBDA_NOISE, lam[0])), steps)  # level 0's first
     levels = np.round(np.interp(-targets, -lam, np.arange(T))).astype(int)  # ascending, maybe repeated
     for i in range(1, steps):  # whole levels, all different: nudge a repeat up, then back under T
         levels[i] = max(levels[i], levels[i - 1] + 1)
+    levels[-1] = T - 1  # sampling starts from pure noise, at the last level
     for i in range(steps - 1, -1, -1):
         levels[i] = min(levels[i], T - 1 - (steps - 1 - i))
     return levels[::-1].copy()

@@ -213,3 +213,20 @@ def test_the_command_leaves_the_true_density_empty_where_it_is_unknown(tmp_path)
         assert {r["log_p_true"] for r in csv.DictReader(f)} == {""}
     text = _command([*SMALL, "--dataset", "moons", "--likelihood"])
     assert "entropy unknown" in text and "nll " in text
+
+
+def test_dpm_solver_converges_on_the_cosine_schedule_too():
+    """The cosine schedule's clipped last betas drop lambda to about -10 over its last levels; the
+    steps stop at lambda = -5.5 there (but for the first, from level T - 1), so they are not wasted."""
+    path = path_of(ScheduleConfig(kind="cosine"))
+    levels = log_snr_spaced_timesteps(path, 20)
+    assert levels[0] == 999 and levels[1] < 995
+    ideal = ideal_denoiser(DataConfig(name="gaussian"), path)
+
+    def samples(kind, steps):
+        config = SamplerConfig(kind=kind, sample_steps=steps, num_samples=500, num_frames=2)
+        return sample(ideal, path, config, torch.Generator().manual_seed(0)).samples
+
+    reference = samples("ddim", 1000)
+    errors = [np.abs(samples("dpm_solver", n) - reference).mean() for n in (10, 20, 40)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < errors[1] / 2.5
