@@ -1,7 +1,9 @@
 """Reference vs improved vs flow, each run through the headless command for 3 seeds (1000 samples):
-energy distance and its noise floor, generated std, train and sample seconds.
+energy distance and its noise floor, generated std, train and sample seconds. With
+``--every-dataset``: each preset at its own defaults on every built-in dataset, the training
+seconds (median) and the energy distance over its floor for each seed and their mean.
 
-    python -m bench.presets [--seeds 3]
+    python -m bench.presets [--seeds 3] [--every-dataset]
 """
 
 import argparse
@@ -11,16 +13,34 @@ import subprocess
 import sys
 
 
-def run(preset: str, seed: int) -> dict:
+def run(preset: str, seed: int, *extra: str) -> dict:
     argv = [sys.executable, "-m", "diffusion", "--preset", preset, "--seed", str(seed), "--sample-seed", str(seed),
-            "--json"]
+            "--json", *extra]
     return json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+
+
+DATASETS = ("gaussian", "ring", "moons", "swiss_roll", "circles", "checkerboard", "spiral")
+
+
+def every_dataset(seeds: int) -> None:
+    print("| dataset | preset | train s | ED / floor, mean (per seed) |")
+    print("|---|---|---|---|")
+    for dataset in DATASETS:
+        for preset in ("reference", "improved", "flow"):
+            runs = [run(preset, seed, "--dataset", dataset) for seed in range(seeds)]
+            ratios = [r["metrics"]["energy_distance_ratio"] for r in runs]
+            print(f"| {dataset} | {preset} | {statistics.median(r['train_seconds'] for r in runs):.2f} "
+                  f"| {statistics.mean(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)}) |", flush=True)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.presets")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--every-dataset", action="store_true", help="every built-in dataset, each preset's defaults")
     args = parser.parse_args(argv)
+    if args.every_dataset:
+        every_dataset(args.seeds)
+        return 0
     print("| preset | energy distance | noise floor | ED / floor | generated std (x, y) | train s | sample s |")
     print("|---|---|---|---|---|---|---|")
     for preset in ("reference", "improved", "flow"):
