@@ -356,8 +356,7 @@ def _likelihood(args: argparse.Namespace, model, config: ExperimentConfig, datas
     path, steps = path_of(config.schedule), config.sampler.likelihood_steps
     net = network_model(model)
     report = nll_report(net, path, dataset, steps=steps).to_dict()
-    scale = 1.0 if config.data.points is None else float(config.data.points.scale)
-    shift = 2 * math.log(scale)  # a density per unit area of the user's axes: log p - 2 log scale
+    shift = 2 * math.log(config.data.user_scale)  # a density per unit area of the user's axes: log p - 2 log scale
     report["nll"] += shift  # in the data's own units, as density.csv (KL and errors have no unit)
     if report["entropy"] is not None:
         report["entropy"] += shift

@@ -323,6 +323,18 @@ class DataConfig:
         """Points from the model's units to the user's (the same for the synthetic sets)."""
         return np.asarray(points) if self.points is None else self.points.to_user(points)
 
+    def to_model(self, points: np.ndarray) -> np.ndarray:
+        """Points from the user's units to the model's, the inverse of ``to_user``."""
+        if self.points is None:
+            return np.asarray(points)
+        return (np.asarray(points, dtype=np.float64) - np.asarray(self.points.offset)) / self.points.scale
+
+    @property
+    def user_scale(self) -> float:
+        """How much the user's units stretch the model's (1 for the synthetic sets): a density per
+        unit area of the user's axes is the model's minus 2 log of this."""
+        return 1.0 if self.points is None else float(self.points.scale)
+
 
 _BETAS_APPLY = (("kind", ("linear", "quadratic", "sigmoid")), ("objective", ("ddpm",)))
 

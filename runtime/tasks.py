@@ -258,11 +258,6 @@ def density_work(key: TrainingKey, steps: int) -> float:
     return points * 3 * steps * 2 * 3 * key.denoiser.parameter_count
 
 
-def _user_scale(data: DataConfig) -> float:
-    """How much the user's units stretch the model's (an uploaded set is standardised)."""
-    return 1.0 if data.points is None else float(data.points.scale)
-
-
 @dataclass(frozen=True)
 class Density:
     steps: int  # Heun steps of the probability-flow ODE
@@ -290,7 +285,7 @@ def compute_density(task: Density, key: TrainingKey, model: Denoiser, report: Re
                         report=lambda done, total, text: report(done, 3, text, None))
     nll = nll_report(net, path, dataset, num_points=NLL_POINTS, steps=task.steps,
                      report=lambda done, total, text: report(1 + done, 3, text, None))
-    user, shift = key.data.to_user, 2 * np.log(_user_scale(key.data))
+    user, shift = key.data.to_user, 2 * np.log(key.data.user_scale)
     xs = user(np.stack([grid.xs, np.full_like(grid.xs, grid.ys[0])], 1))[:, 0]
     ys = user(np.stack([np.full_like(grid.ys, grid.xs[0]), grid.ys], 1))[:, 1]
     true = None if grid.log_p_true is None else grid.log_p_true - shift
@@ -314,9 +309,8 @@ class ProbeView:
 
 
 def compute_probe(task: Probe, key: TrainingKey, model: Denoiser, report: Report) -> ProbeView:
-    path, scale = path_of(key.schedule), _user_scale(key.data)
-    offset = np.zeros(2) if key.data.points is None else np.asarray(key.data.points.offset)
-    start = (np.asarray(task.start, dtype=np.float64) - offset) / scale  # to the model's units
+    path, scale = path_of(key.schedule), key.data.user_scale
+    start = key.data.to_model(np.asarray(task.start, dtype=np.float64))
     found = probe(network_model(model), path, start, from_prior=task.from_prior, steps=task.steps, paths=task.paths)
     user = key.data.to_user
     shown = dataclasses.replace(found, ode=user(found.ode), stochastic=user(found.stochastic),

@@ -122,3 +122,15 @@ def test_a_script_that_starts_a_training_job_and_exits_returns_status_0():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "training True"
     assert "terminate called" not in result.stderr
+
+
+def test_to_model_undoes_to_user_and_the_scale_is_the_point_sets():
+    from diffusion.config import DataConfig, PointSet
+
+    points = PointSet.from_array(np.array([[0.0, 1.0], [-1.0, 0.5]]), offset=(100.0, -50.0), scale=10.0)
+    data = DataConfig(name="points", points=PointSet(digest="d", array=points.array, offset=(100.0, -50.0), scale=10.0))
+    user = np.array([[120.0, -45.0], [95.0, -60.0]])
+    np.testing.assert_allclose(data.to_user(data.to_model(user)), user, rtol=1e-12)
+    np.testing.assert_allclose(data.to_model(user), [[2.0, 0.5], [-0.5, -1.0]], rtol=1e-12)
+    assert data.user_scale == 10.0 and DataConfig().user_scale == 1.0
+    np.testing.assert_array_equal(DataConfig().to_model(user), user)

@@ -576,7 +576,7 @@ def results_panel(run: FinishedRun, trajectory: Trajectory, scores: Evaluation, 
                      base_scores.mean_error, base_scores.std_error]
         table["baseline × floor"] = [f"{c.ratio:.2f}" for c in base_rows]
     st.dataframe(table, hide_index=True, width="stretch")
-    scale = config.data.points.scale if config.data.points is not None else 1.0
+    scale = config.data.user_scale
     mean, data_mean = config.data.to_user(np.array(scores.mean)), config.data.to_user(np.array(scores.data_mean))
     std, data_std = np.array(scores.std) * scale, np.array(scores.data_std) * scale
     st.caption(
