@@ -1,9 +1,17 @@
 """Reference vs improved vs flow, each run through the headless command for 3 seeds (1000 samples):
-energy distance and its noise floor, generated std, train and sample seconds. With
-``--every-dataset``: each preset at its own defaults on every built-in dataset, the training
-seconds (median) and the energy distance over its floor for each seed and their mean.
+energy distance and its noise floor, generated std, train and sample seconds; improved also at the
+seed script's budget (``--epochs 1000 --batch-size 128``), for a like-for-like row.
 
-    python -m bench.presets [--seeds 3] [--every-dataset]
+With ``--every-dataset``: each preset at its own defaults on every built-in dataset, held-out seeds
+0 - 2 (the tuning, ``bench.tune_presets``, uses 10 - 12): the training seconds (median, one torch
+thread) and the quality score of ``bench.quality`` (energy distance over its floor, 10 sets of 1000
+samples per run against a 20,000-point true set) per seed and their mean, with a perfect sampler's
+score (fresh data) on the same seeds first.
+
+With ``--steps-per-second``: the improved preset's training steps per second and points per second
+at batch sizes 128 - 1024 (one torch thread): what a bigger batch costs.
+
+    python -m bench.presets [--seeds 3] [--every-dataset [--jobs 1]] [--steps-per-second]
 """
 
 import argparse
@@ -11,6 +19,7 @@ import json
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
 
 
 def run(preset: str, seed: int, *extra: str) -> dict:
@@ -19,39 +28,69 @@ def run(preset: str, seed: int, *extra: str) -> dict:
     return json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
 
 
-DATASETS = ("gaussian", "ring", "moons", "swiss_roll", "circles", "checkerboard", "spiral")
+# improved first at the seed script's budget (1000 steps of 128 points), then at its own defaults
+ROWS = (("reference", ()), ("improved", ("--epochs", "1000", "--batch-size", "128")), ("improved", ()), ("flow", ()))
 
 
-def every_dataset(seeds: int) -> None:
+def every_dataset(seeds: int, jobs: int) -> None:
+    from bench.quality import DATASETS, fresh_score, score
+    from diffusion import PRESETS
+
     print("| dataset | preset | train s | ED / floor, mean (per seed) |")
     print("|---|---|---|---|")
-    for dataset in DATASETS:
-        for preset in ("reference", "improved", "flow"):
-            runs = [run(preset, seed, "--dataset", dataset) for seed in range(seeds)]
-            ratios = [r["metrics"]["energy_distance_ratio"] for r in runs]
-            print(f"| {dataset} | {preset} | {statistics.median(r['train_seconds'] for r in runs):.2f} "
-                  f"| {statistics.mean(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)}) |", flush=True)
+    with ProcessPoolExecutor(jobs) as pool:
+        for dataset in DATASETS:
+            for preset in ("fresh data", *PRESETS):
+                runs = [pool.submit(fresh_score, dataset, seed) if preset == "fresh data" else
+                        pool.submit(score, PRESETS[preset](), dataset, seed) for seed in range(seeds)]
+                results = [job.result() for job in runs]
+                per_seed = [statistics.mean(ratios) for _, ratios in results]
+                seconds = "-" if preset == "fresh data" else f"{statistics.median(t for t, _ in results):.2f}"
+                print(f"| {dataset} | {preset} | {seconds} | {statistics.mean(per_seed):.2f} "
+                      f"({', '.join(f'{x:.2f}' for x in per_seed)}) |", flush=True)
+
+
+def steps_per_second(batches=(128, 256, 512, 1024), steps: int = 600) -> None:
+    import torch
+
+    from diffusion import improved
+    from diffusion.training import Trainer
+
+    torch.set_num_threads(1)
+    print("| batch | ms per step | steps / s | points / s |")
+    print("|---|---|---|---|")
+    for batch in batches:
+        trainer = Trainer(improved().replace(train={"epochs": steps, "batch_size": batch}))
+        for _ in trainer.run():
+            pass
+        per_step = trainer.elapsed / steps
+        print(f"| {batch} | {per_step * 1e3:.2f} | {1 / per_step:.0f} | {batch / per_step:,.0f} |", flush=True)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.presets")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--every-dataset", action="store_true", help="every built-in dataset, each preset's defaults")
+    parser.add_argument("--jobs", type=int, default=1, help="trainings at once with --every-dataset")
+    parser.add_argument("--steps-per-second", action="store_true", help="training speed at batch sizes 128 - 1024")
     args = parser.parse_args(argv)
     if args.every_dataset:
-        every_dataset(args.seeds)
+        every_dataset(args.seeds, args.jobs)
+        return 0
+    if args.steps_per_second:
+        steps_per_second()
         return 0
     print("| preset | energy distance | noise floor | ED / floor | generated std (x, y) | train s | sample s |")
     print("|---|---|---|---|---|---|---|")
-    for preset in ("reference", "improved", "flow"):
-        runs = [run(preset, seed) for seed in range(args.seeds)]
+    for preset, extra in ROWS:
+        runs = [run(preset, seed, *extra) for seed in range(args.seeds)]
         m = [r["metrics"] for r in runs]
 
         def mean(values):
             return statistics.mean(values)
 
         per_seed = ", ".join(f"{x['energy_distance_ratio']:.2f}" for x in m)
-        print(f"| {preset} | {mean([x['energy_distance'] for x in m]):.4f} "
+        print(f"| {preset} {' '.join(extra)} | {mean([x['energy_distance'] for x in m]):.4f} "
               f"| {mean([x['energy_distance_floor'] for x in m]):.4f} "
               f"| {mean([x['energy_distance_ratio'] for x in m]):.2f} "
               f"({per_seed}) "

@@ -60,7 +60,15 @@ import torch
 
 from diffusion import checkpoints
 from diffusion.budget import BUDGET_COLUMNS, budget_rows
-from diffusion.config import PRESETS, SECTIONS, Declared, ExperimentConfig, declared, experiment_settings
+from diffusion.config import (
+    PRESET_PURPOSES,
+    PRESETS,
+    SECTIONS,
+    Declared,
+    ExperimentConfig,
+    declared,
+    experiment_settings,
+)
 from diffusion.datasets import PointsError, load_points, make_dataset
 from diffusion.ideal import drift_curve, field_at, field_grid, ideal_denoiser
 from diffusion.likelihood import density_grid, network_model, nll_report
@@ -107,7 +115,8 @@ def _add_setting(group, d: Declared) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m diffusion", description="Train and sample a 2-D DDPM headless.")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="reference", help="starting point (default: reference)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="reference", help="starting point (default: reference): "
+                   + " ".join(f"{name}: {purpose}" for name, purpose in PRESET_PURPOSES.items()))
     p.add_argument("--points", metavar="FILE", help="CSV with columns x,y: train on your own points")
     for name, cls in SECTIONS.items():
         group = p.add_argument_group(name)

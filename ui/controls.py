@@ -21,6 +21,7 @@ from diffusion import checkpoints
 from diffusion.config import (
     MAX_POINTS,
     MAX_SAMPLES,
+    PRESET_PURPOSES,
     PRESETS,
     SECTIONS,
     DataConfig,
@@ -399,9 +400,8 @@ def sidebar() -> tuple[ExperimentConfig | None, Display]:
     with st.sidebar:
         st.selectbox("Preset", list(PRESETS), index=list(PRESETS).index(st.session_state["preset"]), key="preset",
                      on_change=_apply_preset,
-                     help="reference: the seed script's job exactly. improved: better defaults at the same "
-                          "training budget. flow: flow matching at the same budget, sampled with 19 model calls. "
-                          "Choosing a preset resets every setting below.")
+                     help=" ".join(f"{name}: {purpose}" for name, purpose in PRESET_PURPOSES.items())
+                     + " Choosing a preset resets every setting below.")
         for problem in st.session_state.get("_url_problems", []):
             st.warning(f"Ignored from the link: {problem}")
         with st.expander("Data", expanded=True):

@@ -1,0 +1,48 @@
+"""The score the presets are tuned and shown by (``bench/quality.py``): an unbiased estimate of the
+command's energy-distance ratio (1000 samples against 1000 fresh true points), with the true side's
+luck taken out by one large true set."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bench import quality
+from diffusion.datasets import REFERENCE_GAUSSIAN
+from diffusion.metrics import energy_distance
+
+
+def _t_bound(values: np.ndarray) -> float:
+    return 5 * values.std(ddof=1) / math.sqrt(len(values))  # t with >= 11 dof: P(|t| > 5) < 0.001
+
+
+def test_the_large_true_set_is_built_once_and_its_mean_distance_is_all_pairs():
+    truth = quality.truth("gaussian")
+    assert quality.truth("gaussian") is truth and len(truth.points) == quality.TRUE_SIZE
+    few = truth.points[:300]
+    assert quality.mean_distance(few, few, block=64) == pytest.approx(torch.cdist(few, few).mean().item(), rel=1e-12)
+    assert truth.pairwise == REFERENCE_GAUSSIAN.mean_pairwise_distance()  # closed form: s sqrt(pi)
+
+
+def test_a_perfect_sampler_scores_one_on_average():
+    _, scores = quality.fresh_score("gaussian", seed=0, draws=12)
+    scores = np.array(scores)
+    assert abs(scores.mean() - 1.0) < _t_bound(scores)
+
+
+def test_the_score_estimates_the_commands_expected_ratio_for_an_imperfect_sampler():
+    """Samples 0.06 off the mean: each set's score and its energy distance against a fresh
+    1000-point true set over 2 D / 1000 have the same expectation; a fixed big true set only removes
+    that set's own spread."""
+    g = torch.Generator().manual_seed(11)
+    sets = [REFERENCE_GAUSSIAN.sample(1000, g).double() + 0.06 for _ in range(12)]
+    floor = 2 * REFERENCE_GAUSSIAN.mean_pairwise_distance() / 1000
+    fresh = np.array([energy_distance(x, REFERENCE_GAUSSIAN.sample(1000, g)) / floor for x in sets])
+    scores = np.array([quality.ratio(x, "gaussian") for x in sets])
+    assert scores.mean() > 2.5  # far from a perfect sampler's 1.0 ...
+    difference = fresh - scores  # ... and paired on the same sample sets
+    assert abs(difference.mean()) < _t_bound(difference)
+    assert scores.std() < fresh.std()  # the true side's spread is gone
