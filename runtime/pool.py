@@ -71,11 +71,11 @@ class Worker:
 
 class WorkerPool:
     """``size`` worker processes, each with a reader thread that hands its messages to
-    ``on_message(worker, message)`` and reports a dead worker to ``on_exit(worker, exit code)``,
+    ``on_message(worker, message)`` and reports a dead worker to ``on_exit(worker, reason)``,
     then starts a replacement, so the pool keeps its size."""
 
     def __init__(self, size: int, on_message: Callable[[Worker, FromWorker], None],
-                 on_exit: Callable[[Worker, int | None], None]):
+                 on_exit: Callable[[Worker, str], None]):
         self.size = max(1, size)
         self._on_message, self._on_exit = on_message, on_exit
         self.workers: list[Worker] = []
@@ -110,7 +110,7 @@ class WorkerPool:
         worker.conn.close()
         if self._closing:
             return
-        self._on_exit(worker, code)
+        self._on_exit(worker, f"exit code {code}")
         self._start(worker.index)
 
     def pids(self) -> list[int]:
@@ -135,9 +135,40 @@ class WorkerPool:
                 worker.process.wait()
 
 
-def default_size() -> int:
-    """``DDPM_LAB_WORKERS`` if set, else one worker per core."""
-    configured = os.environ.get("DDPM_LAB_WORKERS")
-    if configured:
-        return int(configured)
-    return os.cpu_count() or 1
+def configured_size() -> int | None:
+    """``DDPM_LAB_WORKERS`` if set (a whole number from 1), else None: the backend's default."""
+    configured = os.environ.get("DDPM_LAB_WORKERS", "").strip()
+    if not configured:
+        return None
+    if not configured.isdigit() or int(configured) < 1:
+        raise ValueError(f"DDPM_LAB_WORKERS={configured!r} is not a number of workers: use a whole number from 1")
+    return int(configured)
+
+
+BACKENDS = ("local", "ray")
+
+
+def backend_from_env() -> str:
+    """``DDPM_LAB_BACKEND``: ``local`` (worker processes on this machine, the default) or ``ray``."""
+    backend = os.environ.get("DDPM_LAB_BACKEND", "").strip().lower() or "local"
+    if backend not in BACKENDS:
+        raise ValueError(f"DDPM_LAB_BACKEND={backend!r} is not a backend: use one of {', '.join(BACKENDS)}")
+    return backend
+
+
+def make_pool(size: int | None, on_message: Callable, on_exit: Callable[[object, str], None],
+              backend: str | None = None):
+    """The workers for a registry: ``size`` local processes (None: ``DDPM_LAB_WORKERS``, else one per
+    core), or actors on the Ray cluster ``RAY_ADDRESS`` names (None: ``DDPM_LAB_WORKERS``, else one
+    per CPU of the cluster). Ray is imported only then: it is an optional install."""
+    backend = backend or backend_from_env()
+    size = size or configured_size()
+    if backend == "ray":
+        try:
+            from .ray_pool import RayWorkerPool
+        except ImportError as error:
+            raise RuntimeError("DDPM_LAB_BACKEND=ray needs Ray: pip install -r requirements-ray.txt") from error
+        return RayWorkerPool(size, on_message, on_exit)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    return WorkerPool(size or os.cpu_count() or 1, on_message, on_exit)

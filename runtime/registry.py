@@ -48,7 +48,7 @@ from .messages import (
     TaskProgress,
     Train,
 )
-from .pool import Worker, WorkerPool, default_size
+from .pool import Worker, backend_from_env, make_pool
 from .state import RunState, Status, TaskState, Watched
 
 ABANDON_AFTER_S = 120.0  # no heartbeat for this long: the page is gone, pause
@@ -76,6 +76,7 @@ class RunSnapshot:
     preview: Preview | None = None  # the latest live preview
     previews: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # (k, 4): step, energy distance, floor, seconds
     loss_by_t: LossByTSnapshot | None = None
+    where: str | None = None  # the machine training it, on a cluster backend ("Ray node 5ae39561")
 
     @property
     def epoch(self) -> int:
@@ -130,7 +131,8 @@ class RunRegistry:
 
     def __init__(self, workers: int | None = None, *, max_finished: int = 16, max_jobs: int = 32,
                  max_jobs_per_owner: int = 3, max_results: int = 64, slice_seconds: float = SLICE_SECONDS,
-                 clock: Callable[[], float] = time.monotonic, tick_seconds: float | None = TICK_SECONDS):
+                 clock: Callable[[], float] = time.monotonic, tick_seconds: float | None = TICK_SECONDS,
+                 backend: str | None = None):
         self.max_finished, self.max_jobs, self.max_jobs_per_owner = max_finished, max_jobs, max_jobs_per_owner
         self.max_results = max_results
         self.slice_seconds = slice_seconds
@@ -145,7 +147,8 @@ class RunRegistry:
         self._task_queue: deque[TaskState] = deque()
         self._watching: dict[int, Callable[[], bool]] = {}  # run id -> is its page still open
         self._closed = False
-        self.pool = WorkerPool(workers or default_size(), self._on_message, self._on_worker_exit)
+        self.backend = backend or backend_from_env()  # "local" worker processes or "ray" actors
+        self.pool = make_pool(workers, self._on_message, self._on_worker_exit, self.backend)
         if tick_seconds:
             threading.Thread(target=self._tick_forever, args=(tick_seconds,), name="run-scheduler", daemon=True).start()
 
@@ -284,7 +287,7 @@ class RunRegistry:
             w = run.watched
             return RunSnapshot(run.status, run.step, run.key.total_steps, run.key.steps_per_epoch, losses,
                                run.elapsed, run.error, run.note, run.wall, position, self._eta(run),
-                               w.preview, w.previews_array(), w.loss_by_t)
+                               w.preview, w.previews_array(), w.loss_by_t, getattr(run.worker, "where", None))
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait (the lock released) until ``predicate()`` holds after some message, or ``timeout``."""
@@ -416,7 +419,7 @@ class RunRegistry:
         run = self._runs.get(job_id)
         return run if run is not None and run.worker is worker else None
 
-    def _on_worker_exit(self, worker: Worker, code: int | None) -> None:
+    def _on_worker_exit(self, worker: Worker, reason: str) -> None:
         with self._lock:
             for run in [r for r in self._runs.values() if r.worker is worker]:
                 if run.stop_reason == "discard":
@@ -424,12 +427,12 @@ class RunRegistry:
                     run.discard()
                     self._forget(run)
                 else:
-                    run.failed(f"the training process stopped unexpectedly (exit code {code}); this run's progress "
+                    run.failed(f"the training process stopped unexpectedly ({reason}); this run's progress "
                                "since it last paused is lost. Press Reset to train it again.", None)
             for task in [t for t in self._tasks.values() if t.worker is worker]:
                 self._tasks.pop(task.id)
                 task.status, task.worker = "failed", None
-                task.error = f"the worker computing this stopped unexpectedly (exit code {code})"
+                task.error = f"the worker computing this stopped unexpectedly ({reason})"
             self.changed.notify_all()
 
     # --- the scheduler's clock --------------------------------------------------------------------

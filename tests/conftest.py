@@ -46,3 +46,23 @@ def exact_eps(schedule):
         return REFERENCE_GAUSSIAN.optimal_eps(x, torch.full((len(x),), t), schedule)
 
     return eps_fn
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A Ray cluster of two simulated nodes of 1 CPU each on this machine (``ray.cluster_utils``),
+    joined by this process, for the runtime's tests on the Ray backend. Ray is a test requirement
+    (requirements-dev.txt), so a missing Ray fails here instead of skipping."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from runtime.ray_pool import connect
+
+    node_args = {"num_cpus": 1, "object_store_memory": 150 * 2**20, "include_dashboard": False}
+    cluster = Cluster(initialize_head=True, head_node_args=node_args)
+    cluster.add_node(**node_args)
+    cluster.wait_for_nodes()
+    connect(cluster.address)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()

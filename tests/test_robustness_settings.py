@@ -587,3 +587,16 @@ def test_the_largest_allowed_run_fits_the_step_cap_and_the_command_states_the_ca
     code, err = run_cli(capsys, "--epochs", str(MAX_EPOCHS + 1))
     assert_one_line_naming(code, err, "--epochs")
     assert f"{MAX_EPOCHS}" in err
+
+
+def test_a_wrong_backend_setting_stops_the_page_with_what_is_allowed_and_no_traceback(monkeypatch):
+    from runtime import registry as registry_module
+    from tests.pages import open_page
+
+    monkeypatch.setattr(registry_module, "_SHARED", None)  # as a server started with the setting
+    monkeypatch.setenv("DDPM_LAB_BACKEND", "dask")
+    at = open_page()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "The workers could not start: DDPM_LAB_BACKEND='dask' is not a backend: use one of local, ray"]
+    assert registry_module._SHARED is None  # nothing half-started is kept

@@ -1,7 +1,7 @@
 """The runtime (``runtime/``): runs and tasks on worker processes, with no Streamlit.
 
-The workers are real processes (``python -m runtime.worker``); one registry of two serves the
-module, reset between tests. Nothing here asserts a duration: waits only guard against hanging;
+The workers are real processes (``python -m runtime.worker``), then Ray actors (the same tests on
+the Ray backend); one registry of two serves the module per backend, reset between tests. Nothing here asserts a duration: waits only guard against hanging;
 Pause, Step and Reset are checked in optimizer steps; time-dependent rules (slices, abandoned
 pages) run on an injected clock.
 """
@@ -33,11 +33,20 @@ from runtime.watch import previewer_for
 from runtime.worker import CHUNK_STEPS, pace_wait, run_job
 
 
-@pytest.fixture(scope="module")
-def shared():
-    registry = RunRegistry(2)
+@pytest.fixture(scope="module", params=["local", "ray"])
+def shared(request):
+    """One registry of two workers for the module, on each backend in turn: local worker processes,
+    then actors on a Ray cluster of two simulated nodes (``ray_cluster``)."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_cluster")
+    registry = RunRegistry(2, backend=request.param)
     yield registry
     registry.close()
+
+
+def lost_worker(runs) -> str:
+    """What a run's error says about a worker killed with SIGKILL, on ``runs``' backend."""
+    return "exit code -9" if runs.backend == "local" else "its Ray worker was lost: ActorDiedError"
 
 
 @pytest.fixture
@@ -284,7 +293,7 @@ def test_a_killed_worker_fails_its_run_with_a_message_and_the_pool_keeps_serving
     victim = run.worker
     os.kill(victim.pid, signal.SIGKILL)
     wait_for(lambda: run.status == "failed", what="failed")
-    assert run.error.startswith("the training process stopped unexpectedly (exit code -9)")
+    assert run.error.startswith(f"the training process stopped unexpectedly ({lost_worker(runs)})")
     assert "Press Reset" in run.error and run.wall > 0  # the last known time stands
     wait_for(lambda: victim.pid not in runs.pool.pids() and len(runs.pool.pids()) == runs.pool.size,
              what="a replacement")
@@ -509,7 +518,7 @@ def test_a_task_whose_worker_dies_fails_with_a_message(runs):
     wait_for(lambda: state.worker is not None, what="computing")
     os.kill(state.worker.pid, signal.SIGKILL)
     wait_for(lambda: state.ready, what="failed")
-    assert state.status == "failed" and "stopped unexpectedly (exit code -9)" in state.error
+    assert state.status == "failed" and f"stopped unexpectedly ({lost_worker(runs)})" in state.error
 
 
 def test_progress_messages_carry_the_budgets_rows_so_far():

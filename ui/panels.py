@@ -62,8 +62,14 @@ def freeze_imports() -> bool:
 
 def registry() -> RunRegistry:
     """One per server process, shared by every session (see ``runtime/registry.py`` for the rules),
-    with its own worker processes: every model call of the page happens there."""
-    return shared_registry()
+    with its own worker processes: every model call of the page happens there. A backend that cannot
+    start (a wrong ``DDPM_LAB_BACKEND``, Ray missing or its cluster unreachable) stops the page with
+    the reason, not a traceback."""
+    try:
+        return shared_registry()
+    except (ValueError, RuntimeError, ConnectionError) as error:
+        st.error(f"The workers could not start: {error}")
+        st.stop()
 
 
 def computed(run: FinishedRun, task, what: str, wait: float = RESULT_WAIT):
@@ -412,6 +418,8 @@ def _progress(snapshot: RunSnapshot) -> None:
              f"step {snapshot.step:,}", f"{max(snapshot.wall, snapshot.elapsed):.1f} s"]
     if snapshot.queue_position is not None:
         parts.append(f"waiting for a free worker: {_ordinal(snapshot.queue_position)} in line")
+    if snapshot.where is not None and snapshot.status == "running":
+        parts.append(f"on {snapshot.where}")
     if eta is not None and snapshot.active:
         parts.append(f"ETA {eta:.1f} s")
     label = {"running": "Training", "queued": "Waiting", "stopping": "Pausing", "paused": "Paused",

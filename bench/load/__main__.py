@@ -1,6 +1,6 @@
 """Load benchmark: N users on one real Streamlit server, each training its own long run.
 
-    python -m bench.load [--users 1,2,4,8] [--seconds 25] [--json PATH] [--app-root DIR]
+    python -m bench.load [--users 1,2,4,8] [--seconds 25] [--json PATH] [--app-root DIR] [--backend ray]
 
 1. Headless rate: one training run of the long-run configuration alone, in a process of its own
    (``diffusion.training.Trainer``, 1 torch thread), in steps/s; times the cores = what the
@@ -122,14 +122,14 @@ def health_get(port: int, timeout: float = 5.0) -> tuple[float | None, str | Non
     return time.perf_counter() - started, None
 
 
-def start_server(app_root: Path, log_path: Path) -> tuple[subprocess.Popen, int]:
+def start_server(app_root: Path, log_path: Path, backend: str = "local") -> tuple[subprocess.Popen, int]:
     port = free_port()
     command = [sys.executable, "-m", "streamlit", "run", "dashboard.py",
                "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=app_root, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", "DDPM_LAB_BACKEND": backend})
     deadline = time.monotonic() + SERVER_START_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -559,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip N = 0 (no load)")
     parser.add_argument("--no-browser", action="store_true")
     parser.add_argument("--chromium", default="/usr/lib/chromium/chromium")
+    parser.add_argument("--backend", choices=["local", "ray"], default="local",
+                        help="the server's workers: local processes, or Ray actors (RAY_ADDRESS's cluster, else a "
+                             "local Ray the server starts)")
     args = parser.parse_args(argv)
     user_counts = [int(v) for v in args.users.split(",") if v.strip()]
     phases_n = ([] if args.no_baseline else [0]) + user_counts
@@ -571,12 +574,12 @@ def main(argv: list[str] | None = None) -> int:
     if "error" in headless:
         print(f"  headless rate failed: {headless['error']}", file=sys.stderr)
 
-    results: dict = {"app_root": str(app_root), "link": args.link, "finished_link": args.finished_link,
+    results: dict = {"app_root": str(app_root), "backend": args.backend, "link": args.link, "finished_link": args.finished_link,
                      "cpu_count": os.cpu_count(), "headless": headless, "phases": [], "summaries": []}
     server = None
     playwright = timer = None
     try:
-        server, port = start_server(app_root, log_dir / "server.log")
+        server, port = start_server(app_root, log_dir / "server.log", args.backend)
         print(f"Server pid {server.pid} on 127.0.0.1:{port}, log {log_dir / 'server.log'}", file=sys.stderr, flush=True)
         results["server_log"] = str(log_dir / "server.log")
         started = time.monotonic()

@@ -1,0 +1,258 @@
+"""The workers as Ray actors: the same jobs and messages as ``runtime.pool``'s processes, on a Ray
+cluster (``DDPM_LAB_BACKEND=ray``; Ray's own ``RAY_ADDRESS`` names the cluster, unset: a local one).
+
+Each worker is an actor holding one CPU, so Ray places ``size`` of them across the cluster's nodes.
+The registry is unchanged: it sees ``RayWorker``s with the pool's ``send``/``alive``/``pid`` and
+gets every message and every death through the same two callbacks, so queueing, fairness, pause,
+step, cancel and tasks work as they do locally. What crosses per call:
+
+    server -> actor   ``run(job)``      one ``Train`` (the run's whole state, a few hundred kB) or
+                                        ``Compute`` (the weights a task needs)
+                      ``stop(job_id)``  a few bytes
+    actor -> server   ``take()``        the messages since the last call (``Progress`` per chunk,
+                                        at most ten a second; the end state once per job)
+
+``take`` is a long poll: the server's reader thread for a worker waits in it until the actor has
+something (or half a second passes). The code travels once per cluster (``diffusion`` and
+``runtime`` as Ray ``py_modules``); each node needs the same Python packages (requirements.txt).
+
+A worker lost with its node (or killed) raises in its reader's ``take``: the registry fails the
+run it held with a message (its progress since it last paused is gone; finished runs live in the
+registry on the server and are kept), and the pool asks Ray for a replacement actor, which takes
+jobs once Ray has placed it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import ray
+from ray.exceptions import RayError
+
+from .messages import Compute, FromWorker, Quit, Ready, Stop, ToWorker, Train
+from .worker import WORKER_NICE, QuitAsked, run_job
+
+ROOT = Path(__file__).resolve().parents[1]
+TAKE_WAIT_S = 0.5  # the longest a reader's long poll waits for a message
+
+
+class Mailbox:
+    """The actor's side of its jobs: a ``runtime.worker.Channel`` whose messages wait here until
+    the server takes them, and the stops the server sent.
+
+    A run keeps its id across stints (pause, resume, Step), and a threaded actor may take a stop
+    before the ``run`` it was sent after, so each stop names the stint it is for: the number of jobs
+    the server had sent this actor when it sent the stop (``RayWorker``), which is the stint's own."""
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self._out: list[FromWorker] = []
+        self._stopped: set[tuple[int, int]] = set()  # (job id, stint)
+        self._stint = 0
+        self._quit = False
+
+    def begin(self, stint: int) -> None:
+        with self._changed:
+            self._stint = stint
+            self._stopped = {s for s in self._stopped if s[1] >= stint}
+
+    def emit(self, message: FromWorker) -> None:
+        with self._changed:
+            self._out.append(message)
+            self._changed.notify_all()
+
+    def stop(self, job_id: int, stint: int) -> None:
+        with self._changed:
+            self._stopped.add((job_id, stint))
+            self._changed.notify_all()
+
+    def quit(self) -> None:
+        with self._changed:
+            self._quit = True
+            self._changed.notify_all()
+
+    def _asked(self, job_id: int) -> bool:
+        return (job_id, self._stint) in self._stopped
+
+    def stop_asked(self, job_id: int) -> bool:
+        with self._changed:
+            if self._quit:
+                raise QuitAsked
+            return self._asked(job_id)
+
+    def wait(self, seconds: float, job_id: int) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._quit or self._asked(job_id), seconds)
+
+    def take(self, seconds: float) -> list[FromWorker]:
+        with self._changed:
+            self._changed.wait_for(lambda: bool(self._out), seconds)
+            out, self._out = self._out, []
+            return out
+
+
+@ray.remote(num_cpus=1, max_concurrency=4, max_restarts=0)
+class WorkerActor:
+    """One worker: runs one job at a time (``run``) while the server takes its messages and sends
+    stops on the actor's other threads."""
+
+    def __init__(self):
+        import torch
+
+        torch.set_num_threads(1)  # as a local worker: one thread, one CPU, bit-identical results
+        try:
+            os.nice(WORKER_NICE)
+        except OSError:
+            pass
+        self.mailbox = Mailbox()
+
+    def placed(self) -> tuple[int, str]:
+        """This actor's process id and the id of the Ray node it runs on."""
+        return os.getpid(), ray.get_runtime_context().get_node_id()
+
+    def run(self, job: Train | Compute, stint: int) -> None:
+        self.mailbox.begin(stint)
+        try:
+            run_job(job, self.mailbox)
+        except QuitAsked:
+            pass
+
+    def stop(self, job_id: int, stint: int) -> None:
+        self.mailbox.stop(job_id, stint)
+
+    def quit(self) -> None:
+        self.mailbox.quit()
+
+    def take(self, seconds: float) -> list[FromWorker]:
+        return self.mailbox.take(seconds)
+
+
+class RayWorker:
+    """The server's handle on one actor. ``alive`` once Ray has placed and started it (a replacement
+    waiting for a free CPU takes no jobs) and until it is lost."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.actor = WorkerActor.remote()
+        self.pid: int | None = None
+        self.node_id: str | None = None
+        self.ready = False
+        self.lost = False
+        self._stints = 0  # jobs sent to the actor so far: a stop is for the latest (``Mailbox``)
+
+    def send(self, message: ToWorker) -> bool:
+        if self.lost:
+            return False
+        match message:
+            case Train() | Compute():
+                self._stints += 1
+                self.actor.run.remote(message, self._stints)
+            case Stop(job_id=job_id):
+                self.actor.stop.remote(job_id, self._stints)
+            case Quit():
+                self.actor.quit.remote()
+        return True
+
+    @property
+    def alive(self) -> bool:
+        return self.ready and not self.lost
+
+    @property
+    def where(self) -> str | None:
+        """The node, as the page names it (``ray status`` and Ray's dashboard show the same ids)."""
+        return f"Ray node {self.node_id[:8]}" if self.node_id else None
+
+
+def job_runtime_env() -> dict:
+    """Where the code comes from on the cluster's nodes: this checkout's two packages, shipped once
+    per connection (Ray allows local directories only for the whole job, at ``ray.init``)."""
+    return {"py_modules": [str(ROOT / "diffusion"), str(ROOT / "runtime")], "env_vars": {"OMP_NUM_THREADS": "1"}}
+
+
+def connect(address: str | None = None) -> None:
+    """Join the cluster at ``address`` or ``RAY_ADDRESS`` (neither: start a local one), unless this
+    process has joined one already (it must then have passed ``job_runtime_env()`` itself)."""
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, runtime_env=job_runtime_env(),
+                     log_to_driver=False, include_dashboard=False, configure_logging=False)
+        except ConnectionError as error:
+            raise ConnectionError(f"no Ray cluster at RAY_ADDRESS={os.environ.get('RAY_ADDRESS')!r}: {error}. "
+                                  "Start one with `ray start --head`, or unset RAY_ADDRESS for a local one") from error
+
+
+class RayWorkerPool:
+    """``size`` worker actors, each with a reader thread that hands its messages to
+    ``on_message(worker, message)`` and reports a lost actor to ``on_exit(worker, reason)``, then
+    asks for a replacement, so the pool keeps its size (as ``runtime.pool.WorkerPool``)."""
+
+    def __init__(self, size: int | None, on_message: Callable[[RayWorker, FromWorker], None],
+                 on_exit: Callable[[RayWorker, str], None]):
+        connect()
+        self.size = max(1, size or int(ray.cluster_resources().get("CPU", 1)))  # None: one per CPU
+        self._on_message, self._on_exit = on_message, on_exit
+        self.workers: list[RayWorker] = []
+        self._closing = False
+        self._lock = threading.Lock()
+        for index in range(self.size):
+            self._start(index)
+        atexit.register(self.close)
+
+    def _start(self, index: int) -> RayWorker:
+        worker = RayWorker(index)
+        with self._lock:
+            if index < len(self.workers):
+                self.workers[index] = worker
+            else:
+                self.workers.append(worker)
+        threading.Thread(target=self._read, args=(worker,), name=f"ray-worker-{index}-reader", daemon=True).start()
+        return worker
+
+    def _read(self, worker: RayWorker) -> None:
+        try:
+            worker.pid, worker.node_id = ray.get(worker.actor.placed.remote())
+            worker.ready = True
+            self._on_message(worker, Ready())
+            while not self._closing:
+                for message in ray.get(worker.actor.take.remote(TAKE_WAIT_S)):
+                    self._on_message(worker, message)
+        except RayError as error:
+            reason = f"its Ray worker was lost: {type(error).__name__}"
+        except Exception as error:  # noqa: BLE001 - an unreadable message: the worker is unusable
+            print(f"ray worker {worker.pid}: {error!r}; stopping it", file=sys.stderr)
+            ray.kill(worker.actor, no_restart=True)
+            reason = f"its Ray worker failed: {error!r}"
+        else:
+            return
+        worker.lost = True
+        if self._closing:
+            return
+        self._on_exit(worker, reason)
+        self._start(worker.index)
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [w.pid for w in self.workers if w.pid is not None]
+
+    def node_ids(self) -> list[str]:
+        with self._lock:
+            return [w.node_id for w in self.workers if w.node_id is not None]
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Kill every actor (Ray stops their processes); the cluster itself stays up."""
+        if self._closing:
+            return
+        self._closing = True
+        with self._lock:
+            workers = list(self.workers)
+        for worker in workers:
+            worker.lost = True
+            try:
+                ray.kill(worker.actor, no_restart=True)
+            except RayError:
+                pass
