@@ -176,14 +176,40 @@ def job_runtime_env() -> dict:
 
 def connect(address: str | None = None) -> None:
     """Join the cluster at ``address`` or ``RAY_ADDRESS`` (neither: start a local one), unless this
-    process has joined one already (it must then have passed ``job_runtime_env()`` itself)."""
-    if not ray.is_initialized():
+    process has joined one already (it must then have passed ``job_runtime_env()`` itself).
+
+    ``ray.init`` runs on a thread of its own that stays alive with the process: a local cluster's
+    processes are started to die with the thread that started them (Linux's parent-death signal is
+    per thread), and the page's first caller is a script thread that ends with its rerun."""
+    if ray.is_initialized():
+        return
+    done: dict = {}
+    started = threading.Event()
+
+    def keep() -> None:
         try:
             ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, runtime_env=job_runtime_env(),
                      log_to_driver=False, include_dashboard=False, configure_logging=False)
-        except ConnectionError as error:
-            raise ConnectionError(f"no Ray cluster at RAY_ADDRESS={os.environ.get('RAY_ADDRESS')!r}: {error}. "
-                                  "Start one with `ray start --head`, or unset RAY_ADDRESS for a local one") from error
+        except BaseException as error:  # noqa: BLE001 - handed to the caller below
+            done["error"] = error
+        started.set()
+        if "error" not in done:
+            threading.Event().wait()  # the cluster's processes live as long as this thread
+
+    with _CONNECT_LOCK:
+        if ray.is_initialized():
+            return
+        threading.Thread(target=keep, name="ray-connection", daemon=True).start()
+        started.wait()
+    error = done.get("error")
+    if isinstance(error, ConnectionError):
+        raise ConnectionError(f"no Ray cluster at RAY_ADDRESS={os.environ.get('RAY_ADDRESS')!r}: {error}. "
+                              "Start one with `ray start --head`, or unset RAY_ADDRESS for a local one") from error
+    if error is not None:
+        raise error
+
+
+_CONNECT_LOCK = threading.Lock()
 
 
 class RayWorkerPool:

@@ -8,6 +8,9 @@ a test that removes a node adds its own third one first. Waits only guard agains
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +21,8 @@ from runtime.ray_pool import Mailbox
 from runtime.registry import RunRegistry
 from runtime.worker import QuitAsked
 from tests.test_runtime import assert_same_as_headless, small, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def started(registry, keys, owner="alice"):
@@ -134,3 +139,21 @@ def test_a_stop_counts_for_the_stint_it_was_sent_in_whatever_order_the_actor_tak
     box.quit()
     with pytest.raises(QuitAsked):
         box.stop_asked(7)
+
+
+LOCAL_CLUSTER_FROM_A_SHORT_THREAD = """
+import threading, ray
+from runtime.ray_pool import WorkerActor, connect
+caller = threading.Thread(target=connect)  # as the page's first script thread, which then ends
+caller.start(); caller.join()
+print(ray.get(WorkerActor.remote().placed.remote(), timeout=40)[0] > 0)
+"""
+
+
+def test_a_local_cluster_started_from_a_thread_that_ends_outlives_it():
+    """The page starts Ray (no ``RAY_ADDRESS``) from a script thread that ends with its rerun; the
+    cluster's processes must not die with that thread (they did: the page then waited forever)."""
+    env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", LOCAL_CLUSTER_FROM_A_SHORT_THREAD], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
