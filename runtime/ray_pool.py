@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -183,12 +184,14 @@ def connect(address: str | None = None) -> None:
     per thread), and the page's first caller is a script thread that ends with its rerun."""
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    _check_listening(address)
     done: dict = {}
     started = threading.Event()
 
     def keep() -> None:
         try:
-            ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, runtime_env=job_runtime_env(),
+            ray.init(address=address, runtime_env=job_runtime_env(),
                      log_to_driver=False, include_dashboard=False, configure_logging=False)
         except BaseException as error:  # noqa: BLE001 - handed to the caller below
             done["error"] = error
@@ -203,13 +206,33 @@ def connect(address: str | None = None) -> None:
         started.wait()
     error = done.get("error")
     if isinstance(error, ConnectionError):
-        raise ConnectionError(f"no Ray cluster at RAY_ADDRESS={os.environ.get('RAY_ADDRESS')!r}: {error}. "
-                              "Start one with `ray start --head`, or unset RAY_ADDRESS for a local one") from error
+        raise ConnectionError(unreachable(address, error)) from error
     if error is not None:
         raise error
 
 
 _CONNECT_LOCK = threading.Lock()
+
+
+def _check_listening(address: str | None) -> None:
+    """Fail at once where nothing listens at a ``host:port`` address (Ray itself retries for minutes)."""
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # a local start, "auto" or a client address: Ray's own checks
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        raise ConnectionError(unreachable(address, error)) from error
+
+
+def unreachable(address: str | None, error: Exception) -> str:
+    """Why joining the cluster at ``address`` failed, and the two usual causes: no cluster there, or
+    one that wants a token (``ray start`` turns token authentication on) from a process without it."""
+    why = f"could not join the Ray cluster at RAY_ADDRESS={address!r} ({error}). Is it started (`ray start --head`)?"
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "token":
+        why += (" If it asks for a token, set RAY_AUTH_MODE=token here too (the token is read from ~/.ray/auth_token,"
+                " or from RAY_AUTH_TOKEN: `ray get-auth-token` on the head prints it).")
+    return why + " Unset RAY_ADDRESS to start a local Ray instead."
 
 
 class RayWorkerPool:

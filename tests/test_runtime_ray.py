@@ -157,3 +157,23 @@ def test_a_local_cluster_started_from_a_thread_that_ends_outlives_it():
     done = subprocess.run([sys.executable, "-c", LOCAL_CLUSTER_FROM_A_SHORT_THREAD], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "True", done.stderr[-2000:]
+
+
+JOIN_NOTHING = """
+from runtime.ray_pool import connect
+try:
+    connect()
+except ConnectionError as error:
+    print(error)
+"""
+
+
+def test_a_cluster_address_with_nothing_there_says_what_to_check():
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1", "RAY_AUTH_MODE": "", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", JOIN_NOTHING], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    said = done.stdout.strip()
+    assert said.startswith("could not join the Ray cluster at RAY_ADDRESS='127.0.0.1:1' ("), done.stderr[-2000:]
+    assert "Is it started (`ray start --head`)?" in said
+    assert "set RAY_AUTH_MODE=token here too" in said
+    assert said.endswith("Unset RAY_ADDRESS to start a local Ray instead.")
