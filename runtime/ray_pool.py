@@ -176,7 +176,8 @@ def job_runtime_env() -> dict:
 
 
 def connect(address: str | None = None) -> None:
-    """Join the cluster at ``address`` or ``RAY_ADDRESS`` (neither: start a local one), unless this
+    """Join the cluster at ``address`` or ``RAY_ADDRESS`` (neither: start a Ray of its own, even where
+    `ray start` left one running on this machine), unless this
     process has joined one already (it must then have passed ``job_runtime_env()`` itself).
 
     ``ray.init`` runs on a thread of its own that stays alive with the process: a local cluster's
@@ -185,13 +186,13 @@ def connect(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    _check_listening(address)
+    _check_listening(address)  # None: "local", a Ray of this process's own, not one `ray start` left here
     done: dict = {}
     started = threading.Event()
 
     def keep() -> None:
         try:
-            ray.init(address=address, runtime_env=job_runtime_env(),
+            ray.init(address=address or "local", runtime_env=job_runtime_env(),
                      log_to_driver=False, include_dashboard=False, configure_logging=False)
         except BaseException as error:  # noqa: BLE001 - handed to the caller below
             done["error"] = error

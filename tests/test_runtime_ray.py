@@ -146,7 +146,8 @@ import threading, ray
 from runtime.ray_pool import WorkerActor, connect
 caller = threading.Thread(target=connect)  # as the page's first script thread, which then ends
 caller.start(); caller.join()
-print(ray.get(WorkerActor.remote().placed.remote(), timeout=40)[0] > 0)
+actor = WorkerActor.remote()  # held: an actor whose handle is dropped is cancelled
+print(ray.get(actor.placed.remote(), timeout=40)[0] > 0)
 """
 
 
