@@ -36,18 +36,19 @@ def every_dataset(seeds: int, jobs: int) -> None:
     from bench.quality import DATASETS, fresh_score, score
     from diffusion import PRESETS
 
-    print("| dataset | preset | train s | ED / floor, mean (per seed) |")
-    print("|---|---|---|---|")
+    print("| dataset | preset | train s | ED / floor, mean (per seed) | blur, mean (per seed) |")
+    print("|---|---|---|---|---|")
     with ProcessPoolExecutor(jobs) as pool:
         for dataset in DATASETS:
             for preset in ("fresh data", *PRESETS):
                 runs = [pool.submit(fresh_score, dataset, seed) if preset == "fresh data" else
                         pool.submit(score, PRESETS[preset](), dataset, seed) for seed in range(seeds)]
                 results = [job.result() for job in runs]
-                per_seed = [statistics.mean(ratios) for _, ratios in results]
-                seconds = "-" if preset == "fresh data" else f"{statistics.median(t for t, _ in results):.2f}"
-                print(f"| {dataset} | {preset} | {seconds} | {statistics.mean(per_seed):.2f} "
-                      f"({', '.join(f'{x:.2f}' for x in per_seed)}) |", flush=True)
+                seconds = "-" if preset == "fresh data" else f"{statistics.median(r.seconds for r in results):.2f}"
+                cells = [[statistics.mean(getattr(r, kind)) for r in results] for kind in ("ratios", "blurs")]
+                print(f"| {dataset} | {preset} | {seconds} | "
+                      + " | ".join(f"{statistics.mean(c):.2f} ({', '.join(f'{x:.2f}' for x in c)})" for c in cells)
+                      + " |", flush=True)
 
 
 def steps_per_second(batches=(128, 256, 512, 1024), steps: int = 600) -> None:

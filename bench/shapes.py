@@ -65,8 +65,8 @@ def main(argv=None) -> int:
                 jobs = [pool.submit(fresh_score, data, seed) if preset == "fresh data" else
                         pool.submit(score, PRESETS[preset](), data, seed) for seed in range(args.seeds)]
                 results = [job.result() for job in jobs]
-                per_seed = [statistics.mean(r) for _, r in results]
-                seconds = "-" if preset == "fresh data" else f"{statistics.median(t for t, _ in results):.2f}"
+                per_seed = [statistics.mean(r.ratios) for r in results]
+                seconds = "-" if preset == "fresh data" else f"{statistics.median(r.seconds for r in results):.2f}"
                 print(f"| {name} | {preset} | {seconds} | {statistics.mean(per_seed):.2f} "
                       f"({', '.join(f'{x:.2f}' for x in per_seed)}) |", flush=True)
     return 0

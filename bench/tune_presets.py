@@ -78,8 +78,8 @@ def main(argv=None) -> int:
             jobs = {(d, s): pool.submit(fresh_score, d, s, args.draws) if name == FRESH_DATA else
                     pool.submit(score, CANDIDATES[name], d, s, args.draws) for d in DATASETS for s in args.seeds}
             results = {key: job.result() for key, job in jobs.items()}
-            means = [statistics.mean(r for s in args.seeds for r in results[(d, s)][1]) for d in DATASETS]
-            seconds = statistics.median(t for t, _ in results.values())
+            means = [statistics.mean(r for s in args.seeds for r in results[(d, s)].ratios) for d in DATASETS]
+            seconds = statistics.median(r.seconds for r in results.values())
             print(f"| {name} | {' | '.join(f'{m:.2f}' for m in means)} | {max(means):.2f} | {seconds:.2f} |",
                   flush=True)
     return 0

@@ -28,9 +28,9 @@ def test_the_large_true_set_is_built_once_and_its_mean_distance_is_all_pairs():
 
 
 def test_a_perfect_sampler_scores_one_on_average():
-    _, scores = quality.fresh_score("gaussian", seed=0, draws=12)
-    scores = np.array(scores)
-    assert abs(scores.mean() - 1.0) < _t_bound(scores)
+    scored = quality.fresh_score("gaussian", seed=0, draws=12)
+    for scores in (np.array(scored.ratios), np.array(scored.blurs)):
+        assert abs(scores.mean() - 1.0) < _t_bound(scores)
 
 
 def test_the_score_estimates_the_commands_expected_ratio_for_an_imperfect_sampler():
@@ -46,3 +46,19 @@ def test_the_score_estimates_the_commands_expected_ratio_for_an_imperfect_sample
     difference = fresh - scores  # ... and paired on the same sample sets
     assert abs(difference.mean()) < _t_bound(difference)
     assert scores.std() < fresh.std()  # the true side's spread is gone
+
+
+def test_the_blur_ratio_grows_with_the_blur_the_energy_distance_hardly_sees():
+    """The spiral's points moved off it by Gaussian noise of sigma: the blur ratio grows with sigma
+    and is well above a fresh draw's 1 at sigma = 0.1, where
+    the energy-distance score of the same set is still within the spread of a fresh draw's."""
+    g = torch.Generator().manual_seed(12)
+    data = quality.make_dataset(quality.data_config("spiral"))
+    blurs, ratios = [], []
+    for sigma in (0.0, 0.1, 0.2):
+        x = data.sample(1000, g).double()
+        x = x + sigma * torch.randn(x.shape, generator=g, dtype=torch.float64)
+        blurs.append(quality.blur(x, "spiral"))
+        ratios.append(quality.ratio(x, "spiral"))
+    assert blurs[0] < 1.3 and 2 < blurs[1] < blurs[2]
+    assert ratios[1] < 1.5  # a fresh draw's single-set score spreads by 0.2 - 0.5 around 1
