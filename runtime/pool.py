@@ -69,31 +69,70 @@ class Worker:
         return self.process.poll() is None
 
 
-class WorkerPool:
-    """``size`` worker processes, each with a reader thread that hands its messages to
-    ``on_message(worker, message)`` and reports a dead worker to ``on_exit(worker, reason)``,
-    then starts a replacement, so the pool keeps its size."""
+class ReadingPool:
+    """What every backend's pool shares: ``size`` workers (made by ``_new_worker``), each with a
+    reader thread (``_read``) that hands its messages to ``on_message(worker, message)``; a worker
+    lost is reported to ``on_exit(worker, reason)`` and replaced (``_lost``), so the pool keeps its
+    size."""
 
-    def __init__(self, size: int, on_message: Callable[[Worker, FromWorker], None],
-                 on_exit: Callable[[Worker, str], None]):
+    reader_name = "worker"  # the reader threads' names: "<reader_name>-<index>-reader"
+
+    def __init__(self, size: int, on_message: Callable[[object, FromWorker], None],
+                 on_exit: Callable[[object, str], None]):
         self.size = max(1, size)
         self._on_message, self._on_exit = on_message, on_exit
-        self.workers: list[Worker] = []
+        self.workers: list = []
         self._closing = False
         self._lock = threading.Lock()
         for index in range(self.size):
             self._start(index)
         atexit.register(self.close)
 
-    def _start(self, index: int) -> Worker:
-        worker = Worker(index)
+    def _new_worker(self, index: int):
+        raise NotImplementedError
+
+    def _read(self, worker) -> None:
+        raise NotImplementedError
+
+    def close(self, timeout: float = 1.0) -> None:
+        raise NotImplementedError
+
+    def _start(self, index: int):
+        worker = self._new_worker(index)
         with self._lock:
             if index < len(self.workers):
                 self.workers[index] = worker
             else:
                 self.workers.append(worker)
-        threading.Thread(target=self._read, args=(worker,), name=f"worker-{index}-reader", daemon=True).start()
+        threading.Thread(target=self._read, args=(worker,), name=f"{self.reader_name}-{index}-reader",
+                         daemon=True).start()
         return worker
+
+    def _lost(self, worker, reason: str) -> None:
+        """A reader's end: report the worker and start its replacement, unless the pool is closing."""
+        if self._closing:
+            return
+        self._on_exit(worker, reason)
+        self._start(worker.index)
+
+    def _closing_workers(self) -> list:
+        """The workers to stop, once: empty when the pool was closed already."""
+        if self._closing:
+            return []
+        self._closing = True
+        with self._lock:
+            return list(self.workers)
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [w.pid for w in self.workers if w.pid is not None]
+
+
+class WorkerPool(ReadingPool):
+    """``size`` worker processes on this machine."""
+
+    def _new_worker(self, index: int) -> Worker:
+        return Worker(index)
 
     def _read(self, worker: Worker) -> None:
         while True:
@@ -108,22 +147,11 @@ class WorkerPool:
             self._on_message(worker, message)
         code = worker.process.wait()
         worker.conn.close()
-        if self._closing:
-            return
-        self._on_exit(worker, f"exit code {code}")
-        self._start(worker.index)
-
-    def pids(self) -> list[int]:
-        with self._lock:
-            return [w.pid for w in self.workers]
+        self._lost(worker, f"exit code {code}")
 
     def close(self, timeout: float = 1.0) -> None:
         """Ask every worker to quit, wait up to ``timeout``, then kill what is left."""
-        if self._closing:
-            return
-        self._closing = True
-        with self._lock:
-            workers = list(self.workers)
+        workers = self._closing_workers()
         for worker in workers:
             worker.send(Quit())
         deadline = time.monotonic() + timeout

@@ -24,7 +24,6 @@ jobs once Ray has placed it.
 
 from __future__ import annotations
 
-import atexit
 import os
 import socket
 import sys
@@ -36,6 +35,7 @@ import ray
 from ray.exceptions import RayError
 
 from .messages import Compute, FromWorker, Quit, Ready, Stop, ToWorker, Train
+from .pool import ReadingPool
 from .worker import WORKER_NICE, QuitAsked, run_job
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,32 +236,19 @@ def unreachable(address: str | None, error: Exception) -> str:
     return why + " Unset RAY_ADDRESS to start a local Ray instead."
 
 
-class RayWorkerPool:
-    """``size`` worker actors, each with a reader thread that hands its messages to
-    ``on_message(worker, message)`` and reports a lost actor to ``on_exit(worker, reason)``, then
-    asks for a replacement, so the pool keeps its size (as ``runtime.pool.WorkerPool``)."""
+class RayWorkerPool(ReadingPool):
+    """``size`` worker actors (None: one per CPU of the cluster), read and replaced as
+    ``runtime.pool.WorkerPool``'s processes are."""
+
+    reader_name = "ray-worker"
 
     def __init__(self, size: int | None, on_message: Callable[[RayWorker, FromWorker], None],
                  on_exit: Callable[[RayWorker, str], None]):
         connect()
-        self.size = max(1, size or int(ray.cluster_resources().get("CPU", 1)))  # None: one per CPU
-        self._on_message, self._on_exit = on_message, on_exit
-        self.workers: list[RayWorker] = []
-        self._closing = False
-        self._lock = threading.Lock()
-        for index in range(self.size):
-            self._start(index)
-        atexit.register(self.close)
+        super().__init__(size or int(ray.cluster_resources().get("CPU", 1)), on_message, on_exit)
 
-    def _start(self, index: int) -> RayWorker:
-        worker = RayWorker(index)
-        with self._lock:
-            if index < len(self.workers):
-                self.workers[index] = worker
-            else:
-                self.workers.append(worker)
-        threading.Thread(target=self._read, args=(worker,), name=f"ray-worker-{index}-reader", daemon=True).start()
-        return worker
+    def _new_worker(self, index: int) -> RayWorker:
+        return RayWorker(index)
 
     def _read(self, worker: RayWorker) -> None:
         try:
@@ -280,14 +267,7 @@ class RayWorkerPool:
         else:
             return
         worker.lost = True
-        if self._closing:
-            return
-        self._on_exit(worker, reason)
-        self._start(worker.index)
-
-    def pids(self) -> list[int]:
-        with self._lock:
-            return [w.pid for w in self.workers if w.pid is not None]
+        self._lost(worker, reason)
 
     def node_ids(self) -> list[str]:
         with self._lock:
@@ -295,12 +275,7 @@ class RayWorkerPool:
 
     def close(self, timeout: float = 1.0) -> None:
         """Kill every actor (Ray stops their processes); the cluster itself stays up."""
-        if self._closing:
-            return
-        self._closing = True
-        with self._lock:
-            workers = list(self.workers)
-        for worker in workers:
+        for worker in self._closing_workers():
             worker.lost = True
             try:
                 ray.kill(worker.actor, no_restart=True)
