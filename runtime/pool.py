@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 class Worker:
     """One worker process and its socket."""
 
+    where: str | None = None  # on this machine: the page names no place (a Ray worker names its node)
+
     def __init__(self, index: int):
         self.index = index
         parent, child = socket.socketpair()

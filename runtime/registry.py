@@ -287,7 +287,7 @@ class RunRegistry:
             w = run.watched
             return RunSnapshot(run.status, run.step, run.key.total_steps, run.key.steps_per_epoch, losses,
                                run.elapsed, run.error, run.note, run.wall, position, self._eta(run),
-                               w.preview, w.previews_array(), w.loss_by_t, getattr(run.worker, "where", None))
+                               w.preview, w.previews_array(), w.loss_by_t, run.worker.where if run.worker else None)
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait (the lock released) until ``predicate()`` holds after some message, or ``timeout``."""
