@@ -2,7 +2,8 @@
 built-in dataset within 3 s of training): candidates, each trained on every built-in dataset with
 the *tuning* seeds 10 - 12 (the presets' own table, ``python -m bench.presets``, scores on the
 held-out seeds 0 - 2), and scored by the energy distance of its own sampler's 1000 samples over the
-noise floor. Printed per candidate: the mean ratio per dataset, the worst, and the median training
+noise floor. Printed per candidate: the mean ratio per dataset, the worst, the mean blur ratio per
+dataset (``bench.quality``: 1 is as sharp as the data), and the median training
 seconds (one torch thread; ``--jobs 2`` runs two trainings at once, which slows each a little).
 The first row, "fresh data", scores 1000 fresh draws of the data itself with the same seeds: what a
 perfect sampler gets, so the spread of the metric that no tuning can go below.
@@ -46,6 +47,9 @@ CANDIDATES = {
     "improved, batch 512, 1500": improved().replace(train={"batch_size": 512, "epochs": 1500}),
     "improved, 3 layers, 2000": improved().replace(denoiser={"depth": 3}, train={"epochs": 2000}),
     "improved, EMA 0.999": improved().replace(train={"ema_decay": 0.999}),
+    "improved, 64 wide, 3500": improved().replace(denoiser={"hidden": 64}, train={"epochs": 3500}),
+    "improved, 64 wide, 3500, lr 5e-3": improved().replace(denoiser={"hidden": 64}, train={"epochs": 3500, "lr": 5e-3}),
+    "improved, 96 wide, 3200": improved().replace(denoiser={"hidden": 96}, train={"epochs": 3200}),
     "flow before (1000 epochs)": OLD_FLOW,
     "flow + Fourier 16, 128 wide, OT, 1000": OLD_FLOW.replace(denoiser={**FOURIER, "hidden": 128}),
     "flow + Fourier 16, 128 wide, independent, 3000": OLD_FLOW.replace(
@@ -71,17 +75,18 @@ def main(argv=None) -> int:
     unknown = [n for n in names if n not in CANDIDATES and n != FRESH_DATA]
     if unknown:
         parser.error(f"unknown candidate(s) {unknown}; choose from {list(CANDIDATES)}")
-    print(f"| candidate | {' | '.join(DATASETS)} | worst | train s (median) |")
-    print(f"|---|{'---|' * len(DATASETS)}---|---|")
+    print(f"| candidate | {' | '.join(DATASETS)} | worst | blur: {' | '.join(DATASETS)} | train s (median) |")
+    print(f"|---|{'---|' * (2 * len(DATASETS))}---|---|")
     with ProcessPoolExecutor(args.jobs) as pool:
         for name in names:
             jobs = {(d, s): pool.submit(fresh_score, d, s, args.draws) if name == FRESH_DATA else
                     pool.submit(score, CANDIDATES[name], d, s, args.draws) for d in DATASETS for s in args.seeds}
             results = {key: job.result() for key, job in jobs.items()}
             means = [statistics.mean(r for s in args.seeds for r in results[(d, s)].ratios) for d in DATASETS]
+            blurs = [statistics.mean(b for s in args.seeds for b in results[(d, s)].blurs) for d in DATASETS]
             seconds = statistics.median(r.seconds for r in results.values())
-            print(f"| {name} | {' | '.join(f'{m:.2f}' for m in means)} | {max(means):.2f} | {seconds:.2f} |",
-                  flush=True)
+            print(f"| {name} | {' | '.join(f'{m:.2f}' for m in means)} | {max(means):.2f} | "
+                  f"{' | '.join(f'{b:.2f}' for b in blurs)} | {seconds:.2f} |", flush=True)
     return 0
 
 

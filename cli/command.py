@@ -70,9 +70,10 @@ from diffusion.config import (
     experiment_settings,
 )
 from diffusion.datasets import PointsError, load_points, make_dataset
+from diffusion.guidance import GUIDANCE_COLUMNS, GUIDANCE_SCALES, guidance_rows
 from diffusion.ideal import drift_curve, field_at, field_grid, ideal_denoiser
 from diffusion.likelihood import density_grid, network_model, nll_report
-from diffusion.metrics import evaluate
+from diffusion.metrics import class_scores, evaluate
 from diffusion.monitoring import LOSS_BY_T_COLUMNS, PREVIEW_COLUMNS, loss_by_t_rows, loss_floor_by_bin, preview_rows
 from diffusion.objectives import path_of
 from diffusion.paths import ObjectivePath
@@ -131,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
         "also sample the model with DDPM (respaced below T), DDIM at eta 0 and 1 and DPM-Solver++ 2M at 5, 10, "
         "20, 50, 100, 200, 500 and T steps (those up to T; flow: Euler and Heun at 1, 2, 5, ... steps), each "
         "scored by its energy distance and floor: written to "
-        "budget.csv with --out, as \"budget\" with --json, else printed as a table"))
+        "budget.csv with --out, as \"budget\" with --json, else printed as a table. A conditional model "
+        "(--conditional true) is also sampled for every class at guidance 0, 0.5, 1, 1.5, 2, 3, 5 and 8, each "
+        "class scored by its energy distance over the floor and its spread against the class's: "
+        "guidance.csv with --out, \"guidance\" with --json, else a table"))
     g.add_argument("--likelihood", action="store_true", help=(
         "also compute the model's exact log-likelihood through the probability-flow ODE (Heun with "
         "--ode-steps and twice as many, Richardson-extrapolated) on 1000 fresh data points: adds nll, "
@@ -269,8 +273,13 @@ def _write_outputs(out: Path, config, losses, trajectory, dataset, watched: Watc
     user = config.data.to_user  # samples, figure and field positions in the points' own units (--points)
     with open(out / "samples.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["x", "y"])
-        writer.writerows(user(trajectory.samples).tolist())
+        if trajectory.labels is None:
+            writer.writerow(["x", "y"])
+            writer.writerows(user(trajectory.samples).tolist())
+        else:  # a conditional model: each point's class by name, as a labelled CSV names it
+            names = config.data.classes
+            writer.writerow(["x", "y", "label"])
+            writer.writerows([*p, names[k]] for p, k in zip(user(trajectory.samples).tolist(), trajectory.labels.tolist(), strict=True))
     with open(out / "losses.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", "loss"])
@@ -354,6 +363,31 @@ def _budget(args: argparse.Namespace, model, schedule: ObjectivePath, config: Ex
     return rows
 
 
+def _guidance(args: argparse.Namespace, model, schedule: ObjectivePath, config: ExperimentConfig, dataset) -> list[dict] | None:
+    """With --budget and a conditional model, the guidance sweep's rows (``diffusion.guidance``):
+    written to DIR/guidance.csv with --out, and returned. None otherwise."""
+    if not args.budget or not config.train.conditional:
+        return None
+    scales = GUIDANCE_SCALES if config.train.label_dropout > 0 else (1.0,)
+    rows = guidance_rows(model, schedule, config, dataset, scales=scales, run_salt=training_salt(config.training))
+    if args.out:
+        try:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            with open(Path(args.out) / "guidance.csv", "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=GUIDANCE_COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+        except OSError as error:
+            raise UsageError(f"--out: {error}") from None
+    return rows
+
+
+def _print_guidance(rows: list[dict]) -> None:
+    print("guidance  class               energy distance / floor   spread / class's")
+    for row in rows:
+        print(f"{row['guidance']:>8g}  {row['name']:<18}  {row['energy_distance_ratio']:>23.2f}   {row['spread_ratio']:>16.2f}")
+
+
 DENSITY_COLUMNS = ("x", "y", "log_p_model", "log_p_true")
 
 
@@ -434,7 +468,10 @@ def run(argv: list[str] | None = None) -> int:
         return 1
     dataset = make_dataset(config.data)
     metrics = evaluate(trajectory.samples, dataset).to_dict()
+    classes = ([score.to_dict() for score in class_scores(trajectory.samples, trajectory.labels, dataset, config.data.classes)]
+               if trajectory.labels is not None else None)
     budget = _budget(args, model, schedule, config, dataset, device)
+    guidance = _guidance(args, model, schedule, config, dataset)
     likelihood = _likelihood(args, model, config, dataset)
     if args.out:
         try:
@@ -452,6 +489,8 @@ def run(argv: list[str] | None = None) -> int:
             "loss_by_t": [_json_row(row) for row in watched.loss_by_t],
             "previews": [_json_row(row) for row in watched.previews],
             **({"budget": [_json_row(row) for row in budget]} if budget is not None else {}),
+            **({"classes": classes} if classes is not None else {}),
+            **({"guidance": [_json_row(row) for row in guidance]} if guidance is not None else {}),
             **(likelihood or {}),
         }, indent=2))
         return 0
@@ -461,6 +500,9 @@ def run(argv: list[str] | None = None) -> int:
     print(f"std  {metrics['std'][0]:.3f}, {metrics['std'][1]:.3f}   (data {metrics['data_std'][0]:.3f}, {metrics['data_std'][1]:.3f})")
     for name in ("energy_distance", "sliced_wasserstein", "mmd"):
         print(f"{name:<19} {metrics[name]:.5f}   floor {metrics[name + '_floor']:.5f}   ratio {metrics[name + '_ratio']:.2f}")
+    for row in classes or ():
+        print(f"class {row['class']} ({row['name']}): {row['count']} samples, energy distance ratio "
+              f"{row['energy_distance_ratio']:.2f}, spread {row['spread_ratio']:.2f} of the class's")
     if likelihood is not None:
         def shown(name):
             value, error = likelihood[name], likelihood[name + "_se"]
@@ -470,6 +512,8 @@ def run(argv: list[str] | None = None) -> int:
               f"{likelihood['ode_error']:.4f})")
     if budget is not None and not args.out:
         _print_budget(budget)
+    if guidance is not None and not args.out:
+        _print_guidance(guidance)
     return 0
 
 

@@ -87,7 +87,7 @@ def from_bytes(data: bytes) -> tuple[Denoiser, ExperimentConfig]:
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"the config stored in the file is invalid: {error}") from None
     model = Denoiser(config.denoiser, config.schedule.num_timesteps, torch.Generator().manual_seed(0),
-                     objective=config.schedule.objective)
+                     objective=config.schedule.objective, num_classes=config.training.num_classes)
     expected = {name: tuple(value.shape) for name, value in model.state_dict().items()}
     found = {name: tuple(value.shape) for name, value in tensors.items()}
     if expected != found:

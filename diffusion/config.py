@@ -261,6 +261,21 @@ DATASET_LABELS = {
 }
 
 
+# The classes of each built-in dataset, where it has natural ones (issue 25: guidance), in label
+# order; a user's point set takes its classes from a ``label`` column. The Gaussian and the swiss
+# roll have none.
+DATASET_CLASSES: dict[str, tuple[str, ...]] = {
+    "gaussian": (),
+    "ring": tuple(f"{45 * k}°" for k in range(8)),  # the component at angle 45 k degrees
+    "moons": ("upper moon", "lower moon"),
+    "swiss_roll": (),
+    "circles": ("outer circle", "inner circle"),
+    "checkerboard": tuple(f"square {k + 1}" for k in range(8)),  # column by column, bottom to top
+    "spiral": ("arm 1", "arm 2"),
+}
+MAX_CLASSES = 16
+
+
 @dataclass(frozen=True)
 class PointSet:
     """A user's own 2-D points: hashed and compared by content digest, never by identity.
@@ -328,6 +343,13 @@ class DataConfig:
         if self.points is None:
             return np.asarray(points)
         return (np.asarray(points, dtype=np.float64) - np.asarray(self.points.offset)) / self.points.scale
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The names of the data's classes in label order (empty: unlabelled)."""
+        if self.points is not None:
+            return ()
+        return DATASET_CLASSES[self.name]
 
     @property
     def user_scale(self) -> float:
@@ -515,6 +537,20 @@ class TrainConfig:
              "is least (an exact assignment, Tong et al. 2024), which straightens the paths the model learns.",
     )
 
+    conditional: bool = setting(
+        False, key="conditional", label="Condition on the class", effect="retrain", widget="toggle",
+        help="Feed the network each point's class (a one-hot input) as well as x_t and t, so it can be asked for "
+             "one class at sampling time. Needs a dataset with classes: the ring's components, the moons, the "
+             "circles, the checkerboard's squares, the spiral's arms.",
+    )
+    label_dropout: float = setting(
+        0.1, key="label_dropout", label="Label dropout (null class)", effect="retrain", low=0.0, high=0.9,
+        widget="slider", step=0.05, applies=("conditional", (True,)),
+        help="The share of training points whose class is replaced by the null class, so the same network "
+             "also learns the unconditional model that classifier-free guidance needs (Ho & Salimans 2022). "
+             "0: a purely conditional model, sampled only at guidance 1; at most 0.9.",
+    )
+
     def __post_init__(self):
         _validate(self)
 
@@ -606,6 +642,21 @@ class SamplerConfig:
              f"less error, longer to compute (16 to {MAX_LIKELIHOOD_STEPS}; below 16 the error estimate itself is unreliable).",
     )
 
+    guidance: float = setting(
+        1.0, key="guidance", label="Guidance scale w", effect="resample", low=0.0, high=20.0, widget="slider",
+        step=0.5, applies=("train.conditional", (True,)),
+        help="Classifier-free guidance (Ho & Salimans 2022): the model is asked for u + w (c - u), u its "
+             "unconditional and c its class-conditional prediction. 0: unconditional; 1: the class as learned; "
+             "above 1: pushed further from the other classes, at the cost of diversity (two model calls a step).",
+    )
+    class_label: int = setting(
+        -1, key="class", label="Class", effect="resample", low=-1, high=MAX_CLASSES - 1, widget="number",
+        applies=("train.conditional", (True,)), flag="--class",
+        tied=lambda get: (-1, len(DATASET_CLASSES.get(get("data.name"), ())) - 1, "-1 or a class of the data"),
+        help="Which class to sample: -1 every class in equal shares (the proportions of every built-in dataset); "
+             "else one class by its number (0 first).",
+    )
+
     def __post_init__(self):
         _validate(self)
         if self.num_samples * self.num_frames > MAX_SAMPLE_FRAME_POINTS:
@@ -613,6 +664,12 @@ class SamplerConfig:
                 f"sampler.num_samples x num_frames must be at most {MAX_SAMPLE_FRAME_POINTS:,}; "
                 f"got {self.num_samples} x {self.num_frames}"
             )
+
+
+def guidance_calls(config: ExperimentConfig) -> int:
+    """Network evaluations per sampler step for the guidance asked for: 2 (the conditional and the
+    unconditional prediction) for a conditional model at a scale other than 0 or 1, else 1."""
+    return 2 if config.train.conditional and config.sampler.guidance not in (0, 1) else 1
 
 
 def _field(cls: type, name: str) -> Declared:
@@ -639,11 +696,17 @@ class TrainingKey:
     train: TrainConfig
 
     def __post_init__(self):
-        work = 3 * self.total_steps * self.train.batch_size * self.denoiser.parameter_count
+        if self.train.conditional and not self.data.classes:
+            with_classes = ", ".join(name for name, classes in DATASET_CLASSES.items() if classes)
+            raise ValueError(
+                f"train.conditional needs data with classes; {self.data.name!r} has none. "
+                f"Datasets with classes: {with_classes}"
+            )
+        work = 3 * self.total_steps * self.train.batch_size * self.parameter_count
         if work > MAX_TRAIN_WORK:
             raise ValueError(
                 f"train.epochs would be too much work: {self.total_steps:,} steps of {self.train.batch_size} points "
-                f"through a {self.denoiser.parameter_count:,}-parameter model ({work:.1e}, limit "
+                f"through a {self.parameter_count:,}-parameter model ({work:.1e}, limit "
                 f"{MAX_TRAIN_WORK:.0e}, about 10 minutes); use fewer epochs, a smaller batch or a smaller model"
             )
         if self.total_steps > MAX_TRAIN_STEPS:
@@ -653,6 +716,18 @@ class TrainingKey:
                 f"{MAX_TRAIN_STEPS:,} optimizer steps; got {self.total_steps:,}. "
                 "Use fewer epochs or a larger batch size."
             )
+
+    @property
+    def num_classes(self) -> int:
+        """The classes the network is told about: the data's when it is conditional, else 0. Its
+        class input is one-hot over these and one more, the null class (``num_classes``)."""
+        return len(self.data.classes) if self.train.conditional else 0
+
+    @property
+    def parameter_count(self) -> int:
+        """The MLP's weights and biases, with the class input's weights when it is conditional."""
+        classes = self.num_classes
+        return self.denoiser.parameter_count + (classes + 1) * self.denoiser.hidden * (classes > 0)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -679,12 +754,20 @@ class ExperimentConfig:
         _ = self.training  # building the TrainingKey checks the step and work caps
         _in_range(_field(SamplerConfig, "kind"), self.sampler.kind, self.get)
         _in_range(_field(SamplerConfig, "sample_steps"), self.sampler.sample_steps, self.get)
+        if self.train.conditional:
+            _in_range(_field(SamplerConfig, "class_label"), self.sampler.class_label, self.get)
+            if self.sampler.guidance != 1 and self.train.label_dropout == 0:
+                raise ValueError(
+                    f"sampler.guidance {self.sampler.guidance:g} needs the unconditional model, which a label dropout "
+                    "of 0 never trains: use guidance 1, or train with train.label_dropout above 0"
+                )
         steps = self.schedule.num_timesteps if self.sampler.kind == "ddpm" else model_calls(self.sampler.kind, self.sampler.sample_steps)
-        work = steps * self.sampler.num_samples * self.denoiser.parameter_count
+        steps *= guidance_calls(self)
+        work = steps * self.sampler.num_samples * self.training.parameter_count
         if work > MAX_SAMPLE_WORK:
             raise ValueError(
                 f"sampler.num_samples would be too much work: {self.sampler.num_samples} points through {steps} "
-                f"steps of a {self.denoiser.parameter_count:,}-parameter model ({work:.1e}, limit "
+                f"model calls of a {self.training.parameter_count:,}-parameter model ({work:.1e}, limit "
                 f"{MAX_SAMPLE_WORK:.0e}); use fewer samples, DDIM with fewer steps, or a smaller model"
             )
 

@@ -31,12 +31,20 @@ class GaussianMixture:
     weights: tuple[float, ...]
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:  # (n, 2)
+        return self.sample_labelled(n, generator)[0]
+
+    def sample_labelled(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, 2) points and (n,) int64 labels: each point's component. The same draws as ``sample``."""
         means = torch.tensor(self.means, dtype=torch.float32)
         stds = torch.tensor(self.stds, dtype=torch.float32)
         if len(self.means) == 1:  # same draws, in the same order, as the reference script
-            return torch.randn(n, 2, generator=generator) * stds[0] + means[0]
+            return torch.randn(n, 2, generator=generator) * stds[0] + means[0], torch.zeros(n, dtype=torch.long)
         k = torch.multinomial(torch.tensor(self.weights), n, replacement=True, generator=generator)
-        return torch.randn(n, 2, generator=generator) * stds[k, None] + means[k]
+        return torch.randn(n, 2, generator=generator) * stds[k, None] + means[k], k
+
+    def component(self, k: int) -> GaussianMixture:
+        """The mixture's component k alone (a class of the ring)."""
+        return GaussianMixture((self.means[k],), (self.stds[k],), (1.0,))
 
     @property
     def mean(self) -> np.ndarray:
@@ -159,6 +167,11 @@ class ToyShape:
     name: str
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:  # (n, 2)
+        return self.sample_labelled(n, generator)[0]
+
+    def sample_labelled(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, 2) points and (n,) int64 labels, the classes of ``config.DATASET_CLASSES`` (all 0 for
+        a shape without classes). The same draws as ``sample``: the label is read off them."""
         g = generator
         u = torch.rand(n, generator=g)
         jitter = torch.randn(n, 2, generator=g)
@@ -168,25 +181,28 @@ class ToyShape:
             x = torch.where(upper, torch.cos(angle), 1 - torch.cos(angle))
             y = torch.where(upper, torch.sin(angle), 0.5 - torch.sin(angle))
             points = torch.stack([x - 0.5, y - 0.25], 1) * 1.6
-            return points + 0.08 * jitter
+            return points + 0.08 * jitter, (~upper).long()
         if self.name == "swiss_roll":
             turn = 1.5 * math.pi * (1 + 2 * u)
             points = torch.stack([turn * torch.cos(turn), turn * torch.sin(turn)], 1) / 5.0
-            return points + 0.06 * jitter
+            return points + 0.06 * jitter, torch.zeros(n, dtype=torch.long)
         if self.name == "circles":  # radii 2 and 1
-            radius = torch.where(u < 0.5, 2.0, 1.0)
+            outer = u < 0.5
+            radius = torch.where(outer, 2.0, 1.0)
             angle = 2 * math.pi * torch.rand(n, generator=g)
-            return radius[:, None] * torch.stack([angle.cos(), angle.sin()], 1) + 0.06 * jitter
+            return radius[:, None] * torch.stack([angle.cos(), angle.sin()], 1) + 0.06 * jitter, (~outer).long()
         if self.name == "checkerboard":  # 8 of the 16 unit squares of [-2, 2]^2
             x = 4 * u - 2
-            row = torch.randint(0, 2, (n,), generator=g) * 2 - 2  # -2 or 0
-            y = torch.rand(n, generator=g) + row + (torch.floor(x) % 2)
-            return torch.stack([x, y], 1)
+            pick = torch.randint(0, 2, (n,), generator=g)
+            y = torch.rand(n, generator=g) + (pick * 2 - 2) + (torch.floor(x) % 2)  # rows from -2 or from 0
+            column = (torch.floor(x) + 2).long().clamp(0, 3)  # 0..3, left to right
+            return torch.stack([x, y], 1), 2 * column + pick  # per column, the lower square first
         if self.name == "spiral":  # two interleaved arms
-            arm = torch.where(torch.rand(n, generator=g) < 0.5, 0.0, math.pi)
+            second = torch.rand(n, generator=g) >= 0.5
+            arm = torch.where(second, math.pi, 0.0)
             r = 0.3 + 2.2 * u
             angle = 3 * math.pi * u + arm
-            return torch.stack([r * angle.cos(), r * angle.sin()], 1) + 0.05 * jitter
+            return torch.stack([r * angle.cos(), r * angle.sin()], 1) + 0.05 * jitter, second.long()
         raise ValueError(f"unknown toy shape {self.name!r}")
 
 

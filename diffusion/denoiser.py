@@ -82,14 +82,16 @@ class Denoiser(nn.Module):
     numbers: ``losses_and_grads`` (a training step) and ``at_fixed_times`` (a sampler step)."""
 
     def __init__(self, config: DenoiserConfig, num_timesteps: int, generator: torch.Generator, data_dim: int = 2,
-                 objective: Objective = "ddpm"):
+                 objective: Objective = "ddpm", num_classes: int = 0):
         super().__init__()
         self.config = config
         self.num_timesteps = num_timesteps
         self.objective = objective
+        self.num_classes = num_classes  # 0: unconditional; else a one-hot over the classes and the null class
         self.register_buffer("time_table", time_features(config, num_timesteps, objective), persistent=False)
         position = data_dim if config.position_embedding == "none" else data_dim * (1 + config.position_dim)
-        widths = [position + self.time_table.shape[1]] + [config.hidden] * config.depth + [data_dim]
+        class_width = num_classes + 1 if num_classes else 0
+        widths = [position + self.time_table.shape[1] + class_width] + [config.hidden] * config.depth + [data_dim]
         layers: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             linear = nn.utils.skip_init(nn.Linear, fan_in, fan_out)
@@ -108,18 +110,35 @@ class Denoiser(nn.Module):
             return features_at(self.config, t).to(self.time_table.device)
         return self.time_table[t]
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x (B, 2), t (B,) long in [0, T) or floating in [0, 1] -> prediction (B, 2)."""
-        return self.net(torch.cat([position_features(self.config, x), self.features(t)], dim=1))  # (B, P + F)
+    @property
+    def null_class(self) -> int:
+        """The label that stands for "no class" (the unconditional model): the last one."""
+        return self.num_classes
+
+    def inputs(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The first layer's input (B, P + F [+ K + 1]): the position's features, the time's and, for a
+        conditional network, the one-hot class (``labels`` (B,) long; None: the null class)."""
+        parts = [position_features(self.config, x), self.features(t)]
+        if self.num_classes:
+            if labels is None:
+                labels = torch.full((len(x),), self.null_class, dtype=torch.long, device=x.device)
+            parts.append(F.one_hot(labels, self.num_classes + 1).to(x.dtype))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, 2), t (B,) long in [0, T) or floating in [0, 1] -> prediction (B, 2). A conditional
+        network takes each point's class (``labels``); without them it is its unconditional self."""
+        return self.net(self.inputs(x, t, labels))
 
     @torch.no_grad()
     def losses_and_grads(
-        self, x: torch.Tensor, t: torch.Tensor, target: torch.Tensor
+        self, x: torch.Tensor, t: torch.Tensor, target: torch.Tensor, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """A training step's numbers: the loss L = mean((eps_theta(x, t) - target)^2) (as
         ``F.mse_loss``), the per-sample losses l_i = ||eps_theta(x_i, t_i) - target_i||^2 / D (the
         mean over the D = 2 coordinates, shape (B,), so their batch mean is L up to float32
-        rounding), and dL/dp for each of ``parameters()``, in that order. x, target (B, 2); t (B,) long.
+        rounding), and dL/dp for each of ``parameters()``, in that order. x, target (B, 2); t (B,) long;
+        ``labels`` (B,) long for a conditional network (None: the null class).
 
         Backpropagation written out, because at this size autograd's bookkeeping (recording the
         graph, then walking it) costs more than the arithmetic: forward plus backward of the
@@ -130,7 +149,7 @@ class Denoiser(nn.Module):
         It reproduces autograd's gradients of ``forward``: the same kernels in the same order,
         bit for bit on CPU for all four activations."""
         activation = _FUNCTIONS[self.config.activation]
-        h = torch.cat([position_features(self.config, x), self.features(t)], dim=1)  # (B, P + F)
+        h = self.inputs(x, t, labels)  # (B, P + F [+ K + 1])
         inputs, pre_activations = [], []  # h_{l-1} and z_l, what the backward pass needs
         for i, layer in enumerate(self._linears):
             inputs.append(h)
@@ -154,9 +173,11 @@ class Denoiser(nn.Module):
         return loss, sample_losses, grads
 
     @torch.no_grad()
-    def at_fixed_times(self) -> Callable[[torch.Tensor, int | float], torch.Tensor]:
+    def at_fixed_times(self, labels: torch.Tensor | None = None) -> Callable[[torch.Tensor, int | float], torch.Tensor]:
         """The prediction at (x, t) for a batch that shares one t (what a sampler needs), inference
         only. t is a level index (int) or, for flow matching's solvers, a time in [0, 1] (float).
+        A conditional network predicts for each point's class (``labels`` (N,) long; None: the null
+        class, its unconditional prediction): W [x; f(t); e_y] + b adds W's column y to the bias.
 
         The time features are folded into the first layer's bias once for every t:
         W [x; f(t)] + b = W_x x + (W_f f(t) + b), so a step costs no concatenation. The weights
@@ -164,16 +185,22 @@ class Denoiser(nn.Module):
         ``addmm`` calls with the activation applied in place: no module calls, one fresh tensor
         per layer."""
         first, *rest = self._linears
-        data_dim = first.in_features - self.time_table.shape[1]  # the position's columns (with its features)
+        class_width = self.num_classes + 1 if self.num_classes else 0
+        data_dim = first.in_features - self.time_table.shape[1] - class_width  # the position's columns (with its features)
+        time_end = data_dim + self.time_table.shape[1]
         config = self.config
-        bias = torch.addmm(first.bias, self.time_table, first.weight[:, data_dim:].T)  # (T, hidden)
+        class_bias: torch.Tensor | None = None
+        if self.num_classes:
+            class_columns = first.weight[:, time_end:].T  # (K + 1, hidden)
+            class_bias = class_columns[self.null_class] if labels is None else class_columns[labels.to(first.weight.device)]
+        bias = torch.addmm(first.bias, self.time_table, first.weight[:, data_dim:time_end].T)  # (T, hidden)
         weight_x = first.weight[:, :data_dim].T.contiguous()  # (2, hidden)
         # W^T as a transposed view of an (out, in) copy, the way nn.Linear hands it to addmm: for
         # the 2-wide output layer that is about 3x faster here than a row-major (in, out) copy.
         layers = [(layer.weight.clone().T, layer.bias.clone()) for layer in rest]  # (in, out), (out,)
         *hidden, (weight_out, bias_out) = layers
         activation = _IN_PLACE[self.config.activation]
-        weight_f, first_bias = first.weight[:, data_dim:].T.clone(), first.bias.clone()
+        weight_f, first_bias = first.weight[:, data_dim:time_end].T.clone(), first.bias.clone()
         at_time: dict[float, torch.Tensor] = {}  # first-layer bias at continuous times, as asked
 
         def eps(x: torch.Tensor, t: int | float) -> torch.Tensor:
@@ -183,9 +210,29 @@ class Denoiser(nn.Module):
                 b0 = at_time[t]
             else:
                 b0 = bias[t]
+            if class_bias is not None:
+                b0 = b0 + class_bias  # (N, hidden) with a class per point
             h = activation(torch.addmm(b0, position_features(config, x), weight_x))  # (N, hidden)
             for weight, b in hidden:
                 h = activation(torch.addmm(b, h, weight))
             return torch.addmm(bias_out, h, weight_out)  # (N, 2)
 
         return eps
+
+    def guided(self, labels: torch.Tensor | None, scale: float) -> Callable[[torch.Tensor, int | float], torch.Tensor]:
+        """The sampler's model with classifier-free guidance (Ho & Salimans 2022) for each point's
+        class: u + w (c - u), u the unconditional prediction and c the conditional one. w = 0 is u
+        alone and w = 1 is c alone (one call a step); any other w calls both. An unconditional
+        network (or no labels) is its own prediction whatever w."""
+        if not self.num_classes or labels is None or scale == 0:
+            return self.at_fixed_times()
+        conditional = self.at_fixed_times(labels)
+        if scale == 1:
+            return conditional
+        unconditional = self.at_fixed_times()
+
+        def model(x: torch.Tensor, t: int | float) -> torch.Tensor:
+            u = unconditional(x, t)
+            return u.add_(conditional(x, t).sub_(u), alpha=scale)
+
+        return model

@@ -178,6 +178,64 @@ def ideal_denoiser(
     return IdealDenoiser(schedule, "empirical", note, points=points)
 
 
+def class_ideal(
+    data: DataConfig | Dataset, schedule: ObjectivePath, label: int, *, reference_points: int = 20_000, seed: int = 0
+) -> IdealDenoiser:
+    """The ideal denoiser of one class of ``data`` (E[eps | x_t = x, class]): exact for a class that
+    is a mixture's component (the ring's), else the empirical one of that class's points among
+    ``reference_points`` labelled draws (generator seeded with ``seed``)."""
+    dataset = make_dataset(data) if isinstance(data, DataConfig) else data
+    if isinstance(dataset, GaussianMixture):
+        return IdealDenoiser(schedule, "exact", "exact (closed form for this class's Gaussian)",
+                             mixture=dataset.component(label))
+    points, labels = dataset.sample_labelled(reference_points, torch.Generator().manual_seed(seed))
+    mine = points[labels == label].double()
+    if not len(mine):
+        raise ValueError(f"class {label} has no points among {reference_points:,} draws of the data")
+    return IdealDenoiser(schedule, "empirical", f"for this class's {len(mine):,} points of a fixed sample", points=mine)
+
+
+@dataclass(frozen=True, eq=False)
+class GuidedIdeal:
+    """The ideal field under classifier-free guidance: u* + w (c* - u*), u* the ideal prediction of
+    the data and c* that of one class, so what a perfect conditional network sampled at scale w
+    follows. Callable as a sampler's model function, like ``IdealDenoiser``.
+
+    Where both are Gaussians with one spread s (c: N(m_c, s^2 I), u: N(m_u, s^2 I)) the noised
+    densities tilt into the noised tilt, so every sampler following it ends at the tilted density
+    p_c^w p_u^(1 - w) / Z = N(w m_c + (1 - w) m_u, s^2 I) (``tilted_gaussian``); for a real
+    mixture u* is not Gaussian and the guided samples only approximate the tilt."""
+
+    unconditional: IdealDenoiser
+    conditional: IdealDenoiser
+    scale: float
+
+    def predict(self, x: torch.Tensor, t: int | float) -> torch.Tensor:
+        u = self.unconditional.predict(x, t)
+        return u + self.scale * (self.conditional.predict(x, t) - u)
+
+    __call__ = predict
+
+
+def guided_ideal(data: DataConfig | Dataset, schedule: ObjectivePath, label: int, scale: float, **kwargs) -> GuidedIdeal:
+    """The ideal guided field of ``data``'s class ``label`` at guidance scale ``scale``."""
+    return GuidedIdeal(ideal_denoiser(data, schedule, **kwargs), class_ideal(data, schedule, label, **kwargs), scale)
+
+
+def tilted_gaussian(conditional: GaussianMixture, unconditional: GaussianMixture, scale: float) -> GaussianMixture:
+    """p_c^w p_u^(1 - w) / Z for two isotropic Gaussians: precision w / s_c^2 + (1 - w) / s_u^2 and
+    mean (w m_c / s_c^2 + (1 - w) m_u / s_u^2) / precision; ValueError where the precision is not
+    positive (no density)."""
+    if len(conditional.means) != 1 or len(unconditional.means) != 1:
+        raise ValueError("tilted_gaussian takes two single Gaussians")
+    pc, pu = 1 / conditional.stds[0] ** 2, 1 / unconditional.stds[0] ** 2
+    precision = scale * pc + (1 - scale) * pu
+    if precision <= 0:
+        raise ValueError(f"at scale {scale:g} the tilt has no density (precision {precision:g})")
+    mean = (scale * pc * np.array(conditional.means[0]) + (1 - scale) * pu * np.array(unconditional.means[0])) / precision
+    return GaussianMixture((tuple(mean.tolist()),), (float(precision ** -0.5),), (1.0,))
+
+
 # --- the field: learned eps against eps* on a grid ------------------------------------------------
 
 

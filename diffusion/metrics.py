@@ -154,3 +154,89 @@ def evaluate(
         data_mean=tuple(big.mean(0).tolist()),
         data_std=tuple(big.std(0).tolist()),
     )
+
+
+# --- per class: what guidance does (issue 25) -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OneClass:
+    """The points of one class of a labelled dataset (``sample_labelled``), drawn by keeping that
+    class's share of larger labelled draws."""
+
+    dataset: Dataset
+    label: int
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:  # (n, 2)
+        kept: list[torch.Tensor] = []
+        found, draws = 0, 0
+        while found < n:
+            x, labels = self.dataset.sample_labelled(max(2 * (n - found), 64), generator)
+            draws += len(x)
+            mine = x[labels == self.label]
+            kept.append(mine)
+            found += len(mine)
+            if found == 0 and draws >= 100_000:
+                raise ValueError(f"class {self.label} never occurs in the data (none in {draws:,} draws)")
+        return torch.cat(kept)[:n]
+
+
+CLASS_REFERENCE_SIZE = 2000  # true points per class the samples are compared with
+CLASS_PAIRS = 20_000  # pairs of true points for a class's E|X - X'|
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """How one class's samples compare with that class's data.
+
+    energy_distance: of the n samples given that class to ``CLASS_REFERENCE_SIZE`` fresh points of
+                     it, over its floor (1/n + 1/m) E|X - X'| (1.0: as good as data);
+    spread:          the samples' root-mean-square distance from their own mean over the class data's
+                     (1.0: as spread out as the class; below 1: crowded towards a mode, the price of
+                     strong guidance)."""
+
+    label: int
+    name: str
+    count: int
+    energy_distance: Comparison
+    spread: float
+
+    def to_dict(self) -> dict:
+        return {"class": self.label, "name": self.name, "count": self.count,
+                "energy_distance": self.energy_distance.value, "energy_distance_floor": self.energy_distance.floor,
+                "energy_distance_ratio": self.energy_distance.ratio, "spread_ratio": self.spread}
+
+
+def rms_spread(x: torch.Tensor) -> float:
+    """sqrt(mean |x_i - mean(x)|^2): the points' spread about their mean."""
+    x = torch.as_tensor(x).double()
+    return float(((x - x.mean(0)) ** 2).sum(1).mean().sqrt())
+
+
+def class_scores(
+    samples: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    dataset: Dataset,
+    names: tuple[str, ...],
+    *,
+    seed: int = 1234,
+) -> list[ClassScore]:
+    """One ``ClassScore`` for each class with at least 2 samples, in label order. The true sets are
+    drawn from a generator seeded with ``seed`` + the label, so a class is always compared with the
+    same data."""
+    x = torch.as_tensor(np.asarray(samples), dtype=torch.float64)
+    labels = torch.as_tensor(np.asarray(labels))
+    out = []
+    for label, name in enumerate(names):
+        mine = x[labels == label]
+        if len(mine) < 2:
+            continue
+        truth = OneClass(dataset, label)
+        g = torch.Generator().manual_seed(seed + label)
+        reference = truth.sample(CLASS_REFERENCE_SIZE, g).double()
+        a, b = truth.sample(CLASS_PAIRS, g).double(), truth.sample(CLASS_PAIRS, g).double()
+        pairwise = float((a - b).norm(dim=1).mean())
+        floor = (1 / len(mine) + 1 / len(reference)) * pairwise
+        spread = rms_spread(mine) / rms_spread(torch.cat([a, b]))
+        out.append(ClassScore(label, name, len(mine), Comparison(energy_distance(mine, reference), floor), spread))
+    return out

@@ -8,11 +8,13 @@ All randomness comes from one explicit generator, drawn first and on the CPU (th
 given the same seed and number of samples start from the same x_T, and two models sampled with
 the same config get the same x_T and noise (common random numbers). ``sample_model`` seeds that
 generator with the sampler's seed, or, with ``common_noise`` off, with the seed mixed with a
-digest of the run (``sampling_seed``).
+digest of the run (``sampling_seed``). A conditional model is sampled for ``class_labels`` with
+classifier-free guidance at the sampler's scale (``Denoiser.guided``), whatever the sampler.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Iterator
@@ -114,6 +116,22 @@ def sample_model(
     digest of the model's weights (``weights_salt``): either way the same run gets the same noise."""
     salt = 0 if config.common_noise else (weights_salt(model) if run_salt is None else run_salt)
     generator = torch.Generator().manual_seed(sampling_seed(config, salt))
+    labels = class_labels(config, model.num_classes, config.num_samples)
     with torch.inference_mode():
-        model_fn = model.at_fixed_times()
-    return sample(model_fn, schedule, config, generator, device=device)
+        model_fn = model.guided(labels, config.guidance)
+    trajectory = sample(model_fn, schedule, config, generator, device=device)
+    return trajectory if labels is None else dataclasses.replace(trajectory, labels=labels.numpy())
+
+
+def class_labels(config: SamplerConfig, num_classes: int, n: int) -> torch.Tensor | None:
+    """The class each of ``n`` points is sampled for (``config.class_label``), (n,) int64; None for
+    an unconditional model. Every class (-1): point i gets class i mod K, equal shares, the
+    proportions of every built-in dataset. No random draw: x_T and the noise stay those of the
+    same sampler on an unconditional model."""
+    if not num_classes:
+        return None
+    if config.class_label < 0:
+        return torch.arange(n) % num_classes
+    if config.class_label >= num_classes:
+        raise ValueError(f"sampler.class_label must be -1 or a class from 0 to {num_classes - 1}; got {config.class_label}")
+    return torch.full((n,), config.class_label, dtype=torch.long)

@@ -8,7 +8,8 @@ optionally reordered within the batch by the optimal-transport coupling.
 
 Each step draws, in this order and from the trainer's own generator: the batch x_0, then the path's
 ``training_draw``, the times t and the noise eps. For the reference preset this is the seed
-script's order, so the same seed gives the same run. Training in chunks gives exactly the result of
+script's order, so the same seed gives the same run. A conditional run (``train.conditional``) draws
+its batch with the points' classes and, last, which of them drop to the null class. Training in chunks gives exactly the result of
 training in one go. Each record also carries the level of each t (a level index; flow matching's t
 in [k / T, (k + 1) / T) is level k) and per-sample losses, for the loss by noise level
 (``monitoring.LossByT``).
@@ -149,7 +150,8 @@ class Trainer:
         self.dataset = make_dataset(key.data)
         # The random stream lives on the CPU, so CPU and GPU runs see the same batches.
         self.generator = torch.Generator().manual_seed(key.train.seed)
-        model = Denoiser(key.denoiser, key.schedule.num_timesteps, self.generator, objective=key.schedule.objective)
+        model = Denoiser(key.denoiser, key.schedule.num_timesteps, self.generator, objective=key.schedule.objective,
+                         num_classes=key.num_classes)
         self.model = model.to(self.device)
         self.optimizer = Adam(list(self.model.parameters()), lr=key.train.lr)
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False) if key.train.ema_decay else None
@@ -173,9 +175,11 @@ class Trainer:
             return lr * 0.5 * (1 + math.cos(math.pi * step / self.total_steps))
         return lr
 
-    def _batch(self) -> torch.Tensor:  # (B, 2)
+    def _batch(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # (B, 2), with (B,) labels if conditional
         batch_size = self.config.train.batch_size
         if not isinstance(self.dataset, FixedPoints):  # a fresh batch every step
+            if self.config.num_classes:
+                return self.dataset.sample_labelled(batch_size, self.generator)
             return self.dataset.sample(batch_size, self.generator)
         i = self.step % self.steps_per_epoch  # an epoch is one shuffled pass over the points
         if i == 0:
@@ -184,12 +188,18 @@ class Trainer:
 
     def _train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
         """One optimizer step: (loss, t (B,) on the CPU, per-sample losses (B,) on the device)."""
-        x0 = self._batch()
+        x0, labels = self._batch(), None
+        if self.config.num_classes:
+            x0, labels = x0
         t, drawn_t, noise = self.schedule.training_draw(x0, self.generator, self.config.train.coupling)  # on the CPU
+        if labels is not None:  # classifier-free guidance's label dropout: some points learn the null class
+            dropped = torch.rand(len(labels), generator=self.generator) < self.config.train.label_dropout
+            labels = labels.masked_fill(dropped, self.model.null_class)
         if self.device.type != "cpu":
             x0, t, noise = x0.to(self.device), t.to(self.device), noise.to(self.device)
+            labels = None if labels is None else labels.to(self.device)
         x_t, target = self.schedule.x_t(x0, t, noise), self.schedule.target(x0, noise)
-        loss, sample_losses, grads = self.model.losses_and_grads(x_t, t, target)
+        loss, sample_losses, grads = self.model.losses_and_grads(x_t, t, target, labels)
         value = loss.item()
         lr = self.learning_rate(self.step)
         if not math.isfinite(value):

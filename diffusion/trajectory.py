@@ -28,6 +28,7 @@ class Trajectory:
     frame_times: np.ndarray  # (K,) time of each frame: T for x_T ... 0 for x_0 (flow: t T, floats)
     predicted_x0: np.ndarray  # (K, N, 2) the model's guess of x_0 at each frame (x_0 itself last)
     seconds: float = 0.0
+    labels: np.ndarray | None = None  # (N,) int64: the class each point was sampled for (conditional models)
 
     @property
     def samples(self) -> np.ndarray:  # (N, 2)

@@ -52,7 +52,7 @@ Report = Callable[[int, int, str, object], None]  # (done, total, what was just 
 def model_from(key: TrainingKey, weights: dict[str, torch.Tensor]) -> Denoiser:
     """The trained network of ``key`` with ``weights`` (its sampling weights), in eval mode."""
     model = Denoiser(key.denoiser, key.schedule.num_timesteps, torch.Generator().manual_seed(0),
-                     objective=key.schedule.objective)
+                     objective=key.schedule.objective, num_classes=key.num_classes)
     model.load_state_dict(weights)
     return model.eval()
 

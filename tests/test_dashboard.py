@@ -174,7 +174,9 @@ def test_the_animation_takes_its_display_choices_from_the_link():
 
 EXPERIMENT_KEYS = [k for k, d in SETTINGS.items() if d.section not in ("display", "data")]
 NEEDS = {"sample_steps": {"sampler": "ddim"}, "eta": {"sampler": "ddim"},  # where a setting applies
-         "embedding_dim": {"time_embedding": "sinusoidal"}, "coupling": {"objective": "flow", "sampler": "euler"}}
+         "embedding_dim": {"time_embedding": "sinusoidal"}, "coupling": {"objective": "flow", "sampler": "euler"},
+         **{key: {"dataset": "moons", "conditional": "true"} for key in ("label_dropout", "guidance", "class")},
+         "conditional": {"dataset": "moons"}}
 
 
 def _link_text(value) -> str:
@@ -195,7 +197,8 @@ def test_each_setting_retrains_or_resamples_as_its_declaration_and_help_say(key)
     new = _another_value(key, values[key])
     _, changed, _ = read_link({**link, key: [_link_text(new)]})
     assert changed[key] == new  # the link's text reads back as the value
-    before, after = experiment_from_values(values, DataConfig()), experiment_from_values(changed, DataConfig())
+    data = DataConfig(values["dataset"])
+    before, after = experiment_from_values(values, data), experiment_from_values(changed, data)
     assert after.get(d.path) == new and after != before
     retrains = d.section in ("schedule", "denoiser", "train")
     assert (d.setting.effect == "retrain") == retrains  # the declaration says so
@@ -240,7 +243,8 @@ def _another_value(key, value):
     if listed:
         return next(choice for choice in listed if choice != value)
     special = {"T": 200, "beta_start": 0.0002, "beta_end": 0.03, "depth": 3, "epochs": 160, "seed": 3,
-               "sample_steps": 20, "eta": 0.5, "frames": 10, "sample_seed": 5, "ode_steps": 16}
+               "sample_steps": 20, "eta": 0.5, "frames": 10, "sample_seed": 5, "ode_steps": 16, "label_dropout": 0.3,
+               "guidance": 2.0, "class": 1}
     return special[key]
 
 

@@ -126,7 +126,8 @@ def test_an_out_of_range_or_non_numeric_real_names_the_field_and_its_interval(se
         hs.floats(max_value=low, exclude_max=not open_low),
         hs.floats(min_value=high, exclude_min=not open_high),
         hs.sampled_from([math.nan, math.inf, -math.inf]),
-        hs.integers(min_value=2, max_value=10**300), hs.integers(min_value=-(10**300), max_value=-1),
+        hs.integers(min_value=math.floor(high) + 1, max_value=10**300),
+        hs.integers(min_value=-(10**300), max_value=math.ceil(low) - 1),
     )
     value = data.draw(hs.one_of(outside, NOT_A_NUMBER), label="value")
     with pytest.raises(ValueError) as error:
