@@ -11,7 +11,7 @@ why; only the open tab is computed and sent, and it is named in the link.
 import streamlit as st
 import torch
 
-from ui import compare, controls, density, panels
+from ui import compare, controls, density, guidance, panels
 
 st.set_page_config(page_title="DDPM Lab", page_icon="🌀", layout="wide")
 torch.set_num_threads(1)  # the MLP is tiny: extra threads only contend with the server
@@ -67,6 +67,8 @@ with tab:
         learned = density.density_panel(run.finished, config)
         if learned is not None:
             density.probe_panel(run.finished, config, learned)
+    elif view == "guidance":
+        guidance.guidance_panel(run.finished, config, display.frame_ms)
     elif view == "compare":
         compare.history_panel()
         compare.budget_panel(run.finished, config, pinned)

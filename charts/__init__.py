@@ -637,6 +637,74 @@ def budget_figure(rows: list, current: tuple[str, int] | None, baseline: list | 
     return fig
 
 
+# --- guidance (issue 25) -------------------------------------------------------------------------
+
+# One colour per class (Tableau 10, then lighter tones); the page's samples and data keep them.
+CLASS_COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f",
+                "#ff9da7", "#bab0ac", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#17becf")
+OTHER_CLASS_COLOR = "#c8c8c8"
+
+
+def class_color(k: int) -> str:
+    return CLASS_COLORS[k % len(CLASS_COLORS)]
+
+
+def guidance_samples_figure(samples: np.ndarray, labels: np.ndarray, data: np.ndarray, data_labels: np.ndarray,
+                            names: tuple[str, ...], focus: int, scale: float, ranges=None) -> go.Figure:
+    """A conditional model's samples at one guidance scale, each in its class's colour, over the data
+    in the same colours, faint. ``focus`` >= 0: that class alone in colour, the others grey."""
+    fig = go.Figure()
+    for k, name in enumerate(names):
+        shown = focus < 0 or k == focus
+        color = class_color(k) if shown else OTHER_CLASS_COLOR
+        fig.add_trace(go.Scatter(**_xy(data[data_labels == k]), mode="markers", name=f"data: {name}",
+                                 legendgroup=name, showlegend=False, hoverinfo="skip",
+                                 marker=dict(size=4, color=color, opacity=0.18 if shown else 0.1)))
+    order = [k for k in range(len(names)) if focus >= 0 and k != focus] + ([focus] if focus >= 0 else list(range(len(names))))
+    for k in order:
+        shown = focus < 0 or k == focus
+        fig.add_trace(go.Scatter(**_xy(samples[labels == k]), mode="markers", name=names[k], legendgroup=names[k],
+                                 marker=dict(size=4, color=class_color(k) if shown else OTHER_CLASS_COLOR,
+                                             opacity=0.85 if shown else 0.35),
+                                 hovertemplate=f"{names[k]} at w = {scale:g}<br>(%{{x:.2f}}, %{{y:.2f}})<extra></extra>"))
+    x_range, y_range = ranges or axis_range(data, samples)
+    fig.update_layout(xaxis=dict(range=x_range, title_text="x", constrain="domain"),
+                      yaxis=dict(range=y_range, title_text="y", scaleanchor="x", scaleratio=1),
+                      height=420 + LEGEND_ROOM, margin=dict(l=10, r=10, t=30, b=AXIS_ROOM + LEGEND_ROOM),
+                      legend=_legend_below(), title=dict(text=f"Samples at w = {scale:g}", x=0.5, font=dict(size=14)))
+    return fig
+
+
+def guidance_curve_figure(rows: list[dict], names: tuple[str, ...], scale: float, focus: int) -> go.Figure:
+    """Against the guidance scale w, per class: the energy distance of its samples to its data over
+    the floor (left, log) and their spread over the class's (right); the shown w marked."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=("Energy distance / floor (lower: nearer the class)",
+                                        "Spread / the class's (below 1: crowded)"))
+    for k, name in enumerate(names):
+        mine = [r for r in rows if r["class"] == k]
+        if not mine:
+            continue
+        shown = focus < 0 or k == focus
+        style = dict(color=class_color(k) if shown else OTHER_CLASS_COLOR, width=2.5 if focus == k else 1.8)
+        ws = [r["guidance"] for r in mine]
+        fig.add_trace(go.Scatter(x=ws, y=[r["energy_distance_ratio"] for r in mine], mode="lines+markers", name=name,
+                                 legendgroup=name, line=style, hovertemplate=f"{name}: w = %{{x:g}}, %{{y:.2f}} × floor<extra></extra>"), 1, 1)
+        fig.add_trace(go.Scatter(x=ws, y=[r["spread_ratio"] for r in mine], mode="lines+markers", name=name,
+                                 legendgroup=name, showlegend=False, line=style,
+                                 hovertemplate=f"{name}: w = %{{x:g}}, spread %{{y:.2f}} of the class's<extra></extra>"), 1, 2)
+    for col in (1, 2):
+        fig.add_vline(x=scale, line=dict(color="#000", width=1, dash="dot"), row=1, col=col)
+        fig.add_hline(y=1.0, line=dict(color=FLOOR_COLOR, dash="dash", width=1.2), row=1, col=col)
+    ratios = [r["energy_distance_ratio"] for r in rows if math.isfinite(r["energy_distance_ratio"]) and r["energy_distance_ratio"] > 0]
+    fig.update_yaxes(type="log", row=1, col=1, **log_ticks([1.0, *ratios]))
+    fig.update_yaxes(rangemode="tozero", row=1, col=2)
+    fig.update_xaxes(title_text="guidance scale w")
+    fig.update_layout(height=340 + LEGEND_ROOM, margin=dict(l=10, r=10, t=40, b=AXIS_ROOM + LEGEND_ROOM),
+                      legend=_legend_below())
+    return fig
+
+
 DENSITY_DEPTH = 10.0  # nats: the density maps colour log p from its top down to this far below it
 PROBE_COLOR = "#d62728"
 

@@ -12,8 +12,12 @@ distance rises again.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from .config import ExperimentConfig
+import numpy as np
+
+from .config import ExperimentConfig, SamplerConfig
 from .datasets import Dataset
 from .denoiser import Denoiser
 from .metrics import class_scores
@@ -25,24 +29,48 @@ GUIDANCE_COLUMNS = ("guidance", "class", "name", "count", "energy_distance", "en
                     "energy_distance_ratio", "spread_ratio")
 
 
-def guidance_rows(
-    model: Denoiser, schedule: ObjectivePath, config: ExperimentConfig, dataset: Dataset, *,
-    scales: tuple[float, ...] = GUIDANCE_SCALES, run_salt: int | None = None, progress=None,
-) -> list[dict]:
-    """One row per scale and class (``GUIDANCE_COLUMNS``): the model sampled with ``config``'s
-    sampler for every class at each scale in ``scales``, each class's samples scored against its
-    data. Scales other than 1 need a model trained with label dropout (ValueError otherwise)."""
-    names = config.data.classes
+@dataclass(frozen=True)
+class Sweep:
+    """A conditional model sampled at each scale: samples[i] at scales[i], point j for class
+    labels[j] (the same x_T and noise at every scale), in the model's units; rows: one dict of
+    ``GUIDANCE_COLUMNS`` per scale and class."""
+
+    scales: tuple[float, ...]
+    samples: tuple[np.ndarray, ...]  # (N, 2) each
+    labels: np.ndarray  # (N,)
+    rows: tuple[dict, ...]
+
+
+def guidance_sweep(
+    model: Denoiser, schedule: ObjectivePath, sampler: SamplerConfig, dataset: Dataset, names: tuple[str, ...], *,
+    scales: tuple[float, ...] = GUIDANCE_SCALES, run_salt: int | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> Sweep:
+    """``sampler`` at each scale in ``scales`` for every class (its own scale and class are not
+    used), each class's samples scored against that class's data (``metrics.class_scores``).
+    ``progress(done, total, scale)`` after each scale."""
     if not model.num_classes:
         raise ValueError("the guidance sweep needs a conditional model (train.conditional)")
+    samples, rows, labels = [], [], None
+    for done, scale in enumerate(scales):
+        trajectory = sample_model(model, schedule, dataclasses.replace(sampler, guidance=float(scale), class_label=-1),
+                                  run_salt=run_salt)
+        samples.append(trajectory.samples)
+        labels = trajectory.labels
+        rows += [{"guidance": float(scale), **score.to_dict()}
+                 for score in class_scores(trajectory.samples, labels, dataset, names)]
+        if progress is not None:
+            progress(done + 1, len(scales), float(scale))
+    return Sweep(tuple(float(w) for w in scales), tuple(samples), labels, tuple(rows))
+
+
+def guidance_rows(
+    model: Denoiser, schedule: ObjectivePath, config: ExperimentConfig, dataset: Dataset, *,
+    scales: tuple[float, ...] = GUIDANCE_SCALES, run_salt: int | None = None,
+) -> list[dict]:
+    """The sweep's rows for ``config``'s sampler. Scales other than 1 need a model trained with
+    label dropout (ValueError otherwise)."""
     if config.train.label_dropout == 0 and any(w != 1 for w in scales):
         raise ValueError("scales other than 1 need the unconditional model: train with train.label_dropout above 0")
-    rows = []
-    for done, scale in enumerate(scales):
-        sampler = dataclasses.replace(config.sampler, guidance=float(scale), class_label=-1)
-        trajectory = sample_model(model, schedule, sampler, run_salt=run_salt)
-        for score in class_scores(trajectory.samples, trajectory.labels, dataset, names):
-            rows.append({"guidance": float(scale), **score.to_dict()})
-        if progress is not None:
-            progress(done + 1, len(scales))
-    return rows
+    sweep = guidance_sweep(model, schedule, config.sampler, dataset, config.data.classes, scales=scales, run_salt=run_salt)
+    return list(sweep.rows)

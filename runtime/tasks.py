@@ -7,6 +7,8 @@ results; the server's process never calls the model.
     Field    the learned field against the ideal one at ``FIELD_TIMES`` noise levels, and its error curve
     Drift    the sampler's x_t against the true q(x_t) at each kept frame
     Budget   energy distance over its floor for every sampler family at a range of step counts
+    Guidance a conditional model sampled for every class at each guidance scale, scored per class,
+             and its field for each class beside the ideal one
     Density  the model's log-density on a grid (and the data's, where known), NLL against entropy
     Probe    one start point's probability-flow ODE path, stochastic paths from it, log p along it
     Floors   the irreducible loss of a data set and path, averaged over t and per noise level
@@ -31,9 +33,19 @@ from diffusion.config import DataConfig, SamplerConfig, ScheduleConfig, Training
 from diffusion.datasets import GaussianMixture, make_dataset
 from diffusion.denoiser import Denoiser
 from diffusion.flow import paired_in_batches
-from diffusion.ideal import DriftCurve, drift_curve, field_at, field_error_curve, field_grid, ideal_denoiser, noised
+from diffusion.guidance import GUIDANCE_SCALES, guidance_sweep
+from diffusion.ideal import (
+    DriftCurve,
+    class_ideal,
+    drift_curve,
+    field_at,
+    field_error_curve,
+    field_grid,
+    ideal_denoiser,
+    noised,
+)
 from diffusion.likelihood import DensityGrid, NLLReport, ProbePaths, density_grid, network_model, nll_report, probe
-from diffusion.metrics import Evaluation, evaluate
+from diffusion.metrics import Evaluation, OneClass, evaluate
 from diffusion.monitoring import BinnedFloor, loss_floor_by_bin
 from diffusion.objectives import path_of
 from diffusion.samplers import sample_model, training_salt
@@ -220,6 +232,92 @@ def compute_budget(task: Budget, key: TrainingKey, model: Denoiser, report: Repo
     return tuple(rows)
 
 
+# --- classifier-free guidance -------------------------------------------------------------------------
+
+GUIDANCE_FIELD_TIMES = 8  # noise levels of the guided field
+GUIDANCE_FIELD_GRID = 15  # arrows per axis
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """The guidance sweep for a sampler: its scale and class are the sweep's own (every scale of
+    ``GUIDANCE_SCALES``, every class), so ``of`` sets them to one value and the page's w slider
+    and class picker only redraw."""
+
+    sampler: SamplerConfig
+
+    @classmethod
+    def of(cls, sampler: SamplerConfig) -> Guidance:
+        return cls(dataclasses.replace(sampler, guidance=1.0, class_label=-1, num_frames=2))
+
+
+@dataclass(frozen=True)
+class GuidanceView:
+    """A conditional model at each scale, positions in the user's units.
+
+    samples[i] are the samples at scales[i], point j asked for class labels[j] (the same x_T and
+    noise at every scale); rows: ``diffusion.guidance.GUIDANCE_COLUMNS`` per scale and class. The
+    field: at ``times`` on the grid (xs, ys), the network's unconditional output u and its output
+    for each class c_k, and the ideal ones; the guided field at w is u + w (c_k - u)."""
+
+    scales: tuple[float, ...]
+    samples: np.ndarray  # (S, N, 2)
+    labels: np.ndarray  # (N,)
+    rows: tuple[dict, ...]
+    data: np.ndarray  # (M, 2) the data, for the background
+    data_labels: np.ndarray  # (M,)
+    times: np.ndarray  # (L,) model indices
+    xs: np.ndarray
+    ys: np.ndarray
+    learned_u: np.ndarray  # (L, G, 2)
+    learned_c: np.ndarray  # (K, L, G, 2)
+    ideal_u: np.ndarray  # (L, G, 2)
+    ideal_c: np.ndarray  # (K, L, G, 2)
+    noised: np.ndarray  # (K, L, 150, 2) each class's data noised to each t
+    label: str  # what the arrows are: "ε" or "v"
+    ideal_description: str
+
+    def guided(self, scale: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The learned and the ideal guided field for class k at ``scale``, each (L, G, 2)."""
+        return (self.learned_u + scale * (self.learned_c[k] - self.learned_u),
+                self.ideal_u + scale * (self.ideal_c[k] - self.ideal_u))
+
+
+def compute_guidance(task: Guidance, key: TrainingKey, model: Denoiser, report: Report) -> GuidanceView:
+    path, dataset = path_of(key.schedule), make_dataset(key.data)
+    scales = GUIDANCE_SCALES if key.train.label_dropout > 0 else (1.0,)
+    names, user = key.data.classes, key.data.to_user
+    steps = len(scales) + len(names)
+    sweep = guidance_sweep(model, path, task.sampler, dataset, names, scales=scales, run_salt=training_salt(key),
+                           progress=lambda done, _, w: report(done, steps, f"sampled every class at w = {w:g}", None))
+    data, data_labels = dataset.sample_labelled(1000, torch.Generator().manual_seed(31))
+    T = path.num_timesteps
+    times = np.unique(np.linspace(0, T - 1, GUIDANCE_FIELD_TIMES).round().astype(int)).tolist()
+    prior = torch.randn(1000, 2, generator=torch.Generator().manual_seed(33))
+    grid = field_grid(np.concatenate([data.numpy(), prior.numpy()]), num=GUIDANCE_FIELD_GRID, pad=0.25)  # data and N(0, I)
+    size = len(grid[0]) * len(grid[1])
+    unconditional = [field_at(model, ideal_denoiser(key.data, path), path, t, grid) for t in times]
+    learned_c, ideal_c, noised_c, description = [], [], [], ""
+    noise = torch.randn(150, 2, generator=torch.Generator().manual_seed(32)).double()
+    for k in range(len(names)):
+        ideal = class_ideal(key.data, path, k)
+        description = ideal.description
+        model_k = model.at_fixed_times(torch.full((size,), k, dtype=torch.long))
+        frames = [field_at(model_k, ideal, path, t, grid) for t in times]
+        learned_c.append(np.stack([f.learned for f in frames]))
+        ideal_c.append(np.stack([f.ideal for f in frames]))
+        mine = OneClass(dataset, k).sample(150, torch.Generator().manual_seed(34 + k)).double()
+        noised_c.append(np.stack([user(noised(mine, path, t, noise).numpy()) for t in times]))
+        report(len(scales) + k + 1, steps, f"the field of {names[k]}", None)
+    xs = user(np.stack([grid[0], np.full_like(grid[0], grid[1][0])], 1))[:, 0]
+    ys = user(np.stack([np.full_like(grid[1], grid[0][0]), grid[1]], 1))[:, 1]
+    return GuidanceView(
+        sweep.scales, np.stack([user(x) for x in sweep.samples]), sweep.labels, sweep.rows, user(data.numpy()),
+        data_labels.numpy(),
+        np.array(times), xs, ys, np.stack([f.learned for f in unconditional]), np.stack(learned_c),
+        np.stack([f.ideal for f in unconditional]), np.stack(ideal_c), np.stack(noised_c), path.output_name, description)
+
+
 # --- the loss floors (no model) ---------------------------------------------------------------------
 
 
@@ -329,6 +427,8 @@ def compute(task, key: TrainingKey | None, model: Denoiser | None, report: Repor
             return compute_drift(task, key, model, report)
         case Budget():
             return compute_budget(task, key, model, report, stopped)
+        case Guidance():
+            return compute_guidance(task, key, model, report)
         case Floors():
             return compute_floors(task, report)
         case Density():

@@ -476,6 +476,22 @@ def test_every_task_computed_by_a_worker_equals_the_same_computation_in_process(
         assert runs.compute(run, task) is state  # asked again: the same result, not computed again
 
 
+def test_the_guidance_sweep_computed_by_a_worker_equals_the_same_computation_in_process(runs):
+    key = reference().replace(data={"name": "ring"}, schedule={"num_timesteps": 100},
+                              train={"epochs": 60, "conditional": True, "label_dropout": 0.2}).training
+    run = train_to_end(runs, "alice", key)
+    task = tasks.Guidance.of(SamplerConfig(num_samples=160, guidance=4.0, class_label=3))
+    assert task.sampler.guidance == 1.0 and task.sampler.class_label == -1  # the sweep's own, whatever the page's
+    state = runs.compute(run, task)
+    assert runs.wait_for(state, 120) and state.status == "done", state.error
+    assert_equal_results(state.result, in_process(run, task))
+    view = state.result
+    assert view.samples.shape == (8, 160, 2) and view.labels.tolist() == [i % 8 for i in range(160)]
+    assert [(r["guidance"], r["class"]) for r in view.rows] == [(w, k) for w in view.scales for k in range(8)]
+    assert view.learned_c.shape[:2] == (8, len(view.times)) and view.ideal_description.startswith("exact")
+    assert state.done == state.total  # its progress reached the end
+
+
 def test_the_budget_computed_by_a_worker_equals_the_cores_budget(runs):
     key = small(epochs=100)
     run = train_to_end(runs, "alice", key)

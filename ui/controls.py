@@ -19,6 +19,7 @@ import streamlit as st
 
 from diffusion import checkpoints
 from diffusion.config import (
+    MAX_CLASSES,
     MAX_POINTS,
     MAX_SAMPLES,
     PRESET_PURPOSES,
@@ -33,12 +34,13 @@ from diffusion.config import (
 )
 from diffusion.datasets import PointsError, load_points
 from diffusion.denoiser import Denoiser
+from diffusion.guidance import GUIDANCE_SCALES
 from ui import session
 
 FieldQuantity = Literal["eps", "score"]
-View = Literal["quality", "samples", "noise", "field", "density", "compare"]
+View = Literal["quality", "samples", "noise", "field", "density", "guidance", "compare"]
 VIEW_LABELS = {"quality": "Quality and loss by level", "samples": "Samples and metrics", "noise": "Noise and data",
-               "field": "Field and drift", "density": "Density and likelihood", "compare": "Budget and your runs"}
+               "field": "Field and drift", "density": "Density and likelihood", "guidance": "Guidance", "compare": "Budget and your runs"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,14 @@ class Display:
                                    help="What the field view draws: the network's own output, the predicted noise "
                                         "ε(x, t) (DDPM) or velocity v(x, t) (flow matching), or the score −ε / σ_t it "
                                         "stands for (the direction towards the data; for flow matching ε = x + (1 − t) v).")
+    guide_w: float = setting(3.0, key="guide_w", label="Guidance scale w shown", effect="redraw", low=0.0, high=20.0,
+                             widget="select_slider", stops=GUIDANCE_SCALES,
+                             help="Which scale of the guidance view's sweep is drawn. Every scale is sampled once, "
+                                  "so moving this only redraws (the sidebar's Guidance scale sets what the animation "
+                                  "above samples).")
+    guide_class: int = setting(-1, key="guide_class", label="Class shown", effect="redraw", low=-1,
+                               high=MAX_CLASSES - 1, widget="number",
+                               help="Every class in its colour, or one class alone (its guided field too).")
     view: View = setting("quality", key="view", label="View", effect="redraw", widget="tabs", labels=VIEW_LABELS,
                          help="The tab open below the training and the animation; only the open tab is computed.")
     pace: bool = setting(True, key="pace", label="Watch short runs", effect="redraw", widget="toggle",
@@ -83,7 +93,8 @@ SHOWN_LINK_CHARACTERS = 40  # a link value is echoed at most this long in a warn
 # that view, not the page (a full rerun redraws a dozen charts). The link still carries them.
 LOSS_VIEW = ("log_y", "smoothing")
 IN_THE_ANIMATION = ("trails", "show_x0")  # the reverse animation's own controls, in the browser
-BESIDE_THEIR_VIEW = LOSS_VIEW + IN_THE_ANIMATION + ("view",)  # the view: the page's tabs
+GUIDANCE_VIEW = ("guide_w", "guide_class")
+BESIDE_THEIR_VIEW = LOSS_VIEW + IN_THE_ANIMATION + GUIDANCE_VIEW + ("view",)  # the view: the page's tabs
 
 
 @dataclass(frozen=True)
