@@ -50,6 +50,10 @@ CANDIDATES = {
     "improved, 64 wide, 3500": improved().replace(denoiser={"hidden": 64}, train={"epochs": 3500}),
     "improved, 64 wide, 3500, lr 5e-3": improved().replace(denoiser={"hidden": 64}, train={"epochs": 3500, "lr": 5e-3}),
     "improved, 96 wide, 3200": improved().replace(denoiser={"hidden": 96}, train={"epochs": 3200}),
+    "improved, 64 wide, 4000, lr 5e-3": improved().replace(denoiser={"hidden": 64}, train={"epochs": 4000, "lr": 5e-3}),
+    "improved, 64 wide, 5000, lr 5e-3": improved().replace(denoiser={"hidden": 64}, train={"epochs": 5000, "lr": 5e-3}),
+    "improved, 64 wide, 4000, lr 1e-2": improved().replace(denoiser={"hidden": 64}, train={"epochs": 4000, "lr": 1e-2}),
+    "improved, 48 wide, 5000, lr 5e-3": improved().replace(denoiser={"hidden": 48}, train={"epochs": 5000, "lr": 5e-3}),
     "flow before (1000 epochs)": OLD_FLOW,
     "flow + Fourier 16, 128 wide, OT, 1000": OLD_FLOW.replace(denoiser={**FOURIER, "hidden": 128}),
     "flow + Fourier 16, 128 wide, independent, 3000": OLD_FLOW.replace(

@@ -19,6 +19,7 @@ from .denoiser import Denoiser
 
 FORMAT = "ddpm-lab/1"
 _POINTS_KEY = "data.points"
+_LABELS_KEY = "data.labels"  # a labelled point set's classes, int64
 
 
 class CheckpointError(ValueError):
@@ -29,6 +30,8 @@ def to_bytes(model: Denoiser, config: ExperimentConfig) -> bytes:
     tensors = {name: value.detach().cpu().contiguous() for name, value in model.state_dict().items()}
     if config.data.points is not None:  # the user's own points travel with the model
         tensors[_POINTS_KEY] = torch.from_numpy(config.data.points.array.copy())
+        if config.data.points.labels is not None:
+            tensors[_LABELS_KEY] = torch.from_numpy(config.data.points.labels.copy())
     return save_bytes(tensors, metadata={"format": FORMAT, "config": config.to_json()})
 
 
@@ -77,13 +80,22 @@ def from_bytes(data: bytes) -> tuple[Denoiser, ExperimentConfig]:
         raise CheckpointError(f"not a readable safetensors file (truncated or corrupt?): {error}") from None
     if metadata.get("format") != FORMAT or "config" not in metadata:
         raise CheckpointError(f"this safetensors file was not written by DDPM Lab (no '{FORMAT}' config inside)")
+    labels = tensors.pop(_LABELS_KEY, None)
+    if labels is not None and labels.dtype != torch.int64:
+        raise CheckpointError(f"the point labels must be int64; {_LABELS_KEY} is {labels.dtype}")
     for name, value in tensors.items():
         if value.dtype != torch.float32:  # an edited header can retype the same bytes as integers
             raise CheckpointError(f"the weights must be float32; {name} is {value.dtype}")
     points = tensors.pop(_POINTS_KEY, None)
     try:
-        points = PointSet.from_array(points.numpy()) if points is not None else None
-        config = ExperimentConfig.from_dict(json.loads(metadata["config"]), points=points)
+        raw = json.loads(metadata["config"])
+        data = raw.get("data") if isinstance(raw, dict) else None
+        classes = tuple(data.get("points_classes") or ()) if isinstance(data, dict) else ()
+        if labels is not None and not classes:
+            raise ValueError("the file has point labels but its config names no classes")
+        points = (PointSet.from_array(points.numpy(), labels=None if labels is None else labels.numpy(), classes=classes)
+                  if points is not None else None)
+        config = ExperimentConfig.from_dict(raw, points=points)
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"the config stored in the file is invalid: {error}") from None
     model = Denoiser(config.denoiser, config.schedule.num_timesteps, torch.Generator().manual_seed(0),

@@ -281,19 +281,24 @@ class PointSet:
     """A user's own 2-D points: hashed and compared by content digest, never by identity.
 
     ``array`` holds them as the model trains on them, standardised; ``offset`` and ``scale`` take
-    them back to the user's own units: user = array * scale + offset (``to_user``)."""
+    them back to the user's own units: user = array * scale + offset (``to_user``). A file with a
+    ``label`` column also gives each point a class: ``labels`` index ``classes``, the names as the
+    file wrote them."""
 
     digest: str
     array: np.ndarray = field(compare=False, repr=False)  # (N, 2) float32, read-only, standardised
     offset: tuple[float, float] = (0.0, 0.0)  # the points' mean, in the user's units
     scale: float = 1.0  # their overall standard deviation, in the user's units
+    labels: np.ndarray | None = field(default=None, compare=False, repr=False)  # (N,) int64, read-only
+    classes: tuple[str, ...] = ()  # the class names, labels' order
 
     def to_user(self, points: np.ndarray) -> np.ndarray:
         """Points from the model's (standardised) units to the user's: x * scale + offset."""
         return np.asarray(points, dtype=np.float64) * self.scale + np.asarray(self.offset)
 
     @classmethod
-    def from_array(cls, points: np.ndarray, offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0) -> PointSet:
+    def from_array(cls, points: np.ndarray, offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0,
+                   labels: np.ndarray | None = None, classes: tuple[str, ...] = ()) -> PointSet:
         if not (np.isfinite(offset).all() and math.isfinite(scale) and scale > 0):
             raise ValueError(f"points offset must be finite and scale positive; got {offset}, {scale}")
         array = np.ascontiguousarray(points, dtype=np.float32)
@@ -304,8 +309,24 @@ class PointSet:
         if not np.isfinite(array).all():
             raise ValueError("points must all be finite numbers (no NaN or inf)")
         array.flags.writeable = False
+        digest = hashlib.sha256(array.tobytes())
+        classes = tuple(str(name) for name in classes)
+        if labels is not None or classes:
+            labels = np.ascontiguousarray(labels if labels is not None else [], dtype=np.int64)
+            if labels.shape != (len(array),):
+                raise ValueError(f"labels must give one class per point ({len(array)}); got shape {labels.shape}")
+            if not 1 <= len(classes) <= MAX_CLASSES:
+                raise ValueError(f"points may have from 1 to {MAX_CLASSES} classes; got {len(classes)}")
+            if labels.min() < 0 or labels.max() >= len(classes):
+                raise ValueError(f"labels must index the {len(classes)} classes (0 to {len(classes) - 1})")
+            empty = [name for k, name in enumerate(classes) if not (labels == k).any()]
+            if empty:
+                raise ValueError(f"every class needs a point; none for {', '.join(empty)}")
+            labels.flags.writeable = False
+            digest.update(labels.tobytes())
+            digest.update(json.dumps(classes).encode())
         offset = (float(offset[0]), float(offset[1]))
-        return cls(hashlib.sha256(array.tobytes()).hexdigest()[:16], array, offset, float(scale))
+        return cls(digest.hexdigest()[:16], array, offset, float(scale), labels, classes)
 
     def __len__(self) -> int:
         return len(self.array)
@@ -348,7 +369,7 @@ class DataConfig:
     def classes(self) -> tuple[str, ...]:
         """The names of the data's classes in label order (empty: unlabelled)."""
         if self.points is not None:
-            return ()
+            return self.points.classes
         return DATASET_CLASSES[self.name]
 
     @property
@@ -541,7 +562,7 @@ class TrainConfig:
         False, key="conditional", label="Condition on the class", effect="retrain", widget="toggle",
         help="Feed the network each point's class (a one-hot input) as well as x_t and t, so it can be asked for "
              "one class at sampling time. Needs a dataset with classes: the ring's components, the moons, the "
-             "circles, the checkerboard's squares, the spiral's arms.",
+             "circles, the checkerboard's squares, the spiral's arms, or your points with a label column.",
     )
     label_dropout: float = setting(
         0.1, key="label_dropout", label="Label dropout (null class)", effect="retrain", low=0.0, high=0.9,
@@ -652,7 +673,8 @@ class SamplerConfig:
     class_label: int = setting(
         -1, key="class", label="Class", effect="resample", low=-1, high=MAX_CLASSES - 1, widget="number",
         applies=("train.conditional", (True,)), flag="--class",
-        tied=lambda get: (-1, len(DATASET_CLASSES.get(get("data.name"), ())) - 1, "-1 or a class of the data"),
+        tied=lambda get: (-1, len(DATASET_CLASSES[get("data.name")]) - 1 if get("data.name") != "points"
+                          else MAX_CLASSES - 1, "-1 or a class of the data"),
         help="Which class to sample: -1 every class in equal shares (the proportions of every built-in dataset); "
              "else one class by its number (0 first).",
     )
@@ -700,7 +722,7 @@ class TrainingKey:
             with_classes = ", ".join(name for name, classes in DATASET_CLASSES.items() if classes)
             raise ValueError(
                 f"train.conditional needs data with classes; {self.data.name!r} has none. "
-                f"Datasets with classes: {with_classes}"
+                f"Datasets with classes: {with_classes}, or your points with a label column"
             )
         work = 3 * self.total_steps * self.train.batch_size * self.parameter_count
         if work > MAX_TRAIN_WORK:
@@ -756,6 +778,9 @@ class ExperimentConfig:
         _in_range(_field(SamplerConfig, "sample_steps"), self.sampler.sample_steps, self.get)
         if self.train.conditional:
             _in_range(_field(SamplerConfig, "class_label"), self.sampler.class_label, self.get)
+            if self.sampler.class_label >= len(self.data.classes):  # a user's points: their own classes
+                raise ValueError(f"sampler.class_label must be -1 or a class of the data, from 0 to "
+                                 f"{len(self.data.classes) - 1}; got {self.sampler.class_label}")
             if self.sampler.guidance != 1 and self.train.label_dropout == 0:
                 raise ValueError(
                     f"sampler.guidance {self.sampler.guidance:g} needs the unconditional model, which a label dropout "
@@ -801,6 +826,8 @@ class ExperimentConfig:
                 **({"points_digest": self.data.points.digest, "num_points": len(self.data.points),
                     "points_offset": list(self.data.points.offset), "points_scale": self.data.points.scale}
                    if self.data.points is not None else {}),
+                **({"points_classes": list(self.data.points.classes)}
+                   if self.data.points is not None and self.data.points.classes else {}),
             }
             out[name] = section
         return out
@@ -828,9 +855,13 @@ class ExperimentConfig:
                 values.pop("points_digest", None)
                 values.pop("num_points", None)
                 offset, scale = values.pop("points_offset", None), values.pop("points_scale", None)
+                classes = values.pop("points_classes", None)
                 if values.get("name") == "points":  # files written before the units travelled: (0, 0), 1
-                    if points is not None and offset is not None:
-                        points = PointSet.from_array(points.array, tuple(offset), float(scale))
+                    if points is not None and (offset is not None or classes):
+                        points = PointSet.from_array(
+                            points.array, tuple(offset) if offset is not None else points.offset,
+                            float(scale) if scale is not None else points.scale,
+                            points.labels if classes else None, tuple(classes or ()))
                     values["points"] = points
             _check_fields(name, values)
             built[name] = section_cls(**values)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import MAX_POINTS, DataConfig, PointSet
+from .config import MAX_CLASSES, MAX_POINTS, DataConfig, PointSet
 from .paths import ObjectivePath
 
 
@@ -211,9 +211,16 @@ class FixedPoints:
     """The user's own point set: training makes passes (epochs) over it."""
 
     points: torch.Tensor  # (N, 2)
+    labels: torch.Tensor | None = None  # (N,) int64, from the file's label column
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:  # (n, 2), with replacement
         return self.points[torch.randint(0, len(self.points), (n,), generator=generator)]
+
+    def sample_labelled(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, 2) points with replacement and their (n,) labels (all 0 without a label column)."""
+        index = torch.randint(0, len(self.points), (n,), generator=generator)
+        labels = self.labels[index] if self.labels is not None else torch.zeros(n, dtype=torch.long)
+        return self.points[index], labels
 
 
 Dataset = GaussianMixture | ToyShape | FixedPoints
@@ -228,13 +235,16 @@ def make_dataset(config: DataConfig) -> Dataset:
     if config.name == "ring":
         return _ring()
     if config.name == "points":
-        return FixedPoints(torch.from_numpy(config.points.array.copy()))
+        labels = config.points.labels
+        return FixedPoints(torch.from_numpy(config.points.array.copy()),
+                           None if labels is None else torch.from_numpy(labels.copy()))
     return ToyShape(config.name)
 
 
-def _read_points(data: bytes | str) -> np.ndarray:
-    """Read a CSV with a header row naming columns x and y (others are ignored): (N, 2) float64
-    in the file's units. Standardised (``points_in_user_units``) the points have mean 0 and overall
+def _read_points(data: bytes | str) -> tuple[np.ndarray, list[str] | None]:
+    """Read a CSV with a header row naming columns x and y, and optionally label (others are
+    ignored): (N, 2) float64 in the file's units, and each row's label as written (None without
+    the column). Standardised (``points_in_user_units``) the points have mean 0 and overall
     standard deviation 1, the scale the noise schedules are made for.
     Raises PointsError with a message that says what is wrong and what is allowed."""
     if isinstance(data, bytes):
@@ -255,7 +265,8 @@ def _read_points(data: bytes | str) -> np.ndarray:
     if "x" not in columns or "y" not in columns:
         raise PointsError(f"the header must name columns x and y; found {', '.join(header) or 'nothing'}")
     ix, iy = columns.index("x"), columns.index("y")
-    rows, line_numbers = [], []
+    il = columns.index("label") if "label" in columns else None
+    rows, line_numbers, labels = [], [], []
     try:
         for line_no, row in enumerate(reader, start=2):
             if not row or all(not cell.strip() for cell in row):
@@ -267,6 +278,11 @@ def _read_points(data: bytes | str) -> np.ndarray:
             except (ValueError, IndexError):
                 shown = ",".join(row)[:40]
                 raise PointsError(f"line {line_no} is not two numbers x,y: {shown!r}") from None
+            if il is not None:
+                label = row[il].strip() if il < len(row) else ""
+                if not label:
+                    raise PointsError(f"line {line_no} has no label; with a label column every point needs one")
+                labels.append(label)
             line_numbers.append(line_no)
     except csv.Error as error:
         raise PointsError(f"line {reader.line_num} is not CSV: {error}") from None
@@ -278,19 +294,35 @@ def _read_points(data: bytes | str) -> np.ndarray:
         raise PointsError(f"line {line_numbers[int(np.argmax(bad))]} holds NaN or inf; every x,y must be a finite number")
     if np.abs(points).max() > 1e15:
         raise PointsError("values beyond 1e15 in size cannot be used; rescale the data")
-    return points  # (N, 2) float64, as written
+    return points, (labels if il is not None else None)  # (N, 2) float64, as written
+
+
+def class_names(labels: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
+    """(the classes, each row's index into them) of a label column: numbers in numeric order when
+    every label is a number, else in text order. PointsError beyond ``MAX_CLASSES``."""
+    names = sorted(set(labels))
+    try:
+        names.sort(key=float)
+    except ValueError:
+        pass
+    if len(names) > MAX_CLASSES:
+        raise PointsError(f"the label column names {len(names)} classes; at most {MAX_CLASSES} are allowed")
+    index = {name: k for k, name in enumerate(names)}
+    return tuple(names), np.array([index[label] for label in labels], dtype=np.int64)
 
 
 def load_points(data: bytes | str, *, standardize: bool = True) -> DataConfig:
     """The data config for a user's CSV file: the model trains on the points standardised (mean 0,
-    overall std 1); the point set keeps their mean and std, so outputs go back to the file's units."""
-    raw = _read_points(data)
+    overall std 1); the point set keeps their mean and std, so outputs go back to the file's units.
+    A label column gives the points classes (``class_names``)."""
+    raw, labels = _read_points(data)
+    classes, index = class_names(labels) if labels is not None else ((), None)
     if not standardize:
-        return DataConfig("points", PointSet.from_array(raw))
-    return DataConfig("points", points_in_user_units(raw))
+        return DataConfig("points", PointSet.from_array(raw, labels=index, classes=classes))
+    return DataConfig("points", points_in_user_units(raw, index, classes))
 
 
-def points_in_user_units(points: np.ndarray) -> PointSet:
+def points_in_user_units(points: np.ndarray, labels: np.ndarray | None = None, classes: tuple[str, ...] = ()) -> PointSet:
     """A point set from points in the user's own units: standardised, with the way back kept."""
     points = np.asarray(points, dtype=np.float64)
     offset = points.mean(axis=0)
@@ -298,4 +330,4 @@ def points_in_user_units(points: np.ndarray) -> PointSet:
     scale = float(centred.std())
     if scale < 1e-12:
         raise PointsError("all points are identical; the data needs some spread")
-    return PointSet.from_array(centred / scale, (float(offset[0]), float(offset[1])), scale)
+    return PointSet.from_array(centred / scale, (float(offset[0]), float(offset[1])), scale, labels, classes)

@@ -184,7 +184,10 @@ class Trainer:
         i = self.step % self.steps_per_epoch  # an epoch is one shuffled pass over the points
         if i == 0:
             self._permutation = torch.randperm(len(self.dataset.points), generator=self.generator)
-        return self.dataset.points[self._permutation[i * batch_size : (i + 1) * batch_size]]
+        index = self._permutation[i * batch_size : (i + 1) * batch_size]
+        if self.config.num_classes:
+            return self.dataset.points[index], self.dataset.labels[index]
+        return self.dataset.points[index]
 
     def _train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
         """One optimizer step: (loss, t (B,) on the CPU, per-sample losses (B,) on the device)."""

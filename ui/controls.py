@@ -382,7 +382,8 @@ def _data_section() -> DataConfig | None:
     st.file_uploader(
         "Your points (CSV with columns x,y)", type=["csv", "txt"], key="points_file", on_change=_read_points,
         help=f"A header row naming columns x and y, then one point per row; up to {MAX_POINTS:,} points. "
-             f"The points are standardised (mean 0, std 1). An epoch is one pass over them. {d.help}",
+             f"The points are standardised (mean 0, std 1). An epoch is one pass over them. An optional label "
+             f"column gives each point a class (up to {MAX_CLASSES}), for a conditional model and guidance. {d.help}",
     )
     if st.session_state.get("_points_error"):
         st.error(st.session_state["_points_error"])
@@ -392,10 +393,11 @@ def _data_section() -> DataConfig | None:
         st.info("Upload a CSV file with columns x,y to train on your own points.")
         return None
     upload = st.session_state.get("points_file")
+    classes = (f" in {len(kept.classes)} classes ({', '.join(kept.classes)})" if kept.classes else "")
     if upload is not None:
-        st.caption(f"{len(kept.points):,} points from {upload.name}, standardised.")
+        st.caption(f"{len(kept.points):,} points{classes} from {upload.name}, standardised.")
     else:  # the uploader forgets its file when hidden; the points are kept
-        st.caption(f"Using your {len(kept.points):,} uploaded points.")
+        st.caption(f"Using your {len(kept.points):,} uploaded points{classes}.")
     return kept
 
 
