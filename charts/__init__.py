@@ -571,9 +571,11 @@ def loss_by_t_figure(t_start: np.ndarray, t_end: np.ndarray, recent: np.ndarray,
 # --- results -------------------------------------------------------------------------------------
 
 
-def comparison_figure(data: np.ndarray, samples: np.ndarray, baseline: np.ndarray | None = None) -> go.Figure:
+def comparison_figure(data: np.ndarray, samples: np.ndarray, baseline: np.ndarray | None = None,
+                      labels: np.ndarray | None = None, names: tuple[str, ...] = ()) -> go.Figure:
     """Original vs generated, side by side on the same axes (the reference script's figure); a
-    pinned baseline's samples faint under the generated ones."""
+    pinned baseline's samples faint under the generated ones. ``labels``: the class each sample was
+    drawn for (``names`` theirs), each class in its colour."""
     x_range, y_range = axis_range(data, samples)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Original data", "Generated samples"),
                         shared_xaxes=True, shared_yaxes=True, horizontal_spacing=0.04)
@@ -582,8 +584,13 @@ def comparison_figure(data: np.ndarray, samples: np.ndarray, baseline: np.ndarra
     if baseline is not None:
         fig.add_trace(go.Scatter(**_xy(baseline), mode="markers", name="baseline samples",
                                  marker=dict(size=4, color=BASELINE_COLOR, opacity=0.3)), 1, 2)
-    fig.add_trace(go.Scatter(**_xy(samples), mode="markers", name="Generated samples",
-                             marker=dict(size=4, color=SAMPLE_COLOR, opacity=0.5)), 1, 2)
+    if labels is None:
+        fig.add_trace(go.Scatter(**_xy(samples), mode="markers", name="Generated samples",
+                                 marker=dict(size=4, color=SAMPLE_COLOR, opacity=0.5)), 1, 2)
+    else:
+        for k, name in enumerate(names):
+            fig.add_trace(go.Scatter(**_xy(samples[labels == k]), mode="markers", name=name,
+                                     marker=dict(size=4, color=class_color(k), opacity=0.6)), 1, 2)
     fig.update_xaxes(range=x_range, title_text="x", constrain="domain")
     fig.update_yaxes(range=y_range, constrain="domain")
     fig.update_yaxes(title_text="y", col=1)
@@ -679,8 +686,8 @@ def guidance_curve_figure(rows: list[dict], names: tuple[str, ...], scale: float
     """Against the guidance scale w, per class: the energy distance of its samples to its data over
     the floor (left, log) and their spread over the class's (right); the shown w marked."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
-                        subplot_titles=("Energy distance / floor (lower: nearer the class)",
-                                        "Spread / the class's (below 1: crowded)"))
+                        subplot_titles=("Distance to the class / floor",
+                                        "Spread / the class's"))
     for k, name in enumerate(names):
         mine = [r for r in rows if r["class"] == k]
         if not mine:
@@ -779,7 +786,8 @@ def probe_log_p_figure(time: np.ndarray, log_p: np.ndarray, axis: TimeAxis) -> g
 
 def report_html(config: ExperimentConfig, data: np.ndarray, trajectory: Trajectory, losses) -> str:
     """One standalone HTML page (plotly.js inlined): comparison, reverse animation, loss."""
-    parts = [comparison_figure(data, trajectory.samples), reverse_figure(trajectory, data, AnimationStyle(trails=8))]
+    parts = [comparison_figure(data, trajectory.samples, labels=trajectory.labels, names=config.data.classes),
+             reverse_figure(trajectory, data, AnimationStyle(trails=8))]
     if len(losses):
         parts.append(loss_figure(np.asarray(losses)))
     body = "\n".join(

@@ -16,7 +16,7 @@ import hashlib
 
 import numpy as np
 
-from charts import BASELINE_COLOR, DATA_COLOR, PLAY_MS, SAMPLE_COLOR, X0_COLOR, TimeAxis, axis_range
+from charts import BASELINE_COLOR, DATA_COLOR, PLAY_MS, SAMPLE_COLOR, X0_COLOR, TimeAxis, axis_range, class_color
 from diffusion.trajectory import Trajectory
 
 MAX_TRAILS = 32  # the canvas's trails control goes 0..MAX_TRAILS
@@ -73,6 +73,7 @@ def animation_payload(
     animated: int | None = None,
     start_at_end: bool = False,
     marker_size: int = 4,
+    classes: np.ndarray | None = None,
 ) -> dict:
     """What the canvas animation draws, as a JSON-able dict.
 
@@ -85,7 +86,8 @@ def animation_payload(
     ``frame_ms`` per frame; ``animated``: how many points move (evenly spaced, the same ones in
     x_t and x̂_0, and in a baseline of as many points; a baseline of another size keeps as many,
     evenly spaced; None, all), the others are not sent. ``start_at_end``: show the last frame
-    first. Axes are fixed, equal in x and y, covering the data, the first and the last frame
+    first. ``classes``: (N,) each point's class (a conditional model's samples), drawn in its
+    class's colour (``charts.class_color``) instead of the one sample colour. Axes are fixed, equal in x and y, covering the data, the first and the last frame
     (``charts.axis_range``, before thinning)."""
     frames = _frames_of("frames", frames)
     num_frames = frames.shape[0]
@@ -103,6 +105,11 @@ def animation_payload(
         raise ValueError(f"frame_ms must be a positive number of milliseconds, got {frame_ms}")
     if animated is not None and int(animated) < 1:
         raise ValueError(f"animated must be None (all points) or at least 1, got {animated}")
+    if classes is not None:
+        classes = np.asarray(classes, dtype=np.int64)
+        if classes.shape != (frames.shape[1],):
+            raise ValueError(f"classes must give one class per point ({frames.shape[1]}), got shape {classes.shape}")
+        palette = [class_color(k) for k in range(int(classes.max()) + 1)]  # every class drawn, before thinning
 
     x_range, y_range = axis_range(data, frames[0], frames[-1])  # before thinning: the same axes as every view
     total = frames.shape[1]
@@ -110,6 +117,7 @@ def animation_payload(
         shown = evenly_spaced(total, int(animated))
         frames = frames[:, shown]  # (K, n, 2)
         x0 = None if x0 is None else x0[:, shown]
+        classes = None if classes is None else classes[shown]
         if base is not None:  # the same points when it has as many (a run with the same seed), else as many, evenly
             base = base[:, shown] if base.shape[1] == total else base[:, evenly_spaced(base.shape[1], min(len(shown), base.shape[1]))]
 
@@ -120,6 +128,8 @@ def animation_payload(
     for name in ("frames", "predicted_x0", "baseline", "data"):
         digest.update(name.encode() + (encoded[name]["b64"].encode() if encoded[name] else b"-"))
     digest.update("\x1f".join(labels).encode())
+    if classes is not None:
+        digest.update(classes.tobytes())
     return {
         "version": PAYLOAD_VERSION,
         "title": str(title),
@@ -134,6 +144,8 @@ def animation_payload(
         "colors": {"sample": SAMPLE_COLOR, "data": DATA_COLOR, "x0": X0_COLOR, "baseline": BASELINE_COLOR,
                    "trail": TRAIL_COLOR},
         "marker_size": int(marker_size),
+        "classes": None if classes is None else classes.tolist(),
+        "class_colors": None if classes is None else palette,
         "display": {"trails": int(trails), "show_x0": bool(show_x0), "frame_ms": int(frame_ms),
                     "frame": num_frames - 1 if start_at_end else 0},
         "animated": None if animated is None else int(animated),
@@ -150,6 +162,6 @@ def reverse_payload(trajectory: Trajectory, data: np.ndarray, *, trails: int = 0
     labels = [axis.label(axis.frame(t)) for t in trajectory.frame_times]
     same_times = baseline is not None and np.array_equal(baseline.frame_times, trajectory.frame_times)
     return animation_payload(trajectory.frames, labels, data, title=title, start_at_end=True,
-                             predicted_x0=trajectory.predicted_x0,
+                             predicted_x0=trajectory.predicted_x0, classes=trajectory.labels,
                              baseline=baseline.frames if same_times else None, trails=trails, show_x0=show_x0,
                              frame_ms=frame_ms, animated=animated)

@@ -688,10 +688,10 @@ class SamplerConfig:
             )
 
 
-def guidance_calls(config: ExperimentConfig) -> int:
+def guidance_calls(train: TrainConfig, sampler: SamplerConfig) -> int:
     """Network evaluations per sampler step for the guidance asked for: 2 (the conditional and the
     unconditional prediction) for a conditional model at a scale other than 0 or 1, else 1."""
-    return 2 if config.train.conditional and config.sampler.guidance not in (0, 1) else 1
+    return 2 if train.conditional and sampler.guidance not in (0, 1) else 1
 
 
 def _field(cls: type, name: str) -> Declared:
@@ -787,7 +787,7 @@ class ExperimentConfig:
                     "of 0 never trains: use guidance 1, or train with train.label_dropout above 0"
                 )
         steps = self.schedule.num_timesteps if self.sampler.kind == "ddpm" else model_calls(self.sampler.kind, self.sampler.sample_steps)
-        steps *= guidance_calls(self)
+        steps *= guidance_calls(self.train, self.sampler)
         work = steps * self.sampler.num_samples * self.training.parameter_count
         if work > MAX_SAMPLE_WORK:
             raise ValueError(

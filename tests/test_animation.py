@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from charts import BASELINE_COLOR, DATA_COLOR, SAMPLE_COLOR, X0_COLOR, TimeAxis
+from charts import BASELINE_COLOR, DATA_COLOR, SAMPLE_COLOR, X0_COLOR, TimeAxis, class_color
 from charts.animation import MAX_TRAILS, animation_payload, decode_points, evenly_spaced, reverse_payload
 from diffusion.trajectory import Trajectory
 
@@ -131,3 +131,17 @@ def test_bad_input_is_a_clear_value_error(change, message):
     arguments = {"frames": frames, "labels": labels, "data": data} | change
     with pytest.raises(ValueError, match=message):
         animation_payload(arguments.pop("frames"), arguments.pop("labels"), arguments.pop("data"), **arguments)
+
+
+def test_a_conditional_models_points_carry_their_classes_through_thinning():
+    frames = np.random.default_rng(0).normal(size=(3, 10, 2)).astype(np.float32)
+    labels = ["t = 2", "t = 1", "t = 0"]
+    classes = np.arange(10) % 3
+    payload = animation_payload(frames, labels, frames[-1], classes=classes, animated=4)
+    shown = evenly_spaced(10, 4)
+    assert payload["classes"] == classes[shown].tolist()
+    assert payload["class_colors"] == [class_color(k) for k in range(3)]
+    assert payload["digest"] != animation_payload(frames, labels, frames[-1], animated=4)["digest"]
+    assert animation_payload(frames, labels, frames[-1])["classes"] is None
+    with pytest.raises(ValueError, match=r"classes must give one class per point \(10\), got shape \(9,\)"):
+        animation_payload(frames, labels, frames[-1], classes=classes[:9])

@@ -100,7 +100,7 @@ def test_guidance_doubles_the_sampling_work_but_not_at_0_or_1():
     assert config.training.parameter_count == config.denoiser.parameter_count + 9 * 32  # one-hot of 8 + null
     from diffusion.config import guidance_calls
 
-    assert [guidance_calls(config.replace(sampler={"guidance": w})) for w in (0.0, 1.0, 2.5)] == [1, 1, 2]
+    assert [guidance_calls(config.train, config.replace(sampler={"guidance": w}).sampler) for w in (0.0, 1.0, 2.5)] == [1, 1, 2]
 
 
 # --- the network -----------------------------------------------------------------------------------

@@ -219,6 +219,9 @@ function setData(s, payload) {
   for (const [layer, color] of Object.entries({ sample: colors.sample, data: colors.data, x0: colors.x0, baseline: colors.baseline })) {
     legend(layer).querySelector(".swatch").style.background = color;
   }
+  s.classes = payload.classes || null; // a conditional model's samples: each point in its class's colour
+  if (s.classes) legend("sample").querySelector(".swatch").style.background =
+    `linear-gradient(90deg, ${payload.class_colors.join(", ")})`;
 }
 
 function applyDisplay(s, display, previous) {
@@ -416,6 +419,19 @@ function drawPoints(s, ctx, array, offset, count, look) {
   }
 }
 
+function drawClassPoints(s, ctx, array, offset, count, palette, alpha, radius) {
+  // like drawPoints, each point in the colour of its class (s.classes[i])
+  const v = s.view;
+  const looks = palette.map((color) => sprite(s, color, alpha, radius));
+  for (let i = 0, j = offset; i < count; i++, j += 2) {
+    const x = array[j];
+    const y = array[j + 1];
+    if (!Number.isFinite(x) || !Number.isFinite(y)) continue;
+    const { canvas, half } = looks[s.classes[i]];
+    ctx.drawImage(canvas, x * v.ax + v.bx - half, y * v.ay + v.by - half);
+  }
+}
+
 function paintBackground(s) {
   const { width, height, dpr } = s.size;
   const bg = document.createElement("canvas");
@@ -489,7 +505,8 @@ function draw(s) {
   const n = s.numPoints;
   const colors = s.payload.colors;
   const radius = s.payload.marker_size / 2;
-  drawPoints(s, ctx, s.frames, k * n * 2, n, { color: colors.sample, alpha: 0.75, radius });
+  if (s.classes) drawClassPoints(s, ctx, s.frames, k * n * 2, n, s.payload.class_colors, 0.75, radius);
+  else drawPoints(s, ctx, s.frames, k * n * 2, n, { color: colors.sample, alpha: 0.75, radius });
   if (s.baseline && !s.hidden.has("baseline")) {
     const m = s.baselinePoints;
     drawPoints(s, ctx, s.baseline, k * m * 2, m, { color: colors.baseline, alpha: 0.35, radius });

@@ -26,7 +26,15 @@ import charts
 from charts import live as live_charts
 from charts.animation import reverse_payload
 from diffusion import checkpoints
-from diffusion.config import DataConfig, ExperimentConfig, SamplerConfig, ScheduleConfig, TrainingKey, model_calls
+from diffusion.config import (
+    DataConfig,
+    ExperimentConfig,
+    SamplerConfig,
+    ScheduleConfig,
+    TrainingKey,
+    guidance_calls,
+    model_calls,
+)
 from diffusion.datasets import make_dataset
 from diffusion.metrics import Evaluation
 from diffusion.monitoring import PREVIEW_POINTS, PREVIEW_STEPS, BinnedFloor
@@ -159,7 +167,8 @@ def _comparison_figure(_trajectory: Trajectory, key: TrainingKey, source: str, s
                        _baseline: np.ndarray | None = None, baseline_id: tuple | None = None):
     trajectory = _trajectory
     data = key.data.to_user(_data_points(key.data, len(trajectory.samples), 2))
-    return charts.frozen(charts.comparison_figure(data, key.data.to_user(trajectory.samples), baseline=_baseline))
+    return charts.frozen(charts.comparison_figure(data, key.data.to_user(trajectory.samples), baseline=_baseline,
+                                                  labels=trajectory.labels, names=key.data.classes))
 
 
 # --- panels ------------------------------------------------------------------------------------
@@ -511,7 +520,7 @@ def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentCo
     base, base_id = baseline if baseline is not None else (None, None)
 
     steps = config.schedule.num_timesteps if sampler.kind == "ddpm" else sampler.sample_steps
-    calls = model_calls(sampler.kind, steps)
+    calls = model_calls(sampler.kind, steps) * guidance_calls(run.key.train, sampler)
     name = {"ddpm": "DDPM", "ddim": "DDIM", "dpm_solver": "DPM-Solver++", "euler": "Euler", "heun": "Heun"}[sampler.kind]
     n = len(trajectory.samples)
 
@@ -526,12 +535,21 @@ def reverse_panel(run: FinishedRun, trajectory: Trajectory, config: ExperimentCo
             f"{n:,} points, {steps:,} {name} steps ({calls:,} model calls), {len(trajectory.frames)} frames kept, "
             f"sampled in {trajectory.seconds:.2f} s; {moving}. Press ▶ or drag the slider; the faint blue points are "
             "the data, and the legend's names turn layers on and off."
+            + (f" Each point is in the colour of the class it was asked for ({_asked(run.key, sampler)}); the "
+               "Guidance tab sweeps w." if trajectory.labels is not None else "")
             + (f" The samples' energy distance to the data is **{scores.energy_distance.ratio:.2f} × its noise floor** "
                "(1: as close as a fresh draw of the data; the Samples and metrics tab has the rest)."
                if scores is not None else "")
         )
 
     animation()
+
+
+def _asked(key: TrainingKey, sampler: SamplerConfig) -> str:
+    """Which class a conditional model was sampled for, and how strongly, in words."""
+    names = key.data.classes
+    which = "every class in equal shares" if sampler.class_label < 0 else names[sampler.class_label]
+    return f"{which}, guidance w = {sampler.guidance:g}"
 
 
 ANIMATION_KEY = "reverse_animation"

@@ -22,6 +22,8 @@ def test_the_guidance_view_draws_every_class_and_redraws_for_w_and_a_class(dashb
     app = dashboard
     app.open(QUERY)
     app.wait_for_finished(TRAINING_TIMEOUT_MS)
+    payload = app.animation_payload()  # the reverse animation above: each point in its class's colour
+    assert payload["classes"][:4] == [0, 1, 0, 1] and len(set(payload["class_colors"])) == 2
     samples = app.chart("guidance_samples")
     expect(samples).to_be_visible(timeout=120_000)  # the sweep: 8 scales on a worker
     shown = app.plotted(samples, _SAMPLES_JS)
