@@ -84,8 +84,10 @@ def fresh_nearest(dataset: str | DataConfig, sets: int = 10) -> float:
 
 
 def blur(samples, dataset: str | DataConfig) -> float:
-    """The blur ratio above of one sample set (n, 2)."""
-    return nearest_distance(torch.as_tensor(samples), truth(dataset).points) / fresh_nearest(dataset)
+    """The blur ratio above of one sample set (n, 2); NaN for a fixed point set (a drawn or
+    uploaded shape), whose fresh draws are its own points, at distance 0 from the true set."""
+    fresh = fresh_nearest(dataset)
+    return nearest_distance(torch.as_tensor(samples), truth(dataset).points) / fresh if fresh > 0 else float("nan")
 
 
 class Scored(NamedTuple):

@@ -58,9 +58,19 @@ def _vertices(array: np.ndarray, what: str) -> np.ndarray:
 
 def points_from_strokes(strokes: Sequence[np.ndarray], dots: np.ndarray | Sequence = (), *, count: int,
                         jitter: float, seed: int, resolution: float = RESOLUTION) -> np.ndarray:  # (count, 2) float64
+    """``labelled_points_from_strokes`` without the labels."""
+    return labelled_points_from_strokes(strokes, dots, count=count, jitter=jitter, seed=seed, resolution=resolution)[0]
+
+
+def labelled_points_from_strokes(
+    strokes: Sequence[np.ndarray], dots: np.ndarray | Sequence = (), *, count: int, jitter: float, seed: int,
+    resolution: float = RESOLUTION, stroke_labels: Sequence[int] | None = None, dot_labels: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # (count, 2) float64, (count,) int64
     """``count`` points spaced evenly along ``strokes`` and on ``dots``, jittered, in drawing units.
 
     ``strokes``: polylines, each (n, 2), its vertices in drawing order; ``dots``: (k, 2) centres.
+    Each point also gets the label of the stroke or dot it lies on (``stroke_labels``, ``dot_labels``:
+    one per stroke and per dot, e.g. the colour it was drawn in; default all 0).
     A stroke shorter than ``resolution`` counts as a dot at its mean; a drawing narrower than
     ``resolution`` both ways has no spread and is refused. The jitter is drawn from
     ``np.random.default_rng(seed)``: the same strokes, dots, count, jitter and seed give the same
@@ -68,14 +78,21 @@ def points_from_strokes(strokes: Sequence[np.ndarray], dots: np.ndarray | Sequen
     _check(count, jitter, resolution)
     lines = [_vertices(line, "a stroke") for line in strokes]
     centres = list(_vertices(dots, "the dots")) if len(dots) else []
+    line_labels = [0] * len(lines) if stroke_labels is None else [int(k) for k in stroke_labels]
+    centre_labels = [0] * len(centres) if dot_labels is None else [int(k) for k in dot_labels]
+    if len(line_labels) != len(lines) or len(centre_labels) != len(centres):
+        raise DrawingError(f"labels must give one class per stroke ({len(lines)}) and per dot ({len(centres)}); "
+                           f"got {len(line_labels)} and {len(centre_labels)}")
     if not lines and not centres:
         raise EmptyDrawingError("the drawing is empty: draw a stroke or a few points")
-    kept = []
-    for line in lines:  # a stroke of (almost) no length is a dot
+    kept, kept_labels = [], []
+    for line, label in zip(lines, line_labels, strict=True):  # a stroke of (almost) no length is a dot
         if np.linalg.norm(np.diff(line, axis=0), axis=1).sum() < resolution:
             centres.append(line.mean(0))
+            centre_labels.append(label)
         else:
             kept.append(line)
+            kept_labels.append(label)
     every_vertex = np.concatenate([*kept, *(c[None] for c in centres)])
     if np.ptp(every_vertex, axis=0).max() < resolution:
         if not lines and len(centres) == 1:
@@ -92,6 +109,8 @@ def points_from_strokes(strokes: Sequence[np.ndarray], dots: np.ndarray | Sequen
     end = np.concatenate([*(line[1:] for line in kept), dot_array])  # (S, 2)
     weight = np.linalg.norm(end - start, axis=1)  # (S,)
     weight[len(weight) - len(dot_array):] = DOT_LENGTH
+    owner = np.array([*(k for line, k in zip(kept, kept_labels, strict=True) for _ in range(len(line) - 1)),
+                      *centre_labels], dtype=np.int64)  # (S,) the label of each segment
     cumulative = np.concatenate([[0.0], np.cumsum(weight)])  # (S + 1,)
     s = (np.arange(count) + 0.5) * cumulative[-1] / count  # arc-length positions, (count,)
     segment = np.clip(np.searchsorted(cumulative, s, side="right") - 1, 0, len(weight) - 1)
@@ -100,11 +119,14 @@ def points_from_strokes(strokes: Sequence[np.ndarray], dots: np.ndarray | Sequen
 
     rng = np.random.default_rng(seed)
     noise = np.clip(rng.standard_normal((count, 2)), -JITTER_CLIP, JITTER_CLIP)
-    return points + float(jitter) * noise
+    return points + float(jitter) * noise, owner[segment]
 
 
-def to_csv(points: np.ndarray) -> str:
+def to_csv(points: np.ndarray, labels: np.ndarray | None = None, names: Sequence[str] = ()) -> str:
     """The points as CSV text with a header row x,y, each number written exactly (17 significant
-    digits): ``diffusion.datasets.load_points`` reads back the very same float64 values."""
+    digits): ``diffusion.datasets.load_points`` reads back the very same float64 values. With
+    ``labels`` (indices into ``names``) a third column, label, names each point's class."""
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    return "x,y\n" + "".join(f"{x:.17g},{y:.17g}\n" for x, y in points)
+    if labels is None:
+        return "x,y\n" + "".join(f"{x:.17g},{y:.17g}\n" for x, y in points)
+    return "x,y,label\n" + "".join(f"{x:.17g},{y:.17g},{names[k]}\n" for (x, y), k in zip(points, labels, strict=True))

@@ -14,10 +14,18 @@ from diffusion.drawing import (
     JITTER_CLIP,
     DrawingError,
     EmptyDrawingError,
+    labelled_points_from_strokes,
     points_from_strokes,
     to_csv,
 )
-from ui.canvas import CANVAS_SIZE, STARTERS, points_from_canvas, strokes_from_canvas
+from ui.canvas import (
+    CANVAS_SIZE,
+    PEN_COLORS,
+    STARTERS,
+    labelled_points_from_canvas,
+    points_from_canvas,
+    strokes_from_canvas,
+)
 
 SIZE = (200, 200)  # 1 drawing unit = 100 px
 
@@ -273,3 +281,59 @@ def test_shapes_it_cannot_read_are_named():
 def test_a_bad_canvas_size_is_refused(size):
     with pytest.raises(DrawingError, match="the canvas size must be two positive numbers"):
         points_from_canvas(STRAIGHT, count=10, jitter=0.0, seed=0, size=size)
+
+
+
+# --- drawing in several colours: a class per pen (issue 25) ------------------------------------------
+
+
+def test_each_point_takes_the_label_of_the_stroke_it_lies_on():
+    long = np.array([[0.0, -0.5], [3.0, -0.5]])  # length 3 below LINE (length 1)
+    points, labels = labelled_points_from_strokes([LINE, long], [[0.0, 0.9]], count=1000, jitter=0.0, seed=0,
+                                                  stroke_labels=[0, 1], dot_labels=[2])
+    assert labels.dtype == np.int64 and set(labels.tolist()) == {0, 1, 2}
+    np.testing.assert_allclose(points[labels == 0, 1], 0.5)
+    np.testing.assert_allclose(points[labels == 1, 1], -0.5)
+    np.testing.assert_allclose(points[labels == 2], [[0.0, 0.9]] * int((labels == 2).sum()))
+    # shares by length: 1, 3 and a dot's DOT_LENGTH, of 1000 points (each within one point of its share)
+    total = 4.0 + DOT_LENGTH
+    assert [abs(int((labels == k).sum()) - 1000 * w / total) <= 1 for k, w in enumerate((1.0, 3.0, DOT_LENGTH))] == [True] * 3
+    assert np.array_equal(points, points_from_strokes([LINE, long], [[0.0, 0.9]], count=1000, jitter=0.0, seed=0))
+
+
+def test_a_short_stroke_keeps_its_label_as_a_dot():
+    click = np.array([[0.2, 0.2], [0.2, 0.2 + 1e-4]])
+    _, labels = labelled_points_from_strokes([LINE, click], count=400, jitter=0.01, seed=0, stroke_labels=[3, 5])
+    assert set(labels.tolist()) == {3, 5}
+
+
+def test_labels_must_match_the_strokes_and_dots():
+    with pytest.raises(DrawingError, match=r"one class per stroke \(1\) and per dot \(0\); got 2 and 0"):
+        labelled_points_from_strokes([LINE], count=10, jitter=0.0, seed=0, stroke_labels=[0, 1])
+
+
+def _colored(obj: dict, color: str, key: str = "stroke") -> dict:
+    return {**obj, key: color}
+
+
+def test_a_drawing_in_two_pens_has_a_class_per_pen_and_one_pen_none():
+    two = _drawing(_colored(_path(("M", 50, 50), ("L", 150, 50)), PEN_COLORS["red"]),
+                   _colored(_path(("M", 50, 150), ("L", 150, 150)), PEN_COLORS["blue"]),
+                   _colored(_dot(100, 100), PEN_COLORS["blue"], key="fill"))
+    points, labels, classes = labelled_points_from_canvas(two, count=500, jitter=0.0, seed=0, size=SIZE)
+    assert classes == ("blue", "red")  # in text order
+    assert (points[labels == 1, 1] > 0.4).all() and (points[labels == 0, 1] < 0.1).all()  # red above, blue below
+    one = _drawing(_path(("M", 50, 50), ("L", 150, 50)), _path(("M", 50, 150), ("L", 150, 150)))
+    points, labels, classes = labelled_points_from_canvas(one, count=100, jitter=0.0, seed=0, size=SIZE)
+    assert labels is None and classes == ()
+
+
+def test_a_labelled_drawing_round_trips_through_its_csv():
+    two = _drawing(_colored(_path(("M", 50, 50), ("L", 150, 50)), PEN_COLORS["green"]),
+                   _colored(_path(("M", 50, 150), ("L", 150, 150)), PEN_COLORS["orange"]))
+    points, labels, classes = labelled_points_from_canvas(two, count=300, jitter=0.02, seed=1, size=SIZE)
+    text = to_csv(points, labels, classes)
+    assert text.splitlines()[0] == "x,y,label"
+    loaded = load_points(text)
+    assert loaded.points == points_in_user_units(points, labels, classes)  # the same digest: the same cached run
+    assert loaded.classes == ("green", "orange")

@@ -103,7 +103,8 @@ def test_a_longer_trained_model_comes_closer_to_the_datas_entropy():
     training) would hide the difference (README, "Good samples on every dataset")."""
     path, reports = PATHS["ddpm"], []
     for epochs in (40, 1000):
-        trainer = Trainer(improved().replace(denoiser={"position_embedding": "none"}, train={"epochs": epochs}))
+        trainer = Trainer(improved().replace(denoiser={"position_embedding": "none", "hidden": 128},
+                                             train={"epochs": epochs, "lr": 3e-3}))  # the preset's first version
         for _ in trainer.run():
             pass
         model = L.network_model(trainer.sampling_model())

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from diffusion.drawing import DrawingError, EmptyDrawingError, points_from_strokes
+from diffusion.drawing import DrawingError, EmptyDrawingError, labelled_points_from_strokes
 
 CANVAS_SIZE = (200, 200)  # (width, height) in pixels of the page's canvas (it fits the sidebar); the starters are drawn for it
 FABRIC_VERSION = "7.4.0"  # what the component's fabric.js writes in its JSON
@@ -22,6 +22,18 @@ MIN_SPREAD_PX = 1.0  # a stroke shorter than this is a single point; a drawing n
 EMPTY = "the drawing is empty: draw a stroke or a few points on the canvas, or load a starter"
 _ORIGIN = {"left": 0.0, "top": 0.0, "center": 0.5, "right": 1.0, "bottom": 1.0}
 _DOTS = {"circle"}
+# The pens: each colour a class when a drawing uses more than one. Names are the classes' names.
+PEN_COLORS = {"black": "#31333f", "blue": "#1f77b4", "orange": "#ff7f0e", "green": "#2ca02c", "red": "#d62728"}
+_COLOR_NAMES = {**{hex_.lower(): name for name, hex_ in PEN_COLORS.items()}, "black": "black", "#000000": "black"}
+
+
+def color_name(obj: dict) -> str:
+    """The pen an object was drawn with, by name (``PEN_COLORS``; an unknown colour as written).
+    A point's colour is its fill, a stroke's its stroke."""
+    dot = str(obj.get("type", "")).lower() in _DOTS
+    color = (obj.get("fill") or obj.get("stroke")) if dot else (obj.get("stroke") or obj.get("fill"))
+    color = str(color or "black").strip().lower()
+    return _COLOR_NAMES.get(color, color)
 
 
 # --- geometry of one fabric.js object, in canvas pixels ------------------------------------------
@@ -152,19 +164,29 @@ def _check_size(size: tuple[int, int]) -> None:
         raise DrawingError(f"the canvas size must be two positive numbers (width, height) in pixels; got {size!r}")
 
 
+def labelled_strokes_from_canvas(json_data: dict | None, size: tuple[int, int] = CANVAS_SIZE
+                                 ) -> tuple[list[np.ndarray], np.ndarray, list[str], list[str]]:
+    """``strokes_from_canvas`` with the pen of each stroke and each dot (``color_name``)."""
+    _check_size(size)
+    strokes, dots, stroke_colors, dot_colors = [], [], [], []
+    for obj in (json_data or {}).get("objects") or []:
+        obj_strokes, obj_dots = _object_geometry(obj)
+        color = color_name(obj)
+        strokes += [_to_units(line, size) for line in obj_strokes]
+        stroke_colors += [color] * len(obj_strokes)
+        dots += obj_dots
+        dot_colors += [color] * len(obj_dots)
+    return strokes, _to_units(np.array(dots).reshape(-1, 2), size), stroke_colors, dot_colors
+
+
 def strokes_from_canvas(json_data: dict | None,
                         size: tuple[int, int] = CANVAS_SIZE) -> tuple[list[np.ndarray], np.ndarray]:
     """(strokes, dots) of the canvas's fabric.js JSON (``{"objects": [...]}``) in drawing units:
     freehand strokes ('Path', SVG commands M/L/H/V/Q/C/Z) and straight lines ('Line') as polylines
     (n, 2), single points ('Circle') as centres (k, 2). ``size`` is the canvas's (width, height)
     in pixels. Raises ``DrawingError`` for a shape it can't read."""
-    _check_size(size)
-    strokes, dots = [], []
-    for obj in (json_data or {}).get("objects") or []:
-        obj_strokes, obj_dots = _object_geometry(obj)
-        strokes += [_to_units(line, size) for line in obj_strokes]
-        dots += obj_dots
-    return strokes, _to_units(np.array(dots).reshape(-1, 2), size)
+    strokes, dots, _, _ = labelled_strokes_from_canvas(json_data, size)
+    return strokes, dots
 
 
 def points_from_canvas(json_data: dict | None, *, count: int, jitter: float, seed: int,
@@ -173,11 +195,33 @@ def points_from_canvas(json_data: dict | None, *, count: int, jitter: float, see
     (``strokes_from_canvas``, then ``diffusion.drawing.points_from_strokes``, a stroke shorter than
     a pixel counting as a point). Raises ``DrawingError`` (``EmptyDrawingError`` when nothing is
     drawn) with what to do."""
-    strokes, dots = strokes_from_canvas(json_data, size)
+    return labelled_points_from_canvas(json_data, count=count, jitter=jitter, seed=seed, size=size)[0]
+
+
+def labelled_points_from_canvas(json_data: dict | None, *, count: int, jitter: float, seed: int,
+                                size: tuple[int, int] = CANVAS_SIZE) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
+    """(points, labels, classes) of ``points_from_canvas``: a drawing in more than one pen has a
+    class per pen (``classes``: the pens' names in text order, as its CSV reads back),
+    each point the class of the stroke it lies on; a drawing in one pen has none (None, ())."""
+    strokes, dots, stroke_colors, dot_colors = labelled_strokes_from_canvas(json_data, size)
     if not strokes and not len(dots):
         raise EmptyDrawingError(EMPTY)
+    used = set(stroke_colors) | set(dot_colors)
+    classes = tuple(sorted(used))  # text order, as the drawing's CSV's label column reads back
+    index = {name: k for k, name in enumerate(classes)}
     resolution = MIN_SPREAD_PX / (max(size) / 2)  # a pixel, in drawing units
-    return points_from_strokes(strokes, dots, count=count, jitter=jitter, seed=seed, resolution=resolution)
+    points, labels = labelled_points_from_strokes(
+        strokes, dots, count=count, jitter=jitter, seed=seed, resolution=resolution,
+        stroke_labels=[index[c] for c in stroke_colors], dot_labels=[index[c] for c in dot_colors])
+    if len(classes) < 2:
+        return points, None, ()
+    present = np.unique(labels)
+    if len(present) < len(classes):  # a pen so short it got no point: drop its class, keep the order
+        classes = tuple(classes[k] for k in present)
+        labels = np.searchsorted(present, labels)
+        if len(classes) < 2:
+            return points, None, ()
+    return points, labels, classes
 
 
 # --- starter drawings ----------------------------------------------------------------------------

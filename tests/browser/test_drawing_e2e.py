@@ -71,3 +71,26 @@ def test_draw_a_stroke_with_the_mouse_and_train_on_it(dashboard: DashboardPage):
     assert 0.25 < spread_x < 0.6 and spread_y < 0.5 * spread_x, (spread_x, spread_y)
     assert min(samples_x) < -0.4 and max(samples_x) > 0.4, (min(samples_x), max(samples_x))
     app.screenshot(BROWSER_ARTIFACTS / "drawing_trained.png", whole_page=True)
+
+
+def test_a_drawing_in_two_pens_trains_a_conditional_model_asked_for_one_colour(dashboard: DashboardPage):
+    """Two strokes in two pens are two classes: the preview colours them, a conditional model trains
+    on them, and asked for the red one its samples lie on the red (upper) stroke."""
+    app = dashboard
+    app.open("?" + "&".join(f"{k}={v}" for k, v in {**SETTINGS, "epochs": "300"}.items()))
+    app.act(lambda: app.sidebar.get_by_text("Draw", exact=True).click())
+    _draw_stroke(app, (0.15, 0.7), (0.85, 0.7))  # black, lower
+    expect(app.sidebar.get_by_text(f"{COUNT:,} points; press 'Train on this' to use them.")).to_be_visible()
+    app.act_in_view(lambda: app.sidebar.get_by_role("radiogroup", name="Pen").get_by_text("red").click())
+    _draw_stroke(app, (0.15, 0.3), (0.85, 0.3))  # red, upper
+    expect(app.sidebar.get_by_text(f"{COUNT:,} points in 2 classes (black, red); press 'Train on this'")).to_be_visible()
+    app.settle()
+    app.act(lambda: app.sidebar.get_by_role("button", name="Train on this").click())
+    app.act(lambda: app.sidebar.get_by_text("Condition on the class").click())
+    app.type_number("Class", 1)  # red
+    app.wait_for_finished(TRAINING_TIMEOUT_MS)
+    payload = app.animation_payload()
+    assert set(payload["classes"]) == {1}
+    samples_x, samples_y = app.frame_points(-1)
+    assert statistics.median(samples_y) > 0.2, statistics.median(samples_y)  # on the upper (red) stroke, y = 0.4
+    app.screenshot(BROWSER_ARTIFACTS / "drawing_two_pens.png", whole_page=True)
