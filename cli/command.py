@@ -352,15 +352,20 @@ def _budget(args: argparse.Namespace, model, schedule: ObjectivePath, config: Ex
         model, schedule, dataset, num_samples=s.num_samples, seed=s.seed, variance=s.variance, clip_x0=s.clip_x0,
         device=device, on_progress=progress)]
     if args.out:
-        try:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            with open(Path(args.out) / "budget.csv", "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=BUDGET_COLUMNS)
-                writer.writeheader()
-                writer.writerows(rows)
-        except OSError as error:
-            raise UsageError(f"--out: {error}") from None
+        _write_rows(Path(args.out), "budget.csv", BUDGET_COLUMNS, rows)
     return rows
+
+
+def _write_rows(out: Path, name: str, columns, rows: list[dict]) -> None:
+    """DIR/name as CSV with a header of ``columns``; an OSError becomes --out's usage error."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / name, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    except OSError as error:
+        raise UsageError(f"--out: {error}") from None
 
 
 def _guidance(args: argparse.Namespace, model, schedule: ObjectivePath, config: ExperimentConfig, dataset) -> list[dict] | None:
@@ -371,14 +376,7 @@ def _guidance(args: argparse.Namespace, model, schedule: ObjectivePath, config: 
     scales = GUIDANCE_SCALES if config.train.label_dropout > 0 else (1.0,)
     rows = guidance_rows(model, schedule, config, dataset, scales=scales, run_salt=training_salt(config.training))
     if args.out:
-        try:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            with open(Path(args.out) / "guidance.csv", "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=GUIDANCE_COLUMNS)
-                writer.writeheader()
-                writer.writerows(rows)
-        except OSError as error:
-            raise UsageError(f"--out: {error}") from None
+        _write_rows(Path(args.out), "guidance.csv", GUIDANCE_COLUMNS, rows)
     return rows
 
 
