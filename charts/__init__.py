@@ -646,9 +646,10 @@ def budget_figure(rows: list, current: tuple[str, int] | None, baseline: list | 
 
 # --- guidance (issue 25) -------------------------------------------------------------------------
 
-# One colour per class (Tableau 10, then lighter tones); the page's samples and data keep them.
-CLASS_COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f",
-                "#ff9da7", "#bab0ac", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#17becf")
+# One colour per class (Tableau 10 without its blue, then more): no class is drawn in the data's blue,
+# so "the faint blue points are the data" stays true beside a conditional run's samples.
+CLASS_COLORS = ("#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#ff9da7",
+                "#bab0ac", "#8c564b", "#2ca02c", "#d62728", "#9467bd", "#17becf", "#bcbd22", "#e377c2")
 OTHER_CLASS_COLOR = "#c8c8c8"
 
 

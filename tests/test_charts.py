@@ -278,3 +278,10 @@ def test_the_results_keep_equal_units_on_both_axes_so_a_circle_stays_round():
     assert (layout["yaxis2"]["scaleanchor"], layout["yaxis2"]["scaleratio"]) == ("x2", 1)
     (x_low, x_high), (y_low, y_high) = layout["xaxis"]["range"], layout["yaxis"]["range"]
     np.testing.assert_allclose(x_high - x_low, y_high - y_low)  # equal spans, so the panels come out square
+
+
+def test_every_class_has_its_own_colour_and_none_is_the_datas():
+    from diffusion.config import MAX_CLASSES
+
+    assert len(set(charts.CLASS_COLORS)) == len(charts.CLASS_COLORS) >= MAX_CLASSES
+    assert charts.DATA_COLOR not in charts.CLASS_COLORS and charts.SAMPLE_COLOR not in charts.CLASS_COLORS

@@ -21,7 +21,7 @@ from ui.panels import PLOT_CONFIG, computed
 TRY_IT = {"preset": "improved", "dataset": "moons", "conditional": "true", "view": "guidance"}
 
 
-def not_conditional_note(config: ExperimentConfig) -> None:
+def not_conditional_note() -> None:
     """What this view needs, and a link that sets it up."""
     with_classes = ", ".join(name.replace("_", " ") for name, classes in DATASET_CLASSES.items() if classes)
     st.subheader("Classifier-free guidance")
@@ -43,7 +43,7 @@ def _field_figure(_view: tasks.GuidanceView, key: TrainingKey, source: str, scal
 
 def guidance_panel(run: FinishedRun, config: ExperimentConfig, frame_ms: int) -> None:
     if not run.key.train.conditional:
-        not_conditional_note(config)
+        not_conditional_note()
         return
     st.subheader("Classifier-free guidance: what w buys, and what it costs")
     names = run.key.data.classes
