@@ -4,7 +4,7 @@ seed script's budget (``--epochs 1000 --batch-size 128``), for a like-for-like r
 
 With ``--every-dataset``: each preset at its own defaults on every built-in dataset, held-out seeds
 0 - 2 (the tuning, ``bench.tune_presets``, uses 10 - 12): the training seconds (median, one torch
-thread) and the quality score of ``bench.quality`` (energy distance over its floor, 10 sets of 1000
+thread) and the quality score of ``bench.quality`` (energy distance over its floor, 20 sets of 1000
 samples per run against a 20,000-point true set) and its blur ratio (how far samples sit from the
 nearest true point, over fresh data's), per seed and their mean, with a perfect sampler's scores
 (fresh data) on the same seeds first.

@@ -35,7 +35,7 @@ from diffusion.samplers import sample_model, training_salt
 from diffusion.training import Trainer
 
 DATASETS = ("gaussian", "ring", "moons", "swiss_roll", "circles", "checkerboard", "spiral")
-DRAWS = 10  # sample sets per trained run
+DRAWS = 20  # sample sets per trained run (10 before the third round: the metric's own spread was as large as the gaps)
 SIZE = 1000  # points per sample set (and per true set of the statistic being estimated)
 TRUE_SIZE = 20_000  # points of the one large true set
 DRAW_SEED_STRIDE = 1000  # draw k samples with the run's seed + k * stride: no two runs share noise

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from .config import MAX_ODE_STEPS, SAMPLERS_OF, Coupling, SamplerConfig, SamplerKind, ScheduleConfig
-from .paths import ModelFn, ObjectivePath, PathChart, PathCurves, PathPlot
+from .paths import ModelFn, ObjectivePath, PathChart, PathCurves, PathPlot, powered_uniform
 from .trajectory import SamplerStep
 
 
@@ -182,12 +182,15 @@ class FlowPath(ObjectivePath):
     # --- training: t ~ U[0, 1], the velocity as the target -------------------------------------------
 
     def training_draw(
-        self, x0: torch.Tensor, generator: torch.Generator, coupling: Coupling
+        self, x0: torch.Tensor, generator: torch.Generator, coupling: Coupling, time_power: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """t ~ U[0, 1) (continuous; level k holds t in [k / T, (k + 1) / T)), then eps, reordered
-        within the batch by ``ot_pairing`` for the optimal-transport coupling."""
+        """t ~ U[0, 1) for p = 1, else u^p (continuous; level k holds t in [k / T, (k + 1) / T)),
+        then eps, reordered within the batch by ``ot_pairing`` for the optimal-transport coupling."""
         T = self.num_timesteps
-        t = torch.rand(len(x0), generator=generator)
+        if time_power == 1.0:
+            t = torch.rand(len(x0), generator=generator)
+        else:
+            t = powered_uniform(len(x0), generator, time_power).float()
         level = (t * T).long().clamp_(max=T - 1)
         noise = torch.randn(x0.shape, generator=generator)
         if self.batch_coupled(coupling):

@@ -6,7 +6,8 @@ Loss by noise level. The per-sample loss of a training step is
 so the batch mean of the l_i is the training loss. Binned by t (equal bins of 0..T-1), its
 expectation in a bin can never go below the irreducible loss there,
     floor(t) = E ||eps - eps*(x_t, t)||^2 / 2 = E tr Cov(eps | x_t) / 2,   eps* = E[eps | x_t],
-averaged over the t's of the bin (training draws t uniformly, so every t of a bin weighs the same).
+averaged over the t's of the bin, each weighted by how often training draws it (all the same for
+uniform t; ``paths.level_weights`` with the Low-noise emphasis p).
 For N(mu, s^2 I) it is abar_t s^2 / (abar_t s^2 + 1 - abar_t) exactly; for a mixture of isotropic
 Gaussians it is computed numerically (see ``loss_floor_by_bin``); for other data it is unknown.
 
@@ -32,7 +33,7 @@ import torch
 from .config import DataConfig, SamplerConfig
 from .datasets import Dataset, FixedPoints, GaussianMixture, make_dataset
 from .metrics import mean_pairwise_distance
-from .paths import ModelFn, ObjectivePath
+from .paths import ModelFn, ObjectivePath, level_weights
 
 if TYPE_CHECKING:
     from .denoiser import Denoiser
@@ -218,9 +219,10 @@ class BinnedFloor:
 
 def loss_floor_by_bin(
     dataset: Dataset | DataConfig, schedule: ObjectivePath, num_bins: int = 20, *,
-    draws_per_bin: int = 40_000, seed: int = 0, coupling: str = "independent",
+    draws_per_bin: int = 40_000, seed: int = 0, coupling: str = "independent", time_power: float = 1.0,
 ) -> BinnedFloor:
-    """The irreducible per-sample loss, averaged over the t's of each bin.
+    """The irreducible per-sample loss, averaged over the t's of each bin as training draws them:
+    weighted by ``level_weights(T, time_power)`` (equal weights for uniform t).
 
     One Gaussian N(mu, s^2 I): exact, the mean over the bin of abar_t s^2 / (abar_t s^2 + 1 - abar_t)
     (``GaussianMixture.irreducible_loss``).
@@ -254,23 +256,30 @@ def loss_floor_by_bin(
             else f"the {getattr(data, 'name', 'given')} shape has no known density"
         )
         return BinnedFloor(t_start, t_end, None, None, None, f"unknown: {why}")
+    weights = level_weights(T, time_power)  # (T,)
     if len(data.means) == 1:
         per_t = data.irreducible_loss(schedule)  # (T,)
-        values = np.array([per_t[a:b].mean() for a, b in zip(t_start, t_end, strict=True)])
+        values = np.array([np.average(per_t[a:b], weights=weights[a:b]) for a, b in zip(t_start, t_end, strict=True)])
         return BinnedFloor(t_start, t_end, values, np.zeros(num_bins), "exact",
-                           f"exact: the mean over each bin of {schedule.floor_formula}")
+                           f"exact: the mean over each bin of {schedule.floor_formula}{_weighted(time_power)}")
     generator = torch.Generator().manual_seed(seed)
     values, errors = np.empty(num_bins), np.empty(num_bins)
     for b, (a, e) in enumerate(zip(t_start, t_end, strict=True)):
         t = torch.arange(draws_per_bin) % int(e - a) + int(a)  # (n,) each t of the bin equally often
-        estimates = _mixture_conditional_variance(data, schedule, t, generator)
+        w = torch.from_numpy(weights[t.numpy()])  # then weighted as training draws them
+        estimates = _mixture_conditional_variance(data, schedule, t, generator) * (w / w.mean())
         values[b] = float(estimates.mean())
         errors[b] = float(estimates.std() / math.sqrt(draws_per_bin))
     return BinnedFloor(
         t_start, t_end, values, errors, "numerical",
         f"numerical: Monte Carlo of the conditional variance of eps given x_t, {draws_per_bin:,} draws per bin; "
-        f"relative standard error at most {np.max(errors / values):.2%}",
+        f"relative standard error at most {np.max(errors / values):.2%}{_weighted(time_power)}",
     )
+
+
+def _weighted(time_power: float) -> str:
+    """How a floor's bin weighs its levels, where it is not evenly."""
+    return "" if time_power == 1.0 else f", each level weighted as often as training draws it (p = {time_power:g})"
 
 
 def _mixture_conditional_variance(

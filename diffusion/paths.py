@@ -44,6 +44,22 @@ from .trajectory import SamplerStep
 ModelFn = Callable[[torch.Tensor, int | float], torch.Tensor]  # (x (N, 2), level index or time) -> output (N, 2)
 
 
+# --- how often training visits each level ---------------------------------------------------------
+
+
+def powered_uniform(n: int, generator: torch.Generator, power: float) -> torch.Tensor:
+    """u^p for n uniform u on [0, 1), float64 (n,): the fraction of the way from the data to the
+    noise at which a training step looks. p = 1 is uniform; p > 1 crowds towards the data."""
+    return torch.rand(n, generator=generator, dtype=torch.float64).pow_(power)
+
+
+def level_weights(num_levels: int, power: float) -> np.ndarray:
+    """P(level k) for k = 0..T-1 when a level is floor(T u^p): P(u^p < x) = x^(1/p), so
+    ((k + 1) / T)^(1/p) - (k / T)^(1/p); all 1 / T for p = 1. (T,) float64, summing to 1."""
+    edges = (np.arange(num_levels + 1) / num_levels) ** (1.0 / power)
+    return np.diff(edges)
+
+
 # --- what the schedule panel draws ----------------------------------------------------------------
 
 
@@ -200,11 +216,13 @@ class ObjectivePath(ABC):
 
     @abstractmethod
     def training_draw(
-        self, x0: torch.Tensor, generator: torch.Generator, coupling: Coupling
+        self, x0: torch.Tensor, generator: torch.Generator, coupling: Coupling, time_power: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A step's draws from ``generator`` after its batch x0 (B, D), in this order: the model
         times t (B,), then eps (B, D) (paired with x0 by ``coupling`` where the path couples).
-        Returns (t, the level of each t (B,) int64, eps), all on the CPU."""
+        t is u^p of a uniform u (``time_power`` p; ``powered_uniform``), so level k is drawn with
+        probability ``level_weights(T, p)[k]``. Returns (t, the level of each t (B,) int64, eps),
+        all on the CPU."""
 
     @abstractmethod
     def x_t(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

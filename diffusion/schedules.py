@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from .config import SAMPLERS_OF, Coupling, SamplerConfig, SamplerKind, ScheduleConfig, ScheduleKind, Variance
-from .paths import Curve, ModelFn, ObjectivePath, PathChart, PathCurves, PathPlot
+from .paths import Curve, ModelFn, ObjectivePath, PathChart, PathCurves, PathPlot, powered_uniform
 from .trajectory import SamplerStep
 
 _TENSOR_FIELDS = (
@@ -218,10 +218,15 @@ class NoiseSchedule(ObjectivePath):
     # --- training: q(x_t | x_0) at a uniform index, the noise as the target -------------------------
 
     def training_draw(
-        self, x0: torch.Tensor, generator: torch.Generator, coupling: Coupling
+        self, x0: torch.Tensor, generator: torch.Generator, coupling: Coupling, time_power: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """t uniform over the indices 0..T-1 (its own level), then eps; pairs are always independent."""
-        t = torch.randint(0, self.num_timesteps, (len(x0),), generator=generator)
+        """t over the indices 0..T-1 (its own level), then eps; pairs are always independent. t is
+        uniform (drawn as the reference draws it) for p = 1, else floor(T u^p)."""
+        T = self.num_timesteps
+        if time_power == 1.0:
+            t = torch.randint(0, T, (len(x0),), generator=generator)
+        else:
+            t = (powered_uniform(len(x0), generator, time_power) * T).long().clamp_(max=T - 1)
         return t, t, torch.randn(x0.shape, generator=generator)
 
     def x_t(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -194,7 +194,8 @@ class Trainer:
         x0, labels = self._batch(), None
         if self.config.num_classes:
             x0, labels = x0
-        t, drawn_t, noise = self.schedule.training_draw(x0, self.generator, self.config.train.coupling)  # on the CPU
+        t, drawn_t, noise = self.schedule.training_draw(
+            x0, self.generator, self.config.train.coupling, self.config.train.time_power)  # on the CPU
         if labels is not None:  # classifier-free guidance's label dropout: some points learn the null class
             dropped = torch.rand(len(labels), generator=self.generator) < self.config.train.label_dropout
             labels = labels.masked_fill(dropped, self.model.null_class)

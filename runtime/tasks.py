@@ -48,6 +48,7 @@ from diffusion.likelihood import DensityGrid, NLLReport, ProbePaths, density_gri
 from diffusion.metrics import Evaluation, OneClass, evaluate
 from diffusion.monitoring import BinnedFloor, loss_floor_by_bin
 from diffusion.objectives import path_of
+from diffusion.paths import level_weights
 from diffusion.samplers import sample_model, training_salt
 from diffusion.trajectory import Trajectory
 
@@ -326,11 +327,12 @@ class Floors:
     data: DataConfig
     schedule: ScheduleConfig
     coupling: str
+    time_power: float = 1.0  # how training weighs the levels (TrainConfig.time_power)
 
 
 @dataclass(frozen=True)
 class FloorValues:
-    mean: float | None  # averaged over uniform t, where the density is known and pairs are independent
+    mean: float | None  # averaged over t as training draws it, where the density is known and pairs are independent
     binned: BinnedFloor  # per noise-level bin: exact, numerical, or unknown (with why)
 
 
@@ -338,8 +340,10 @@ def compute_floors(task: Floors, report: Report) -> FloorValues:
     dataset, path = make_dataset(task.data), path_of(task.schedule)
     mean = None
     if isinstance(dataset, GaussianMixture) and not path.batch_coupled(task.coupling):
-        mean = float(np.mean(dataset.irreducible_loss(path, n=1024)))
-    binned = loss_floor_by_bin(dataset, path, loss_bins(task.schedule.num_timesteps), coupling=task.coupling)
+        weights = level_weights(task.schedule.num_timesteps, task.time_power)
+        mean = float(np.average(dataset.irreducible_loss(path, n=1024), weights=weights))
+    binned = loss_floor_by_bin(dataset, path, loss_bins(task.schedule.num_timesteps), coupling=task.coupling,
+                               time_power=task.time_power)
     return FloorValues(mean, binned)
 
 

@@ -111,7 +111,7 @@ def test_the_baseline_note_names_the_differences_of_the_run_on_screen():
     assert note(at).endswith("; the same settings.")  # #2 pinned, #2 on screen
     at.selectbox(key="history_pick").set_value(1).run()
     at.button(key="history_show").click().run()  # #1 on screen at once, from the store
-    assert note(at).endswith("; it differs in time_embedding, position_embedding, position_dim, batch, lr, lr_schedule, ema.")
+    assert note(at).endswith("; it differs in time_embedding, position_embedding, position_dim, batch, lr, lr_schedule, ema, time_power.")
 
 
 def test_a_pinned_baseline_is_drawn_beside_the_current_run_and_named_once_dropped_from_the_store():

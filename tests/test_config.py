@@ -197,7 +197,7 @@ def test_the_improved_preset_is_pinned():
     assert _changed_from_reference(improved()) == {
         "denoiser.time_embedding": "sinusoidal", "denoiser.position_embedding": "fourier",  # 64 wide, as the reference
         "denoiser.position_dim": 32, "train.epochs": 4000, "train.batch_size": 256, "train.lr": 5e-3,
-        "train.lr_schedule": "cosine", "train.ema_decay": 0.99,
+        "train.lr_schedule": "cosine", "train.ema_decay": 0.99, "train.time_power": 2.0,
     }
 
 

@@ -263,7 +263,7 @@ def training(config: ExperimentConfig, display: Display) -> Training:
                       is_watched=session.activity_probe(session.session_id()))
     if choice.job is not None and choice.job.step == 0:
         registry().wait_for_first_steps(choice.job, FIRST_POINTS_WAIT)
-    floors = registry().compute(None, tasks.Floors(config.data, config.schedule, config.train.coupling))
+    floors = registry().compute(None, tasks.Floors(config.data, config.schedule, config.train.coupling, config.train.time_power))
     if not floors.ready:  # a worker computes them: exact ones in ms, a mixture's in about 1.5 s
         registry().wait_for(floors, FIRST_POINTS_WAIT)
     return Training(key, choice.job, choice.finished, floors, running=choice.job is not None and choice.job.active)
