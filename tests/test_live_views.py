@@ -12,6 +12,7 @@ import pytest
 from diffusion.config import DataConfig, ScheduleConfig
 from diffusion.datasets import make_dataset
 from diffusion.monitoring import PREVIEW_POINTS, loss_floor_by_bin
+from diffusion.paths import level_weights
 from diffusion.schedules import NoiseSchedule
 from tests.pages import (  # noqa: F401
     computing,
@@ -60,6 +61,24 @@ def test_a_finished_run_shows_its_quality_curve_and_its_loss_by_noise_level_with
     captions = " ".join(c.value for c in at.caption)
     assert "irreducible loss of each bin (exact:" in captions
     assert "preview_chart" not in charts  # finished: the samples column shows the reverse process
+
+
+def test_with_low_noise_emphasis_the_floors_and_their_captions_weigh_the_levels_as_drawn():
+    """p = 2: the loss curve's floor is the irreducible loss averaged with the levels' draw
+    probabilities, the bins' floors are the weighted ones, and both captions say so."""
+    at = wait_finished(open_page(time_power="2"))  # the reference Gaussian, T = 100
+    schedule = NoiseSchedule.from_config(ScheduleConfig(num_timesteps=100))
+    gaussian = make_dataset(DataConfig("gaussian"))
+    mean = float(np.average(gaussian.irreducible_loss(schedule), weights=level_weights(100, 2.0)))
+    assert mean > 1.2 * float(np.mean(gaussian.irreducible_loss(schedule)))  # the weighting shows (quiet levels: eps is hard)
+    charts = echarts(at)
+    assert any(s.get("name") == f"irreducible loss {mean:.3f}" for s in charts["loss_chart"]["series"])
+    expected = loss_floor_by_bin(gaussian, schedule, 20, time_power=2.0).values
+    np.testing.assert_allclose(series(charts["loss_by_t_chart"], "irreducible loss"), expected, rtol=1e-3)
+    captions = " ".join(c.value for c in at.caption)
+    assert f"the irreducible loss {mean:.3f}" in captions
+    assert "averaged over t as training draws it, Low-noise emphasis p = 2" in captions
+    assert "each level weighted as often as training draws it (p = 2)" in captions
 
 
 def test_the_live_samples_show_the_current_weights_while_a_run_trains():

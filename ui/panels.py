@@ -309,8 +309,10 @@ def training_panel(run: Training, baseline_losses: np.ndarray | None = None) -> 
                                         total_steps=snapshot.total_steps, baseline=baseline_losses),
                          key="loss_chart", height=live_charts.LOSS_HEIGHT)
         if floor is not None:
+            power = run.key.train.time_power
+            over = "averaged over t" if power == 1.0 else f"averaged over t as training draws it, Low-noise emphasis p = {power:g}"
             st.caption(f"Dashed line: the irreducible loss {floor:.3f}, the best any network can do on this "
-                       "data (averaged over t). A loss near it can still give poor samples.")
+                       f"data ({over}). A loss near it can still give poor samples.")
 
     live()
 
