@@ -4,15 +4,21 @@ seed script's budget (``--epochs 1000 --batch-size 128``), for a like-for-like r
 
 With ``--every-dataset``: each preset at its own defaults on every built-in dataset, held-out seeds
 0 - 2 (the tuning, ``bench.tune_presets``, uses 10 - 12): the training seconds (median, one torch
-thread) and the quality score of ``bench.quality`` (energy distance over its floor, 20 sets of 1000
-samples per run against a 20,000-point true set) and its blur ratio (how far samples sit from the
-nearest true point, over fresh data's), per seed and their mean, with a perfect sampler's scores
-(fresh data) on the same seeds first.
+thread) and the quality score of ``bench.quality`` (energy distance over its floor, ``--draws`` sets
+of 1000 samples per run, default 60, against a 20,000-point true set) and its blur ratio (how far
+samples sit from the nearest true point, over fresh data's), per seed and their mean, with a perfect
+sampler's scores (fresh data) on the same seeds first. Where the data has an exact ideal denoiser
+(the Gaussian, the ring), each preset's row also shows that ideal's score with the very noise the
+preset's model was sampled with: what a perfect model gets on those seeds' luck.
+
+With ``--train-seconds``: only the training, of each preset at its own defaults on every built-in
+dataset, seeds 0 - 2, one run at a time on one torch thread (the median and the slowest): the 3 s
+target's figure, apart from ``--every-dataset``'s, whose runs share the machine with their scoring.
 
 With ``--steps-per-second``: the improved preset's training steps per second and points per second
 at batch sizes 128 - 1024 (one torch thread): what a bigger batch costs.
 
-    python -m bench.presets [--seeds 3] [--every-dataset [--jobs 1]] [--steps-per-second]
+    python -m bench.presets [--seeds 3] [--every-dataset [--jobs 1] [--draws 60]] [--train-seconds] [--steps-per-second]
 """
 
 import argparse
@@ -21,6 +27,8 @@ import statistics
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
+
+HELD_OUT_DRAWS = 60  # sample sets per held-out run: with 20, the noise's luck moved a perfect model's mean by up to 0.3
 
 
 def run(preset: str, seed: int, *extra: str) -> dict:
@@ -33,23 +41,55 @@ def run(preset: str, seed: int, *extra: str) -> dict:
 ROWS = (("reference", ()), ("improved", ("--epochs", "1000", "--batch-size", "128")), ("improved", ()), ("flow", ()))
 
 
-def every_dataset(seeds: int, jobs: int) -> None:
-    from bench.quality import DATASETS, fresh_score, score
+def every_dataset(seeds: int, jobs: int, draws: int) -> None:
+    from bench.quality import DATASETS, fresh_score, ideal_score, score
     from diffusion import PRESETS
 
-    print("| dataset | preset | train s | ED / floor, mean (per seed) | blur, mean (per seed) |")
-    print("|---|---|---|---|---|")
+    def cell(values: list[float]) -> str:
+        return f"{statistics.mean(values):.2f} ({', '.join(f'{x:.2f}' for x in values)})"
+
+    print(f"{draws} sample sets per run")
+    print("| dataset | preset | train s | ED / floor, mean (per seed) | perfect model, same noise | blur, mean (per seed) |")
+    print("|---|---|---|---|---|---|")
     with ProcessPoolExecutor(jobs) as pool:
+        ideal_jobs = {}  # presets with the same path and sampler share the ideal's (reference and improved)
         for dataset in DATASETS:
             for preset in ("fresh data", *PRESETS):
-                runs = [pool.submit(fresh_score, dataset, seed) if preset == "fresh data" else
-                        pool.submit(score, PRESETS[preset](), dataset, seed) for seed in range(seeds)]
-                results = [job.result() for job in runs]
-                seconds = "-" if preset == "fresh data" else f"{statistics.median(r.seconds for r in results):.2f}"
-                cells = [[statistics.mean(getattr(r, kind)) for r in results] for kind in ("ratios", "blurs")]
-                print(f"| {dataset} | {preset} | {seconds} | "
-                      + " | ".join(f"{statistics.mean(c):.2f} ({', '.join(f'{x:.2f}' for x in c)})" for c in cells)
-                      + " |", flush=True)
+                fresh = preset == "fresh data"
+                runs = [pool.submit(fresh_score, dataset, seed, draws) if fresh else
+                        pool.submit(score, PRESETS[preset](), dataset, seed, draws) for seed in range(seeds)]
+                ideals = []
+                for seed in range(0 if fresh else seeds):
+                    config = PRESETS[preset]()
+                    key = (dataset, config.schedule, config.sampler, seed)
+                    if key not in ideal_jobs:
+                        ideal_jobs[key] = pool.submit(ideal_score, config, dataset, seed, draws)
+                    ideals.append(ideal_jobs[key])
+                results, perfect = [job.result() for job in runs], [job.result() for job in ideals]
+                seconds = "-" if fresh else f"{statistics.median(r.seconds for r in results):.2f}"
+                ratios, blurs = ([statistics.mean(getattr(r, kind)) for r in results] for kind in ("ratios", "blurs"))
+                same_noise = cell([statistics.mean(r.ratios) for r in perfect]) if perfect and None not in perfect else "-"
+                print(f"| {dataset} | {preset} | {seconds} | {cell(ratios)} | {same_noise} | {cell(blurs)} |", flush=True)
+
+
+def train_seconds(seeds: int) -> None:
+    import torch
+
+    from bench.quality import DATASETS, data_config
+    from diffusion import PRESETS
+    from diffusion.training import Trainer
+
+    torch.set_num_threads(1)
+    print("| preset | " + " | ".join(DATASETS) + " | slowest |")
+    print(f"|---|{'---|' * len(DATASETS)}---|")
+    for preset in ("improved", "flow"):
+        medians, slowest = [], 0.0
+        for dataset in DATASETS:
+            runs = [Trainer(PRESETS[preset]().replace(data=data_config(dataset), train={"seed": seed})).train().elapsed
+                    for seed in range(seeds)]
+            medians.append(statistics.median(runs))
+            slowest = max(slowest, *runs)
+        print(f"| {preset} | {' | '.join(f'{m:.2f}' for m in medians)} | {slowest:.2f} |", flush=True)
 
 
 def steps_per_second(batches=(128, 256, 512, 1024), steps: int = 600) -> None:
@@ -74,10 +114,15 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--every-dataset", action="store_true", help="every built-in dataset, each preset's defaults")
     parser.add_argument("--jobs", type=int, default=1, help="trainings at once with --every-dataset")
+    parser.add_argument("--draws", type=int, default=HELD_OUT_DRAWS, help="sample sets of 1000 scored per run, with --every-dataset")
+    parser.add_argument("--train-seconds", action="store_true", help="each preset's training alone, every dataset")
     parser.add_argument("--steps-per-second", action="store_true", help="training speed at batch sizes 128 - 1024")
     args = parser.parse_args(argv)
     if args.every_dataset:
-        every_dataset(args.seeds, args.jobs)
+        every_dataset(args.seeds, args.jobs, args.draws)
+        return 0
+    if args.train_seconds:
+        train_seconds(args.seeds)
         return 0
     if args.steps_per_second:
         steps_per_second()

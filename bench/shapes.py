@@ -1,8 +1,8 @@
 """The presets on drawn and uploaded shapes the tuning never saw (issue 23: at most 1.5 x the floor):
 a thin stroke, two letters, five uneven blobs and a circle with a bar through it, 600 points each,
 standardised as the page standardises a drawing or a file. Each preset at its own defaults (on a
-point set an epoch is one pass, so its 2500 epochs are 3 steps each here), seeds 0 - 2, scored
-like ``bench.presets`` (``bench.quality``) against the point set itself, with a perfect sampler's
+point set an epoch is one pass over it, 3 steps of 256 here, so improved's 4000 epochs are 12,000
+steps), seeds 0 - 2, scored like ``bench.presets`` (``bench.quality``) against the point set itself, with a perfect sampler's
 score (draws from the set) first.
 
     python -m bench.shapes [--jobs 1]

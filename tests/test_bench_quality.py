@@ -62,3 +62,35 @@ def test_the_blur_ratio_grows_with_the_blur_the_energy_distance_hardly_sees():
         ratios.append(quality.ratio(x, "spiral"))
     assert blurs[0] < 1.3 and 2 < blurs[1] < blurs[2]
     assert ratios[1] < 1.5  # a fresh draw's single-set score spreads by 0.2 - 0.5 around 1
+
+
+def test_the_perfect_model_is_sampled_with_the_noise_the_presets_model_gets(monkeypatch):
+    """``ideal_score`` exists to show the luck of a run's noise, so each of its sample sets must
+    start from the generator state that ``score`` gives the trained model's set of the same index."""
+    import types
+
+    from diffusion import improved, samplers
+
+    seen: dict[str, list] = {"model": [], "ideal": []}
+
+    def recorder(who):
+        def fake_sample(model_fn, path, config, generator, **kwargs):
+            seen[who].append((config.seed, generator.initial_seed(), torch.randn(3, generator=generator).tolist()))
+            return types.SimpleNamespace(samples=quality.truth("gaussian").points[:quality.SIZE])
+        return fake_sample
+
+    monkeypatch.setattr(samplers, "sample", recorder("model"))  # what sample_model calls
+    monkeypatch.setattr(quality, "sample", recorder("ideal"))
+    config = improved().replace(train={"epochs": 2})
+    quality.score(config, "gaussian", seed=7, draws=3)
+    scored = quality.ideal_score(config, "gaussian", seed=7, draws=3)
+    assert len(seen["model"]) == 3 and seen["ideal"] == seen["model"]
+    assert [seed for seed, *_ in seen["model"]] == [7, 7 + quality.DRAW_SEED_STRIDE, 7 + 2 * quality.DRAW_SEED_STRIDE]
+    assert len(scored.ratios) == 3
+
+
+def test_there_is_no_perfect_model_score_without_an_exact_ideal_or_with_noise_that_depends_on_the_run():
+    from diffusion import improved
+
+    assert quality.ideal_score(improved(), "spiral", seed=0, draws=1) is None  # only an empirical ideal
+    assert quality.ideal_score(improved().replace(sampler={"common_noise": False}), "gaussian", seed=0, draws=1) is None
