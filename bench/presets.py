@@ -13,7 +13,8 @@ preset's model was sampled with: what a perfect model gets on those seeds' luck.
 
 With ``--train-seconds``: only the training, of each preset at its own defaults on every built-in
 dataset, seeds 0 - 2, one run at a time on one torch thread (the median and the slowest): the 3 s
-target's figure, apart from ``--every-dataset``'s, whose runs share the machine with their scoring.
+target's figure, apart from ``--every-dataset``'s, whose runs share the machine with their scoring;
+the reference's row says how fast the shared machine was during the run.
 
 With ``--steps-per-second``: the improved preset's training steps per second and points per second
 at batch sizes 128 - 1024 (one torch thread): what a bigger batch costs.
@@ -82,7 +83,7 @@ def train_seconds(seeds: int) -> None:
     torch.set_num_threads(1)
     print("| preset | " + " | ".join(DATASETS) + " | slowest |")
     print(f"|---|{'---|' * len(DATASETS)}---|")
-    for preset in ("improved", "flow"):
+    for preset in ("reference", "improved", "flow"):  # the reference's row: how fast the machine is right now
         medians, slowest = [], 0.0
         for dataset in DATASETS:
             runs = [Trainer(PRESETS[preset]().replace(data=data_config(dataset), train={"seed": seed})).train().elapsed
