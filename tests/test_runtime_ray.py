@@ -38,10 +38,20 @@ def test_jobs_land_on_both_nodes_and_end_as_if_trained_in_process(ray_cluster):
         wait_for(lambda: all(w.alive for w in registry.pool.workers), what="both actors placed")
         keys = [small(epochs=400, seed=s) for s in (21, 22)]
         runs = started(registry, keys)
-        wait_for(lambda: all(r.status == "running" and r.step > 0 for r in runs), what="both training")
-        nodes = {run.worker.node_id for run in runs}
+        seen = {}  # run index -> (its worker's node, where its page says it trains), read while it trains
+
+        def both_seen_training() -> bool:
+            for i, run in enumerate(runs):
+                worker, where = run.worker, registry.snapshot(run).where
+                if i not in seen and run.status == "running" and run.step > 0 and worker is not None:
+                    seen[i] = (worker.node_id, where)
+            return len(seen) == len(runs)
+
+        # each run is looked at on its own: a short run may finish before the other's first step arrives
+        wait_for(both_seen_training, what="both training")
+        nodes = {node for node, _ in seen.values()}
         assert nodes == {node.node_id for node in ray_cluster.list_all_nodes()}  # one run per node
-        assert {registry.snapshot(run).where for run in runs} == {f"Ray node {node[:8]}" for node in nodes}
+        assert {where for _, where in seen.values()} == {f"Ray node {node[:8]}" for node in nodes}
         wait_for(lambda: all(registry.finished(k) for k in keys), what="both finished")
         for key in keys:
             assert_same_as_headless(registry.finished(key), key)  # bit for bit, like the local workers
