@@ -2,8 +2,8 @@
 a thin stroke, two letters, five uneven blobs and a circle with a bar through it, 600 points each,
 standardised as the page standardises a drawing or a file. Each preset at its own defaults (on a
 point set an epoch is one pass over it, 3 steps of 256 here, so improved's 4000 epochs are 12,000
-steps), seeds 0 - 2, scored like ``bench.presets`` (``bench.quality``) against the point set itself, with a perfect sampler's
-score (draws from the set) first.
+steps), seeds 0 - 2, scored like ``bench.presets`` (``bench.quality``) against the point set
+itself, with a perfect sampler's score (draws from the set) first.
 
     python -m bench.shapes [--jobs 1]
 """
